@@ -1,0 +1,14 @@
+"""modelcache: keep Hugging Face model caches complete, verified and tidy.
+
+>>> from modelcache import ModelCache
+>>> mc = ModelCache(cache_dir="/models/hub", endpoint="https://huggingface.co")  # doctest: +SKIP
+>>> mc.download("Qwen/Qwen3-0.6B", profile="tokenizer").snapshot                  # doctest: +SKIP
+"""
+
+from .cache.detect import CheckResult
+from .errors import ModelCacheError
+from .service import DownloadResult, ModelCache
+from .settings import Settings, TokenSource
+
+__all__ = ["CheckResult", "DownloadResult", "ModelCache", "ModelCacheError", "Settings", "TokenSource"]
+__version__ = "0.1.0"

@@ -1,0 +1,99 @@
+"""``import DIR``: publish a local model folder into the cache under a deterministic commit id.
+
+LFS or not is decided as a Hub repo with HF's default ``.gitattributes`` would: weights and
+other binary formats, and any file of 10 MiB or more, are LFS (blob named by sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidInput
+from ..hashing import BlobHasher, lfs_pointer, git_blob_sha1, CHUNK
+from ..refs import validate_repo_path
+from .layout import RepoLayout
+from .publish import copy_into_blob, ensure_repo_dirs, link_file, publish_record
+from .records import FileEntry, TreeRecord
+
+__all__ = ["ImportPlanItem", "commit_id_for", "import_folder", "is_lfs_path", "plan_import"]
+
+LFS_THRESHOLD = 10 * 1024 * 1024
+LFS_SUFFIXES = (
+    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ggml",
+    ".model", ".npy", ".npz", ".pkl", ".pickle", ".tflite", ".tar", ".gz", ".zip", ".zst", ".arrow", ".parquet",
+)
+
+
+def is_lfs_path(path: str, size: int) -> bool:
+    return size >= LFS_THRESHOLD or path.lower().endswith(LFS_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class ImportPlanItem:
+    source: Path
+    entry: FileEntry
+
+
+def _hash_file(path: Path, size: int) -> tuple[str, str]:
+    """(git sha1 of the content, sha256 of the content) in one read."""
+    sha1 = BlobHasher(size, lfs=False)
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            sha1.update(chunk)
+            sha256.update(chunk)
+    return sha1.hexdigest(), sha256.hexdigest()
+
+
+def plan_import(folder: Path) -> list[ImportPlanItem]:
+    """Hash every regular file under ``folder``; refuse symlinks that leave it."""
+    folder = folder.resolve()
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder} is not a directory", "give the folder that holds config.json and the weights")
+    items: list[ImportPlanItem] = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d not in (".git", ".cache", "__pycache__"))
+        for name in sorted(files):
+            src = Path(root) / name
+            rel = src.relative_to(folder).as_posix()
+            if name == ".DS_Store":
+                continue
+            validate_repo_path(rel)
+            real = src.resolve()
+            if src.is_symlink() and folder not in real.parents:
+                raise InvalidInput(f"{rel} is a symlink that leaves {folder}", "copy the file in, or remove the link")
+            if not real.is_file():
+                continue
+            size = real.stat().st_size
+            sha1, sha256 = _hash_file(real, size)
+            if is_lfs_path(rel, size):
+                entry = FileEntry(rel, size, git_blob_sha1(lfs_pointer(sha256, size)), sha256)
+            else:
+                entry = FileEntry(rel, size, sha1)
+            items.append(ImportPlanItem(real, entry))
+    if not items:
+        raise InvalidInput(f"{folder} holds no files", "give the folder that holds config.json and the weights")
+    return items
+
+
+def commit_id_for(entries: list[FileEntry]) -> str:
+    """Deterministic: the same files (paths and contents) always give the same 40-hex id."""
+    h = hashlib.sha1(b"modelcache-import-v1\n", usedforsecurity=False)
+    for e in sorted(entries, key=lambda e: e.path):
+        h.update(f"{e.path}\0{e.size}\0{e.blob_id}\0{e.lfs_sha256 or ''}\n".encode())
+    return h.hexdigest()
+
+
+def import_folder(layout: RepoLayout, folder: Path, revision: str = "main") -> TreeRecord:
+    items = plan_import(folder)
+    record = TreeRecord.of(commit_id_for([i.entry for i in items]), [i.entry for i in items])
+    ensure_repo_dirs(layout)
+    publish_record(layout, record)
+    for item in items:
+        copy_into_blob(layout, item.entry.etag, item.source)
+        link_file(layout, record.commit, item.entry)
+    layout.write_ref(revision, record.commit)
+    return record

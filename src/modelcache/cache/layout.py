@@ -1,0 +1,179 @@
+"""The huggingface_hub cache layout: where every file of a repo lives, and atomic writes to it.
+
+``RepoLayout`` turns (cache root, repo type, repo id) into paths; every path it returns for a
+file of the repo has passed ``refs.validate_repo_path`` and is checked to stay inside the repo
+folder. Our own state lives in ``<repo folder>/.modelcache/``, where HF tools never look.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidInput
+from ..refs import validate_repo_id, validate_repo_path, validate_repo_type, validate_revision
+
+__all__ = [
+    "RepoLayout",
+    "atomic_write_bytes",
+    "atomic_symlink",
+    "folder_name",
+    "parse_folder_name",
+]
+
+_PREFIX = {"model": "models", "dataset": "datasets", "space": "spaces"}
+_TYPE_OF_PREFIX = {v: k for k, v in _PREFIX.items()}
+
+
+def folder_name(repo_type: str, repo_id: str) -> str:
+    """``models--org--name``, as huggingface_hub's ``repo_folder_name``."""
+    validate_repo_type(repo_type)
+    validate_repo_id(repo_id)
+    return "--".join([_PREFIX[repo_type], *repo_id.split("/")])
+
+
+def parse_folder_name(name: str) -> tuple[str, str] | None:
+    """``models--org--name`` → ``("model", "org/name")``; None for anything else."""
+    prefix, sep, rest = name.partition("--")
+    if not sep or prefix not in _TYPE_OF_PREFIX:
+        return None
+    repo_id = rest.replace("--", "/")
+    try:
+        validate_repo_id(repo_id)
+    except InvalidInput:
+        return None
+    return _TYPE_OF_PREFIX[prefix], repo_id
+
+
+@dataclass(frozen=True)
+class RepoLayout:
+    cache_dir: Path
+    repo_type: str
+    repo_id: str
+
+    @property
+    def folder(self) -> Path:
+        return self.cache_dir / folder_name(self.repo_type, self.repo_id)
+
+    @property
+    def blobs(self) -> Path:
+        return self.folder / "blobs"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.folder / "snapshots"
+
+    @property
+    def refs(self) -> Path:
+        return self.folder / "refs"
+
+    @property
+    def trees(self) -> Path:
+        return self.folder / "trees"
+
+    @property
+    def state(self) -> Path:
+        """Our own per-repo state (last use, partial-download records); invisible to HF tools."""
+        return self.folder / ".modelcache"
+
+    def blob(self, etag: str) -> Path:
+        if not etag or not all(c in "0123456789abcdef" for c in etag) or len(etag) not in (40, 64):
+            raise InvalidInput(f"invalid blob id {etag!r}", "expected a 40-hex git sha1 or 64-hex sha256")
+        return self.blobs / etag
+
+    def partial(self, etag: str) -> Path:
+        """Where a blob is assembled; stable across runs so a killed download can resume."""
+        return self.blob(etag).with_name(etag + ".mc.incomplete")
+
+    def snapshot(self, commit: str) -> Path:
+        return self.snapshots / commit
+
+    def snapshot_file(self, commit: str, path: str) -> Path:
+        validate_repo_path(path)
+        return self.snapshot(commit) / path
+
+    def ref(self, revision: str) -> Path:
+        validate_revision(revision)
+        return self.refs / revision
+
+    def tree_record(self, commit: str) -> Path:
+        return self.trees / f"{commit}.json"
+
+    def read_ref(self, revision: str) -> str | None:
+        try:
+            return self.ref(revision).read_text(encoding="utf-8").strip() or None
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def write_ref(self, revision: str, commit: str) -> None:
+        """``refs/<rev>`` holds the commit with no trailing newline, written atomically."""
+        atomic_write_bytes(self.ref(revision), commit.encode())
+
+    def commits(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.snapshots.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+
+    def all_refs(self) -> dict[str, str]:
+        """``{ref name: commit}`` for every file under ``refs/``."""
+        out: dict[str, str] = {}
+        if not self.refs.is_dir():
+            return out
+        for p in sorted(self.refs.rglob("*")):
+            if p.is_file() and not p.name.startswith("."):
+                try:
+                    out[p.relative_to(self.refs).as_posix()] = p.read_text(encoding="utf-8").strip()
+                except OSError:
+                    continue
+        return out
+
+
+def _tmp_sibling(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664) -> None:
+    """Write to a temp file next to ``target``, fsync, then ``os.replace``: readers see old or new."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_symlink(link: Path, target: Path, tmp_dir: Path | None = None) -> None:
+    """Make ``link`` a *relative* symlink to ``target``, replacing any previous entry atomically.
+
+    The temporary link is made in ``tmp_dir`` (same filesystem) when given, so a crash never
+    leaves a stray entry inside a snapshot folder.
+    """
+    link.parent.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(target, link.parent)
+    if tmp_dir is not None:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f"link.{uuid.uuid4().hex}.tmp"
+    else:
+        tmp = _tmp_sibling(link)
+    os.symlink(rel, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

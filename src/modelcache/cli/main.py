@@ -1,0 +1,254 @@
+"""The ``modelcache`` command line. Errors become exit codes here, and only here.
+
+Exit codes: 0 ok; 1 not ready / not cached / generic failure; 2 bad input; 3 the endpoint
+said no (repo, revision or file not found); 4 auth or gated; 5 network (after retries);
+6 integrity (bytes do not match); 7 the cache directory cannot be used.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import InvalidInput, ModelCacheError
+from ..profiles import PROFILES
+from ..progress import LineProgress
+from ..refs import parse_repo_ref, validate_repo_id, validate_revision
+from ..service import ModelCache
+from ..settings import Settings
+from .output import emit, emit_error, human_size, human_time
+
+__all__ = ["cli", "main"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ModelCacheError as exc:
+            emit_error(exc, as_json=bool((ctx.obj or {}).get("json")))
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: partial files are kept and the next run resumes", err=True)
+            ctx.exit(130)
+
+
+def json_option(f):  # type: ignore[no-untyped-def]
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        ctx.ensure_object(dict)
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        if value:
+            root.obj["json"] = True
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, expose_value=True, callback=set_json,
+                        is_eager=True, help="Machine-readable JSON on stdout.")(f)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    o = ctx.find_root().obj
+    if "settings" not in o:
+        o["settings"] = Settings.from_process_env(
+            cache_dir=o.get("cache_dir"), endpoint=o.get("endpoint"), token_file=o.get("token_file"),
+            offline=o.get("offline"), connections=o.get("connections"),
+        )
+    return o["settings"]
+
+
+def _cache(ctx: click.Context) -> ModelCache:
+    return ModelCache(_settings(ctx))
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache root (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub).")
+@click.option("--endpoint", help="Hub or compatible server (default: HF_ENDPOINT or https://huggingface.co).")
+@click.option("--token-file", type=click.Path(path_type=Path), help="File holding the access token (a mounted Secret). Never pass a token as an argument.")
+@click.option("--offline", is_flag=True, default=None, help="Never touch the network (also HF_HUB_OFFLINE=1).")
+@click.option("--connections", type=int, help="Parallel connections for downloads (default 8).")
+@click.version_option(package_name="modelcache")
+@click.pass_context
+def cli(ctx: click.Context, cache_dir: Path | None, endpoint: str | None, token_file: Path | None,
+        offline: bool | None, connections: int | None) -> None:
+    """Keep Hugging Face model caches complete, verified and tidy."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(cache_dir=cache_dir, endpoint=endpoint, token_file=token_file, offline=offline, connections=connections)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("repo_id")
+@click.option("--revision", default="main", show_default=True, help="Branch, tag or commit.")
+@click.option("--profile", type=click.Choice(PROFILES), default="full", show_default=True,
+              help="full: every file; tokenizer: config, tokenizer and generation files only.")
+@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
+@click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+@click.pass_context
+def download(ctx: click.Context, repo_id: str, revision: str, profile: str, include: tuple[str, ...],
+             exclude: tuple[str, ...], repo_type: str, quiet: bool, as_json: bool) -> None:
+    """Download REPO_ID into the cache, verified and resumable; print the snapshot path."""
+    validate_repo_id(repo_id)
+    validate_revision(revision)
+    progress = None if quiet else LineProgress(sys.stderr)
+    with _cache(ctx) as mc:
+        result = mc.download(repo_id, revision, profile=profile, include=include, exclude=exclude,
+                             repo_type=repo_type, progress=progress)
+    if as_json:
+        emit(result.to_dict())
+    else:
+        if not quiet:
+            click.echo(
+                f"{repo_id}@{revision} → {result.commit[:12]}: {result.files} files, "
+                f"{human_size(result.bytes_fetched)} fetched"
+                + (f" ({human_size(result.bytes_resumed)} resumed)" if result.bytes_resumed else "")
+                + f" in {result.seconds:.1f}s",
+                err=True,
+            )
+        click.echo(str(result.snapshot))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("repo_id")
+@click.option("--revision", default="main", show_default=True)
+@click.option("--profile", type=click.Choice(PROFILES), default="full", show_default=True)
+@click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Poll until ready or SECONDS pass (for init containers).")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True, help="Seconds between polls.")
+@json_option
+@click.pass_context
+def check(ctx: click.Context, repo_id: str, revision: str, profile: str, repo_type: str,
+          wait_s: float | None, interval: float, as_json: bool) -> None:
+    """Is REPO_ID ready for an engine? Local disk only. Exit 0 ready, 1 not."""
+    validate_repo_id(repo_id)
+    validate_revision(revision)
+    mc = ModelCache(_settings(ctx))
+    if wait_s:
+        def note(r):  # type: ignore[no-untyped-def]
+            if not as_json:
+                click.echo(f"waiting: {r.reason}", err=True)
+
+        result = mc.wait(repo_id, revision, profile, repo_type, timeout=wait_s, interval=interval, on_wait=note)
+    else:
+        result = mc.check(repo_id, revision, profile, repo_type)
+    if as_json:
+        emit(result.to_dict())
+    else:
+        click.echo(("ready: " if result.ready else "not ready: ") + result.reason, err=not result.ready)
+        for n in result.notes:
+            click.echo(f"note: {n}", err=True)
+        if result.ready and result.snapshot:
+            click.echo(str(result.snapshot))
+    ctx.exit(0 if result.ready else 1)
+
+
+@cli.command(name="ls", context_settings=CONTEXT)
+@click.argument("repo_id", required=False)
+@click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
+@json_option
+@click.pass_context
+def ls_cmd(ctx: click.Context, repo_id: str | None, repo_type: str, as_json: bool) -> None:
+    """List repos and revisions in the cache: refs, size, files, completeness, last use."""
+    if repo_id is not None:
+        validate_repo_id(repo_id)
+    mc = ModelCache(_settings(ctx))
+    repos = mc.ls(repo_id, repo_type)
+    if as_json:
+        emit({"cache_dir": str(mc.cache_dir), "repos": [r.to_dict() for r in repos]})
+        return
+    if not repos:
+        click.echo(f"(nothing cached{' for ' + repo_id if repo_id else ''} in {mc.cache_dir})")
+        return
+    rows = [("REPO", "REVISION", "REFS", "SIZE", "FILES", "STATE", "LAST USED")]
+    for repo in repos:
+        for r in repo.revisions:
+            files = f"{r.files}/{r.expected_files}" if r.expected_files is not None else str(r.files)
+            state = "complete" if r.complete else ("tokenizer" if r.tokenizer_ready else "partial")
+            rows.append((repo.repo_id, r.commit[:12], ",".join(r.refs) or "-", human_size(r.size_on_disk), files,
+                         state, human_time(r.last_used)))
+        if not repo.revisions:
+            rows.append((repo.repo_id, "-", "-", human_size(repo.size_on_disk), "0", "empty", "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("ref", metavar="REPO_ID[@REV]")
+@click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+@json_option
+@click.pass_context
+def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, as_json: bool) -> None:
+    """Remove a revision (REPO_ID@REV) or a whole repo; blobs shared with other revisions stay."""
+    parsed = parse_repo_ref(ref)
+    plan = ModelCache(_settings(ctx)).rm(parsed.repo_id, parsed.revision, repo_type, dry_run=dry_run)
+    if as_json:
+        emit({**plan.to_dict(), "dry_run": dry_run})
+        return
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{'(dry run) ' if dry_run else ''}{ref}: {len(plan.commits)} revision(s), "
+               f"{len(plan.blobs)} blob(s); {verb} {human_size(plan.expected_freed_size)}")
+
+
+@cli.command(name="import", context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--repo", "repo_id", required=True, help="Repo id to publish as, e.g. my-org/my-model.")
+@click.option("--revision", default="main", show_default=True, help="Branch name to point at the new commit.")
+@click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
+@json_option
+@click.pass_context
+def import_cmd(ctx: click.Context, folder: Path, repo_id: str, revision: str, repo_type: str, as_json: bool) -> None:
+    """Publish a local model FOLDER into the cache (deterministic commit id)."""
+    validate_repo_id(repo_id)
+    mc = ModelCache(_settings(ctx))
+    record = mc.import_folder(folder, repo_id, revision, repo_type)
+    snap = mc.layout(repo_id, repo_type).snapshot(record.commit)
+    if as_json:
+        emit({"repo_id": repo_id, "revision": revision, "commit": record.commit, "files": len(record.files),
+              "size": record.total_size, "snapshot": str(snap)})
+    else:
+        click.echo(f"imported {folder} as {repo_id}@{revision} → {record.commit[:12]} "
+                   f"({len(record.files)} files, {human_size(record.total_size)})", err=True)
+        click.echo(str(snap))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
+    from ..server import serve as run_server
+
+    settings = _settings(ctx)
+    if not settings.cache_dir.is_dir():
+        raise InvalidInput(f"the cache directory {settings.cache_dir} does not exist",
+                           "download or import a model first, or pass --cache-dir")
+    click.echo(f"serving {settings.cache_dir} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
+    run_server(settings.cache_dir, host=host, port=port)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where to put the demo caches (default: a temporary folder, removed afterwards).")
+@click.pass_context
+def demo(ctx: click.Context, workdir: Path | None) -> None:
+    """Offline, end to end on the bundled tiny model: import, serve, download, check, list."""
+    from .demo import run_demo
+
+    ctx.exit(run_demo(workdir))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="modelcache", obj={})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,124 @@
+"""Every error modelcache raises, with a hint that says what to do.
+
+The tree::
+
+    ModelCacheError                  one line: what, why (``message``) and what to do (``hint``)
+    ├── InvalidInput                 a repo id, revision, path, size or flag that cannot be right
+    ├── HubError                     the endpoint answered, and the answer is "no"
+    │   ├── RepoNotFound             404 RepoNotFound / 401 on a repo URL
+    │   ├── RevisionNotFound         404 RevisionNotFound
+    │   ├── EntryNotFound            404 EntryNotFound
+    │   ├── GatedRepo                403 GatedRepo
+    │   ├── AuthError                401/403 that is not one of the above
+    │   └── ProtocolError            an answer that breaks the Hub protocol
+    ├── TransientError               worth retrying: connection drop, timeout, 5xx, 429
+    │   └── EndpointUnreachable      nothing answers at the endpoint
+    ├── IntegrityError               bytes that do not match their declared size or sha256
+    ├── CacheError                   the cache directory cannot be used (permissions, disk full)
+    └── NotCached                    offline, and the cache does not have what was asked
+
+The CLI maps these to exit codes in exactly one place (``cli.main``); ``exit_code`` is the
+documented number. No message ever contains a token: messages are built from repo ids,
+revisions, paths and status codes only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "CacheError",
+    "EndpointUnreachable",
+    "EntryNotFound",
+    "GatedRepo",
+    "HubError",
+    "IntegrityError",
+    "InvalidInput",
+    "ModelCacheError",
+    "NotCached",
+    "ProtocolError",
+    "RepoNotFound",
+    "RevisionNotFound",
+    "TransientError",
+]
+
+
+class ModelCacheError(Exception):
+    """Base of every modelcache error: a message (what and why) and a hint (what to do)."""
+
+    code = "error"
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.code, "message": self.message, "hint": self.hint}
+
+
+class InvalidInput(ModelCacheError, ValueError):
+    code = "invalid-input"
+    exit_code = 2
+
+
+class HubError(ModelCacheError):
+    code = "hub-error"
+    exit_code = 3
+
+
+class RepoNotFound(HubError):
+    code = "repo-not-found"
+
+
+class RevisionNotFound(HubError):
+    code = "revision-not-found"
+
+
+class EntryNotFound(HubError):
+    code = "entry-not-found"
+
+
+class GatedRepo(HubError):
+    code = "gated-repo"
+    exit_code = 4
+
+
+class AuthError(HubError):
+    code = "auth"
+    exit_code = 4
+
+
+class ProtocolError(HubError):
+    code = "protocol"
+
+
+class TransientError(ModelCacheError):
+    code = "transient"
+    exit_code = 5
+
+    def __init__(self, message: str, hint: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+
+
+class EndpointUnreachable(TransientError):
+    code = "unreachable"
+
+
+class IntegrityError(ModelCacheError):
+    code = "integrity"
+    exit_code = 6
+
+
+class CacheError(ModelCacheError):
+    code = "cache"
+    exit_code = 7
+
+
+class NotCached(ModelCacheError):
+    code = "not-cached"
+    exit_code = 1

@@ -1,0 +1,243 @@
+"""The Hub protocol client: revision → commit, commit → file list, file → URL.
+
+All network I/O goes through an injectable ``httpx.Client``. The token is attached only to
+requests for the endpoint's own origin, and only over HTTPS or to a loopback host (plain
+HTTP elsewhere needs ``allow_insecure_token``); it never appears in an error message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit
+
+import httpx
+
+from ..cache.records import FileEntry
+from ..errors import (
+    AuthError,
+    EndpointUnreachable,
+    EntryNotFound,
+    GatedRepo,
+    HubError,
+    InvalidInput,
+    ProtocolError,
+    RepoNotFound,
+    RevisionNotFound,
+    TransientError,
+)
+from ..refs import is_commit, validate_repo_id, validate_repo_type, validate_revision
+from ..settings import TokenSource
+
+__all__ = ["HubClient", "RevisionInfo", "error_for_response", "origin_of", "parse_retry_after"]
+
+USER_AGENT = "modelcache/0.1"
+_API_PREFIX = {"model": "models", "dataset": "datasets", "space": "spaces"}
+_URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+MAX_TREE_PAGES = 10_000
+
+
+def origin_of(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, min(float(value), 300.0))
+    except ValueError:
+        return None
+
+
+def error_for_response(resp: httpx.Response, what: str, repo_id: str, revision: str | None = None) -> HubError | TransientError:
+    """Turn a non-2xx answer into the right error (HF's ``X-Error-Code`` first, status second)."""
+    code = resp.headers.get("X-Error-Code", "")
+    status = resp.status_code
+    rev = f"@{revision}" if revision else ""
+    if code == "RepoNotFound" or (status == 401 and code == ""):
+        return RepoNotFound(
+            f"{repo_id} was not found at the endpoint, or the token may not read it (HTTP {status})",
+            "check the repo id; for a private or gated repo set HF_TOKEN or --token-file",
+        )
+    if code == "RevisionNotFound":
+        return RevisionNotFound(
+            f"revision {revision!r} of {repo_id} does not exist (HTTP {status})",
+            "check the branch, tag or commit id (`--revision`)",
+        )
+    if code == "EntryNotFound":
+        return EntryNotFound(f"{what} not found in {repo_id}{rev} (HTTP {status})", "check the file name")
+    if code == "GatedRepo":
+        return GatedRepo(
+            f"{repo_id} is gated: this token has not been granted access (HTTP {status})",
+            f"accept the conditions on the repo page with the token's account, then retry",
+        )
+    if status in (401, 403):
+        return AuthError(
+            f"access to {what} of {repo_id} denied (HTTP {status})",
+            "check the token: `modelcache doctor`, or set HF_TOKEN / --token-file",
+        )
+    if status == 404:
+        return RepoNotFound(
+            f"{what} of {repo_id}{rev} not found (HTTP 404 without an X-Error-Code)",
+            "check the repo id and revision; is the endpoint an HF-compatible server?",
+        )
+    if status == 429 or status >= 500:
+        return TransientError(
+            f"the endpoint answered HTTP {status} for {what} of {repo_id}",
+            "the endpoint is busy or failing; retry later",
+            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+        )
+    return ProtocolError(f"unexpected HTTP {status} for {what} of {repo_id}", "is the endpoint HF-compatible?")
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    repo_id: str
+    revision: str
+    commit: str
+
+
+class HubClient:
+    """Speaks the Hub's HTTP API to one endpoint."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: TokenSource | None = None,
+        *,
+        http: httpx.Client | None = None,
+        timeout: float = 30.0,
+        connections: int = 8,
+        allow_insecure_token: bool = False,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._origin = origin_of(self.endpoint)
+        self._token = token or TokenSource()
+        self._allow_insecure = allow_insecure_token
+        self.http = http or httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=connections + 4, max_keepalive_connections=connections + 4),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- auth ------------------------------------------------------------------------------
+    def auth_headers(self, url: str) -> dict[str, str]:
+        """``Authorization`` for ``url`` — only for the endpoint's origin over a safe transport."""
+        scheme, host, port = origin_of(url)
+        if (scheme, host, port) != self._origin:
+            return {}
+        if scheme != "https" and not _is_loopback(host) and not self._allow_insecure:
+            return {}
+        token = self._token.get()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    # -- requests ---------------------------------------------------------------------------
+    def request(self, method: str, url: str, *, headers: dict[str, str] | None = None, what: str = "request",
+                repo_id: str = "", revision: str | None = None, **kw: object) -> httpx.Response:
+        """One request, following redirects by hand (dropping the token across origins)."""
+        for _ in range(6):
+            hdrs = {**(headers or {}), **self.auth_headers(url)}
+            try:
+                resp = self.http.request(method, url, headers=hdrs, **kw)  # type: ignore[arg-type]
+            except httpx.ConnectError as exc:
+                raise EndpointUnreachable(
+                    f"cannot connect to {_host_of(url)}: {_reason(exc)}",
+                    "check HF_ENDPOINT / --endpoint and the network; offline? use --offline",
+                ) from None
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                raise TransientError(f"{what} of {repo_id}: {_reason(exc)}", "the connection failed; retry") from None
+            if resp.is_redirect and "Location" in resp.headers:
+                url = urljoin(url, resp.headers["Location"])
+                resp.close()
+                continue
+            if resp.status_code >= 400:
+                resp.read()
+                raise error_for_response(resp, what, repo_id, revision)
+            return resp
+        raise ProtocolError(f"too many redirects for {what} of {repo_id}", "is the endpoint HF-compatible?")
+
+    def _json(self, url: str, **kw: object) -> tuple[object, httpx.Response]:
+        resp = self.request("GET", url, **kw)  # type: ignore[arg-type]
+        try:
+            return resp.json(), resp
+        except ValueError:
+            raise ProtocolError(f"the endpoint did not answer JSON at {_path_of(url)}", "is the endpoint HF-compatible?") from None
+
+    # -- API --------------------------------------------------------------------------------
+    def revision_info(self, repo_type: str, repo_id: str, revision: str) -> RevisionInfo:
+        validate_repo_type(repo_type)
+        validate_repo_id(repo_id)
+        validate_revision(revision)
+        url = f"{self.endpoint}/api/{_API_PREFIX[repo_type]}/{repo_id}/revision/{quote(revision, safe='')}"
+        data, _ = self._json(url, what=f"revision {revision}", repo_id=repo_id, revision=revision)
+        sha = data.get("sha") if isinstance(data, dict) else None
+        if not isinstance(sha, str) or not is_commit(sha):
+            raise ProtocolError(f"the endpoint gave no valid commit for {repo_id}@{revision}", "is it HF-compatible?")
+        return RevisionInfo(repo_id, revision, sha)
+
+    def list_files(self, repo_type: str, repo_id: str, commit: str) -> list[FileEntry]:
+        """Every file of the commit, following ``Link: rel=next`` pages on the same origin."""
+        url: str | None = (
+            f"{self.endpoint}/api/{_API_PREFIX[repo_type]}/{repo_id}/tree/{quote(commit, safe='')}"
+            "?recursive=true&expand=false"
+        )
+        entries: list[FileEntry] = []
+        for _ in range(MAX_TREE_PAGES):
+            if url is None:
+                return entries
+            data, resp = self._json(url, what="file list", repo_id=repo_id, revision=commit)
+            if not isinstance(data, list):
+                raise ProtocolError(f"the file list of {repo_id} is not a JSON list", "is the endpoint HF-compatible?")
+            for item in data:
+                if isinstance(item, dict) and item.get("type") == "file":
+                    try:
+                        entries.append(FileEntry.from_tree_item(item))
+                    except InvalidInput as exc:
+                        raise ProtocolError(f"the upstream's file list is unsafe or malformed: {exc.message}",
+                                            "refusing it; report it to the endpoint's operator") from None
+            nxt = resp.links.get("next", {}).get("url")
+            if nxt:
+                nxt = urljoin(url, nxt)
+                if origin_of(nxt) != self._origin:
+                    raise ProtocolError("the file list's next page points to another origin", "refusing to follow it")
+            url = nxt
+        raise ProtocolError(f"the file list of {repo_id} has too many pages", "is the endpoint HF-compatible?")
+
+    def file_url(self, repo_type: str, repo_id: str, commit: str, path: str) -> str:
+        return f"{self.endpoint}/{_URL_PREFIX[repo_type]}{repo_id}/resolve/{commit}/{quote(path, safe='/')}"
+
+    def whoami(self) -> dict[str, object]:
+        data, _ = self._json(f"{self.endpoint}/api/whoami-v2", what="whoami", repo_id="(token)")
+        return data if isinstance(data, dict) else {}
+
+
+def _host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _path_of(url: str) -> str:
+    return urlsplit(url).path
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+

@@ -1,0 +1,77 @@
+"""Transfer planning: which files of a commit to fetch, link or leave alone. Pure, no I/O.
+
+The service layer looks at the disk (``LocalState`` per file) and hands it here; the plan is
+plain data that tests check without servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ..cache.records import FileEntry
+
+__all__ = ["FilePlan", "LocalState", "TransferPlan", "plan_transfer"]
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """What the disk holds for one file: a snapshot entry of the right size, the blob, a partial."""
+
+    snapshot_ok: bool = False
+    blob_size: int | None = None
+    partial_size: int | None = None
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    entry: FileEntry
+    action: str
+    """``present`` (nothing to do), ``link`` (blob is there, make the snapshot link), ``fetch``."""
+    resume_from: int = 0
+
+    @property
+    def bytes_to_fetch(self) -> int:
+        return self.entry.size - self.resume_from if self.action == "fetch" else 0
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    files: tuple[FilePlan, ...]
+
+    @property
+    def to_fetch(self) -> tuple[FilePlan, ...]:
+        return tuple(f for f in self.files if f.action == "fetch")
+
+    @property
+    def to_link(self) -> tuple[FilePlan, ...]:
+        return tuple(f for f in self.files if f.action == "link")
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(f.entry.size for f in self.files)
+
+    @property
+    def bytes_to_fetch(self) -> int:
+        return sum(f.bytes_to_fetch for f in self.files)
+
+    @property
+    def bytes_resumed(self) -> int:
+        return sum(f.resume_from for f in self.to_fetch)
+
+
+def plan_transfer(entries: Iterable[FileEntry], local: Mapping[str, LocalState]) -> TransferPlan:
+    """Decide per file. Blobs with the same etag are fetched once (the first file carries it)."""
+    plans: list[FilePlan] = []
+    fetching: set[str] = set()
+    for e in sorted(entries, key=lambda e: e.path):
+        st = local.get(e.path, LocalState())
+        if st.snapshot_ok:
+            plans.append(FilePlan(e, "present"))
+        elif st.blob_size == e.size or e.etag in fetching:
+            plans.append(FilePlan(e, "link"))
+        else:
+            resume = st.partial_size if st.partial_size is not None and 0 < st.partial_size <= e.size else 0
+            plans.append(FilePlan(e, "fetch", resume))
+            fetching.add(e.etag)
+    return TransferPlan(tuple(plans))

@@ -1,0 +1,110 @@
+"""Progress reporting for long downloads.
+
+``Progress`` is the interface the service calls (from several threads). ``LineProgress``
+writes periodic one-line JSON records (for Job logs) or a single rewritten status line on a
+TTY. Records carry repo ids, paths and byte counts only — never a URL with credentials nor a
+token.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from ._format import human_size
+
+__all__ = ["LineProgress", "NullProgress", "Progress"]
+
+
+class Progress:
+    def start(self, repo_id: str, commit: str, plan: Any) -> None: ...
+
+    def advance(self, path: str, nbytes: int) -> None: ...
+
+    def file_done(self, path: str) -> None: ...
+
+    def finish(self, summary: dict[str, object]) -> None: ...
+
+
+class NullProgress(Progress):
+    pass
+
+
+class LineProgress(Progress):
+    """Thread-safe byte counter that prints at most every ``interval`` seconds."""
+
+    def __init__(self, stream: IO[str] | None = None, *, json_lines: bool | None = None, interval: float = 2.0,
+                 clock: Any = time.monotonic) -> None:
+        self.stream = stream or sys.stderr
+        self.json_lines = (not self.stream.isatty()) if json_lines is None else json_lines
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._done_bytes = 0
+        self._total = 0
+        self._files_total = 0
+        self._files_done = 0
+        self._t0 = clock()
+        self._last = 0.0
+        self._repo = ""
+
+    def start(self, repo_id: str, commit: str, plan: Any) -> None:
+        with self._lock:
+            self._repo = repo_id
+            self._total = plan.bytes_to_fetch
+            self._files_total = len(plan.files)
+            self._files_done = sum(1 for f in plan.files if f.action == "present")
+            self._t0 = self.clock()
+        self._emit("start", force=True, commit=commit, bytes_to_fetch=plan.bytes_to_fetch,
+                   bytes_resumed=plan.bytes_resumed, files=len(plan.files), files_to_fetch=len(plan.to_fetch))
+
+    def advance(self, path: str, nbytes: int) -> None:
+        with self._lock:
+            self._done_bytes += nbytes
+        self._emit("progress")
+
+    def file_done(self, path: str) -> None:
+        with self._lock:
+            self._files_done += 1
+        self._emit("progress")
+
+    def finish(self, summary: dict[str, object]) -> None:
+        self._emit("done", force=True)
+        if not self.json_lines:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _emit(self, event: str, force: bool = False, **extra: object) -> None:
+        now = self.clock()
+        with self._lock:
+            if not force and now - self._last < self.interval:
+                return
+            self._last = now
+            elapsed = max(now - self._t0, 1e-6)
+            rate = self._done_bytes / elapsed
+            remaining = max(self._total - self._done_bytes, 0)
+            eta = remaining / rate if rate > 0 else None
+            rec = {
+                "event": event,
+                "repo_id": self._repo,
+                "bytes_done": self._done_bytes,
+                "bytes_total": self._total,
+                "files_done": self._files_done,
+                "files_total": self._files_total,
+                "rate_bps": int(rate),
+                "eta_s": round(eta, 1) if eta is not None else None,
+                **extra,
+            }
+        if self.json_lines:
+            self.stream.write(json.dumps(rec) + "\n")
+        else:
+            pct = 100.0 * rec["bytes_done"] / rec["bytes_total"] if rec["bytes_total"] else 100.0
+            eta_s = f"{rec['eta_s']:.0f}s" if rec["eta_s"] is not None else "—"
+            self.stream.write(
+                f"\r{self._repo}: {pct:5.1f}% {human_size(rec['bytes_done'])}/{human_size(rec['bytes_total'])} "
+                f"files {rec['files_done']}/{rec['files_total']} {human_size(rate)}/s ETA {eta_s}   "
+            )
+        self.stream.flush()

@@ -1,0 +1,293 @@
+"""``ModelCache``: the one API the CLI, the server and users call. Composes ``hub`` and ``cache``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from .cache.detect import CheckResult, check_revision, resolve_commit
+from .cache.importer import import_folder
+from .cache.inventory import RepoInfo, scan_cache, scan_repo
+from .cache.layout import RepoLayout
+from .cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
+from .cache.records import TreeRecord, read_record
+from .cache.remove import RemovalPlan, execute_removal, plan_removal
+from .cache.usage import record_use
+from .errors import CacheError, InvalidInput, NotCached
+from .hub.client import HubClient
+from .hub.plan import LocalState, TransferPlan, plan_transfer
+from .hub.transfer import Backoff, fetch_blob
+from .profiles import select, validate_profile
+from .progress import NullProgress, Progress
+from .refs import is_commit, validate_repo_id, validate_repo_type, validate_revision
+from .settings import Settings
+
+__all__ = ["DownloadResult", "ModelCache"]
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    repo_id: str
+    revision: str
+    commit: str
+    profile: str
+    snapshot: Path
+    files: int
+    files_fetched: int
+    bytes_total: int
+    bytes_fetched: int
+    bytes_resumed: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        d = dict(self.__dict__)
+        d["snapshot"] = str(self.snapshot)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+class ModelCache:
+    """A huggingface_hub-compatible cache plus the endpoint it downloads from.
+
+    >>> mc = ModelCache()                       # settings from HF_* variables, like huggingface_hub
+    >>> path = mc.download("Qwen/Qwen3-0.6B")   # doctest: +SKIP
+    >>> mc.check("Qwen/Qwen3-0.6B").ready       # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, settings: Settings | None = None, *, http: httpx.Client | None = None, **overrides: object) -> None:
+        self.settings = settings if settings is not None else Settings.from_process_env(**overrides)  # type: ignore[arg-type]
+        self._http = http
+        self._client: HubClient | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        return self.settings.cache_dir
+
+    def layout(self, repo_id: str, repo_type: str = "model") -> RepoLayout:
+        validate_repo_type(repo_type)
+        validate_repo_id(repo_id)
+        return RepoLayout(self.cache_dir, repo_type, repo_id)
+
+    @property
+    def client(self) -> HubClient:
+        if self._client is None:
+            s = self.settings
+            self._client = HubClient(
+                s.endpoint, s.token, http=self._http, timeout=s.timeout, connections=s.connections,
+                allow_insecure_token=s.allow_insecure_token,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None and self._http is None:
+            self._client.close()
+        self._client = None
+
+    def __enter__(self) -> ModelCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runtime check ------------------------------------------------------------------------
+    def check(self, repo_id: str, revision: str = "main", profile: str = "full", repo_type: str = "model",
+              record: bool = True) -> CheckResult:
+        """Can an engine start on this now? Local disk only; never the network."""
+        layout = self.layout(repo_id, repo_type)
+        result = check_revision(layout, revision, profile)
+        if record and result.ready and result.commit:
+            record_use(layout, result.commit)
+        return result
+
+    def wait(self, repo_id: str, revision: str = "main", profile: str = "full", repo_type: str = "model",
+             timeout: float = 0.0, interval: float = 2.0, on_wait: Callable[[CheckResult], None] | None = None,
+             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> CheckResult:
+        """``check`` until ready or ``timeout`` seconds have passed (for init containers)."""
+        deadline = clock() + max(0.0, timeout)
+        while True:
+            result = self.check(repo_id, revision, profile, repo_type)
+            if result.ready or clock() >= deadline:
+                return result
+            if on_wait:
+                on_wait(result)
+            sleep(min(interval, max(0.05, deadline - clock())))
+
+    # -- download -----------------------------------------------------------------------------
+    def download(
+        self,
+        repo_id: str,
+        revision: str = "main",
+        *,
+        profile: str = "full",
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        repo_type: str = "model",
+        progress: Progress | None = None,
+    ) -> DownloadResult:
+        """Fetch what ``profile`` needs into the cache; every file verified before it is visible."""
+        started = time.monotonic()
+        validate_revision(revision)
+        validate_profile(profile)
+        layout = self.layout(repo_id, repo_type)
+        progress = progress or NullProgress()
+
+        if self.settings.offline:
+            result = check_revision(layout, revision, profile)
+            if not result.ready:
+                raise NotCached(
+                    f"offline and not cached: {result.reason}",
+                    "run `modelcache download` where the endpoint is reachable, or unset HF_HUB_OFFLINE",
+                )
+            record_use(layout, result.commit or revision)
+            return DownloadResult(repo_id, revision, result.commit or "", profile, result.snapshot or layout.folder,
+                                  0, 0, 0, 0, 0, time.monotonic() - started)
+
+        client = self.client
+        commit = client.revision_info(repo_type, repo_id, revision).commit
+        tree = read_record(layout.tree_record(commit), commit)
+        if tree is None:
+            tree = TreeRecord.of(commit, client.list_files(repo_type, repo_id, commit))
+        wanted = select(tree.files, profile, include, exclude)
+        if not wanted and (include or exclude):
+            raise InvalidInput(
+                f"no file of {repo_id}@{revision} matches the profile and the --include/--exclude patterns",
+                "check the patterns against the repo's file list",
+            )
+        entries = [tree.files[p] for p in wanted]
+
+        ensure_repo_dirs(layout)
+        try:
+            publish_record(layout, tree)
+        except OSError as exc:
+            raise CacheError(f"cannot write to {layout.folder}: {exc.strerror}", "check permissions and free space") from None
+        plan = plan_transfer(entries, {e.path: _local_state(layout, commit, e) for e in entries})
+        progress.start(repo_id, commit, plan)
+        fetched = self._execute(layout, commit, plan, progress)
+        if revision != commit:
+            layout.write_ref(revision, commit)
+        record_use(layout, commit)
+        result = DownloadResult(
+            repo_id=repo_id,
+            revision=revision,
+            commit=commit,
+            profile=profile,
+            snapshot=layout.snapshot(commit),
+            files=len(plan.files),
+            files_fetched=len(plan.to_fetch),
+            bytes_total=plan.bytes_total,
+            bytes_fetched=fetched,
+            bytes_resumed=plan.bytes_resumed,
+            seconds=time.monotonic() - started,
+        )
+        progress.finish(result.to_dict())
+        return result
+
+    def _execute(self, layout: RepoLayout, commit: str, plan: TransferPlan, progress: Progress) -> int:
+        client = self.client
+        backoff = Backoff(attempts=self.settings.retries)
+        total = 0
+
+        def one(fp):  # type: ignore[no-untyped-def]
+            e = fp.entry
+            partial = layout.partial(e.etag)
+            url = client.file_url(layout.repo_type, layout.repo_id, commit, e.path)
+            stats = fetch_blob(client, url, e, partial, repo_id=layout.repo_id,
+                               on_bytes=lambda n, p=e.path: progress.advance(p, n), backoff=backoff)
+            install_blob(layout, e.etag, partial)
+            link_file(layout, commit, e)
+            progress.file_done(e.path)
+            return stats.bytes_fetched
+
+        try:
+            if plan.to_fetch:
+                with ThreadPoolExecutor(max_workers=self.settings.connections, thread_name_prefix="mc-fetch") as pool:
+                    futures = [pool.submit(one, fp) for fp in plan.to_fetch]
+                    try:
+                        for fut in as_completed(futures):
+                            total += fut.result()
+                    except BaseException:
+                        for f in futures:
+                            f.cancel()
+                        raise
+            for fp in plan.to_link:
+                link_file(layout, commit, fp.entry)
+                progress.file_done(fp.entry.path)
+        except OSError as exc:
+            raise _os_error(exc, layout) from None
+        return total
+
+    # -- inventory and removal -----------------------------------------------------------------
+    def ls(self, repo_id: str | None = None, repo_type: str = "model") -> list[RepoInfo]:
+        if repo_id is None:
+            return scan_cache(self.cache_dir)
+        layout = self.layout(repo_id, repo_type)
+        return [scan_repo(layout)] if layout.folder.is_dir() else []
+
+    def plan_rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model") -> RemovalPlan:
+        layout = self.layout(repo_id, repo_type)
+        if not layout.folder.is_dir():
+            raise NotCached(f"{repo_id} is not in the cache at {self.cache_dir}", "see `modelcache ls`")
+        if revision is None:
+            commits = layout.commits()
+        else:
+            commit = resolve_commit(layout, revision)
+            if commit is None:
+                raise NotCached(f"revision {revision!r} of {repo_id} is not in the cache", "see `modelcache ls REPO_ID`")
+            commits = [commit]
+        return plan_removal(layout, commits)
+
+    def rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model", dry_run: bool = False) -> RemovalPlan:
+        plan = self.plan_rm(repo_id, revision, repo_type)
+        if not dry_run:
+            execute_removal(self.layout(repo_id, repo_type), plan)
+        return plan
+
+    # -- import ----------------------------------------------------------------------------------
+    def import_folder(self, folder: Path, repo_id: str, revision: str = "main", repo_type: str = "model") -> TreeRecord:
+        validate_revision(revision)
+        if is_commit(revision):
+            raise InvalidInput("import takes a branch or tag name, not a commit id",
+                               "the commit id is computed from the files; use e.g. --revision main")
+        layout = self.layout(repo_id, repo_type)
+        ensure_repo_dirs(layout)
+        try:
+            return import_folder(layout, Path(folder), revision)
+        except OSError as exc:
+            raise _os_error(exc, layout) from None
+
+
+def _local_state(layout: RepoLayout, commit: str, entry) -> LocalState:  # type: ignore[no-untyped-def]
+    snap = layout.snapshot_file(commit, entry.path)
+    blob = layout.blob(entry.etag)
+    partial = layout.partial(entry.etag)
+
+    def size(p: Path) -> int | None:
+        try:
+            return p.stat().st_size
+        except OSError:
+            return None
+
+    return LocalState(snapshot_ok=size(snap) == entry.size, blob_size=size(blob), partial_size=size(partial))
+
+
+def _os_error(exc: OSError, layout: RepoLayout) -> CacheError:
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        return CacheError(
+            f"the disk holding {layout.cache_dir} is full",
+            "free space (`modelcache rm`, `modelcache ls`) and run the same command again: it resumes",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CacheError(
+            f"cannot write to the cache at {layout.cache_dir}: {exc.strerror}",
+            "give the user write access, or point --cache-dir / HF_HUB_CACHE at a writable directory",
+        )
+    return CacheError(f"filesystem error in {layout.folder}: {exc.strerror}", "check the cache directory")

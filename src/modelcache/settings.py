@@ -1,0 +1,161 @@
+"""Settings: one typed dataclass, resolved from the environment exactly as huggingface_hub does.
+
+``Settings.from_env(environ, **overrides)`` is called once, at an entry point (the CLI, the
+server, a user's ``ModelCache()``); nothing else in the package reads ``os.environ``.
+
+Resolution (huggingface_hub's rules, checked against its ``constants.py``):
+
+- cache dir: ``HF_HUB_CACHE`` > ``HUGGINGFACE_HUB_CACHE`` > ``$HF_HOME/hub`` >
+  ``$XDG_CACHE_HOME/huggingface/hub`` > ``~/.cache/huggingface/hub`` (``~`` and ``$VARS`` expanded)
+- endpoint: ``HF_ENDPOINT`` (trailing ``/`` stripped) > ``https://huggingface.co``
+- token: ``--token-file`` > ``HF_TOKEN`` > ``HUGGING_FACE_HUB_TOKEN`` > the file at
+  ``HF_TOKEN_PATH`` > ``$HF_HOME/token``; whitespace stripped; files read each time a token is
+  needed, so a rotated Secret is picked up without a restart
+- offline: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) in 1/ON/YES/TRUE
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import InvalidInput
+
+__all__ = ["DEFAULT_ENDPOINT", "Settings", "TokenSource"]
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def _is_true(value: str | None) -> bool:
+    return value is not None and value.strip().upper() in _TRUE
+
+
+def _expand(path: str, environ: Mapping[str, str]) -> str:
+    expanded = os.path.expanduser(path)
+    # os.path.expandvars reads os.environ; expand from the mapping we were given instead.
+    for key, val in environ.items():
+        expanded = expanded.replace("${" + key + "}", val).replace("$" + key, val)
+    return expanded
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """Where the token comes from. ``get()`` reads it now (files are re-read every call).
+
+    The value is never part of ``repr``: a TokenSource can be logged safely.
+    """
+
+    value: str | None = field(default=None, repr=False)
+    """A token given directly (from ``HF_TOKEN``)."""
+    path: Path | None = None
+    """A token file (``--token-file``, ``HF_TOKEN_PATH``, ``$HF_HOME/token``, a mounted Secret)."""
+    origin: str = "none"
+    """Where it was found, for messages: ``--token-file``, ``HF_TOKEN``, ``HF_TOKEN_PATH``, ``HF_HOME/token``."""
+
+    def get(self) -> str | None:
+        if self.value is not None:
+            return self.value.strip() or None
+        if self.path is not None:
+            try:
+                text = self.path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None
+            except OSError:
+                return None
+            return text.strip() or None
+        return None
+
+    @property
+    def configured(self) -> bool:
+        return self.value is not None or self.path is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything modelcache needs to know about where and how it works."""
+
+    cache_dir: Path
+    """Root of the huggingface_hub cache (``HF_HUB_CACHE``)."""
+    endpoint: str = DEFAULT_ENDPOINT
+    """Base URL of the Hub or a compatible server, no trailing slash."""
+    token: TokenSource = field(default_factory=TokenSource)
+    """Where the access token comes from; read lazily."""
+    offline: bool = False
+    """Never touch the network (``HF_HUB_OFFLINE``)."""
+    connections: int = 8
+    """Parallel HTTP connections for downloads."""
+    timeout: float = 30.0
+    """Seconds without progress before a request is retried (``HF_HUB_DOWNLOAD_TIMEOUT``)."""
+    retries: int = 5
+    """How many times in a row a transient failure is retried before giving up."""
+    allow_insecure_token: bool = False
+    """Send the token over plain HTTP to a non-loopback endpoint (off: it would travel in clear)."""
+
+    def with_overrides(self, **changes: object) -> Settings:
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_process_env(cls, **overrides: object) -> Settings:
+        """``from_env(os.environ)``: for entry points (the CLI, ``ModelCache()`` with no settings)."""
+        return cls.from_env(os.environ, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        endpoint: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        offline: bool | None = None,
+        connections: int | None = None,
+    ) -> Settings:
+        env = dict(environ)
+        hf_home = env.get("HF_HOME") or os.path.join(
+            env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"
+        )
+        hf_home = _expand(hf_home, env)
+        if cache_dir is None:
+            cache_dir = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(hf_home, "hub")
+        cache_path = Path(_expand(str(cache_dir), env))
+
+        ep = (endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        if not ep.startswith(("http://", "https://")):
+            raise InvalidInput(f"invalid endpoint {ep!r}", "give a URL such as https://huggingface.co")
+
+        if token_file is not None:
+            token = TokenSource(path=Path(token_file), origin="--token-file")
+        elif env.get("HF_TOKEN"):
+            token = TokenSource(value=env["HF_TOKEN"], origin="HF_TOKEN")
+        elif env.get("HUGGING_FACE_HUB_TOKEN"):
+            token = TokenSource(value=env["HUGGING_FACE_HUB_TOKEN"], origin="HUGGING_FACE_HUB_TOKEN")
+        elif env.get("HF_TOKEN_PATH"):
+            token = TokenSource(path=Path(_expand(env["HF_TOKEN_PATH"], env)), origin="HF_TOKEN_PATH")
+        else:
+            token = TokenSource(path=Path(hf_home) / "token", origin="HF_HOME/token")
+
+        if offline is None:
+            offline = _is_true(env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE"))
+
+        timeout = 30.0
+        if env.get("HF_HUB_DOWNLOAD_TIMEOUT"):
+            try:
+                timeout = float(env["HF_HUB_DOWNLOAD_TIMEOUT"])
+            except ValueError:
+                raise InvalidInput(
+                    f"invalid HF_HUB_DOWNLOAD_TIMEOUT {env['HF_HUB_DOWNLOAD_TIMEOUT']!r}", "give seconds, e.g. 30"
+                ) from None
+        if connections is not None and not 1 <= connections <= 256:
+            raise InvalidInput(f"invalid --connections {connections}", "give a number from 1 to 256")
+        return cls(
+            cache_dir=cache_path,
+            endpoint=ep,
+            token=token,
+            offline=bool(offline),
+            connections=connections or 8,
+            timeout=timeout,
+        )

@@ -24,7 +24,6 @@ from .client import HubClient, error_for_response
 
 __all__ = ["FetchStats", "Backoff", "fetch_blob"]
 
-WRITE_CHUNK = 1 << 20
 
 
 @dataclass
@@ -156,7 +155,7 @@ def _stream_once(
         headers["Range"] = f"bytes={asked}-"
     try:
         resp = _open(client, url, headers, entry)
-        with resp:
+        try:
             if asked and resp.status_code == 200:
                 # The server ignored our Range: take the whole body from the start.
                 cur.restart(fd, entry)
@@ -172,7 +171,7 @@ def _stream_once(
             elif resp.status_code not in (200, 206) or (not asked and resp.status_code == 206):
                 resp.read()
                 raise error_for_response(resp, entry.path, repo_id)
-            for chunk in resp.iter_raw(WRITE_CHUNK):
+            for chunk in resp.iter_raw():  # no re-chunking: a buffer would be lost on a drop
                 if cur.offset + len(chunk) > size:
                     cur.restart(fd, entry)
                     stats.restarts += 1
@@ -183,6 +182,8 @@ def _stream_once(
                 stats.bytes_fetched += len(chunk)
                 if on_bytes:
                     on_bytes(len(chunk))
+        finally:
+            resp.close()
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         raise TransientError(
             f"{entry.path}: connection lost at byte {cur.offset} ({type(exc).__name__})", "retrying"

@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-__all__ = ["HubError", "WithErrorHeaders", "decode_cursor", "encode_cursor", "error_response", "next_page_url"]
+__all__ = ["HttpError", "WithErrorHeaders", "decode_cursor", "encode_cursor", "error_response", "next_page_url"]
 
 
-class HubError(Exception):
+class HttpError(Exception):
     """An answer the Hub would give: status, ``X-Error-Code``, message, and maybe ``X-Repo-Commit``."""
 
     def __init__(self, status: int, code: str, message: str, commit: str | None = None) -> None:
@@ -31,10 +31,12 @@ def _header_safe(text: str, limit: int = 512) -> str:
     return safe if len(safe) <= limit else safe[: limit - 3] + "..."
 
 
-def error_response(err: HubError) -> Response:
+def error_response(err: HttpError) -> Response:
     headers = {"X-Error-Code": err.code, "X-Error-Message": _header_safe(err.message)}
     if err.commit is not None:
         headers["X-Repo-Commit"] = err.commit
+    if err.status == 405:
+        headers["Allow"] = "GET, HEAD"
     return JSONResponse({"error": err.message}, status_code=err.status, headers=headers)
 
 
@@ -65,7 +67,7 @@ def decode_cursor(cursor: str) -> str:
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, ValueError):
-        raise HubError(400, "BadRequest", "invalid pagination cursor") from None
+        raise HttpError(400, "BadRequest", "invalid pagination cursor") from None
 
 
 def next_page_url(request: Request, cursor: str) -> str:

@@ -1,0 +1,9 @@
+"""``modelcache serve``: the cache as a read-only, Hugging Face Hub compatible HTTP endpoint.
+
+``create_app(cache_dir)`` builds the ASGI app; ``serve(cache_dir, host, port)`` runs it with
+uvicorn. Clients use it with ``HF_ENDPOINT=http://host:port``.
+"""
+
+from .app import create_app, serve
+
+__all__ = ["create_app", "serve"]

@@ -1,0 +1,255 @@
+"""An HF-compatible, read-only HTTP endpoint over a cache directory.
+
+Point ``HF_ENDPOINT`` at it and ``huggingface_hub`` (``snapshot_download``, ``hf_hub_download``,
+``model_info``, ``list_repo_tree``) reads what the cache holds, and nothing else:
+
+- ``GET /api/{models|datasets|spaces}/{repo}[/revision/{rev}]`` → repo info (``?blobs=true``);
+- ``GET /api/.../{repo}/tree/{rev}[/{path}]`` → listing, paginated with a ``Link`` header;
+- ``HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}`` → the bytes, with ranges.
+
+Listings show the commit's whole file list (its completeness record); a file the record lists
+but the cache does not hold in full is answered ``404 EntryNotFound`` *without*
+``X-Repo-Commit``, so the client does not remember it as absent upstream. No file outside the
+cache directory is ever served, whatever the path or the symlinks say.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ..cache.detect import resolve_commit
+from ..cache.layout import RepoLayout
+from ..errors import InvalidInput
+from ..refs import validate_repo_id, validate_repo_path, validate_revision
+from ._http import HttpError, WithErrorHeaders, decode_cursor, encode_cursor, error_response, next_page_url
+from ._index import CommitIndex, IndexCache
+from ._routes import Candidate, Target, parse_target
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("modelcache.server")
+
+OnServed = Callable[[RepoLayout, str], None]
+_TRUE = ("1", "true", "True", "yes")
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_RANGE_ERRORS = {
+    416: ("RangeNotSatisfiable", "the requested range is outside the file"),
+    400: ("BadRequest", "malformed Range header"),
+}
+
+
+class _Handlers:
+    def __init__(self, cache_dir: Path, page_size: int, on_served: OnServed | None) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.cache_dir = Path(cache_dir)
+        real_root = os.path.realpath(self.cache_dir)
+        self.root_prefix = real_root if real_root.endswith(os.sep) else real_root + os.sep
+        self.page_size = page_size
+        self.on_served = on_served
+        self.indexes = IndexCache(self.cache_dir)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def dispatch(self, request: Request) -> Response:
+        raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+        try:
+            if request.method not in ("GET", "HEAD"):
+                raise HttpError(405, "MethodNotAllowed", "this modelcache server is read-only: use GET or HEAD")
+            target = parse_target(raw_path)
+            if target.kind == "resolve":
+                return self.resolve(request, target)
+            if target.kind == "api":
+                return self.api(request, target)
+            if target.kind == "health":
+                return JSONResponse({"status": "ok"})
+            raise HttpError(404, "NotFound", f"this modelcache server has no endpoint {request.scope['path']!r}")
+        except HttpError as err:
+            return error_response(err)
+        except InvalidInput as err:
+            return error_response(HttpError(400, "BadRequest", err.message))
+        except Exception:  # never leak a traceback to the client; log it here
+            log.exception("internal error serving %r", raw_path)
+            return error_response(HttpError(500, "InternalError", "internal error in the modelcache server"))
+
+    def _pick(self, target: Target) -> tuple[RepoLayout, Candidate]:
+        """The repo the path names; when ``org/name`` and ``name`` both parse, the one cached."""
+        first: tuple[RepoLayout, Candidate] | None = None
+        for cand in target.candidates:
+            try:
+                validate_repo_id(cand.repo_id)
+            except InvalidInput:
+                continue
+            layout = RepoLayout(self.cache_dir, target.repo_type, cand.repo_id)
+            if layout.folder.is_dir():
+                return layout, cand
+            first = first or (layout, cand)
+        if first is None:
+            if not target.candidates:
+                raise HttpError(404, "NotFound", "no such endpoint on this modelcache server")
+            raise HttpError(400, "BadRequest", f"invalid repo id {target.candidates[0].repo_id!r}")
+        layout, _ = first
+        raise HttpError(404, "RepoNotFound", f"{layout.repo_type} {layout.repo_id} is not in this cache")
+
+    def _index(self, layout: RepoLayout, revision: str) -> CommitIndex:
+        validate_revision(revision)
+        commit = resolve_commit(layout, revision)
+        index = self.indexes.get(layout, commit) if commit is not None else None
+        if index is None:
+            raise HttpError(404, "RevisionNotFound", f"revision {revision!r} of {layout.repo_id} is not in this cache")
+        return index
+
+    # -- /api ---------------------------------------------------------------------------------
+
+    def api(self, request: Request, target: Target) -> Response:
+        layout, cand = self._pick(target)
+        index = self._index(layout, cand.revision)
+        if cand.action == "tree":
+            return self.tree(request, layout, index, cand.path)
+        if cand.path:
+            raise HttpError(404, "NotFound", "no such endpoint on this modelcache server")
+        return JSONResponse(self.info(layout, index, request.query_params.get("blobs") in _TRUE))
+
+    def info(self, layout: RepoLayout, index: CommitIndex, blobs: bool) -> dict[str, object]:
+        siblings: list[dict[str, object]] = []
+        for item in index.entries:
+            if item["type"] != "file":
+                continue
+            sib: dict[str, object] = {"rfilename": item["path"]}
+            if blobs:
+                sib["size"] = item["size"]
+                sib["blobId"] = item["oid"]
+                lfs = item.get("lfs")
+                if isinstance(lfs, dict):
+                    sib["lfs"] = {"sha256": lfs["oid"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]}
+            siblings.append(sib)
+        key = f"{layout.repo_type}/{layout.repo_id}".encode()
+        out: dict[str, object] = {
+            "_id": hashlib.sha1(key, usedforsecurity=False).hexdigest()[:24],
+            "id": layout.repo_id,
+        }
+        if layout.repo_type == "model":
+            out["modelId"] = layout.repo_id
+        if "/" in layout.repo_id:
+            out["author"] = layout.repo_id.split("/", 1)[0]
+        out.update(
+            sha=index.commit,
+            private=False,
+            gated=False,
+            disabled=False,
+            downloads=0,
+            likes=0,
+            tags=[],
+            lastModified=index.last_modified,
+            createdAt=index.last_modified,
+            usedStorage=sum(e.size for e in index.files.values()),
+            siblings=siblings,
+        )
+        return out
+
+    def tree(self, request: Request, layout: RepoLayout, index: CommitIndex, path: str) -> Response:
+        if path:
+            validate_repo_path(path)
+        if not index.is_folder(path):
+            raise HttpError(
+                404,
+                "EntryNotFound",
+                f"{path!r} is not a folder of {layout.repo_id} at {index.commit}",
+                index.commit if index.from_record else None,
+            )
+        query = request.query_params
+        cursor = query.get("cursor")
+        after = decode_cursor(cursor) if cursor else None
+        page, more = index.listing(path, query.get("recursive") in _TRUE, after, self.page_size)
+        headers = {}
+        if more and page:
+            url = next_page_url(request, encode_cursor(str(page[-1]["path"])))
+            headers["Link"] = f'<{url}>; rel="next"'
+        return JSONResponse(page, headers=headers)
+
+    # -- /resolve -----------------------------------------------------------------------------
+
+    def resolve(self, request: Request, target: Target) -> Response:
+        layout, cand = self._pick(target)
+        path = cand.path
+        index = self._index(layout, cand.revision)
+        validate_repo_path(path)
+        commit = index.commit
+        entry = index.files.get(path)
+        if entry is None:
+            if index.from_record:
+                raise HttpError(404, "EntryNotFound", f"{path} is not a file of {layout.repo_id} at {commit}", commit)
+            raise HttpError(
+                404, "EntryNotFound", f"{path} is not cached here ({layout.repo_id} at {commit} has no file list)"
+            )
+        not_cached = HttpError(
+            404,
+            "EntryNotFound",
+            f"{path} of {layout.repo_id} at {commit} is not cached here (partial download or smaller profile)",
+        )
+        link = layout.snapshot_file(commit, path)
+        real = os.path.realpath(link)
+        if not real.startswith(self.root_prefix):
+            if os.path.lexists(link):
+                log.warning("refusing %s: it resolves outside the cache directory", link)
+            raise not_cached
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise not_cached from None
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+            raise not_cached
+        etag = f'"{entry.etag}"'
+        headers = {
+            "X-Repo-Commit": commit,
+            "ETag": etag,
+            "X-Linked-Etag": etag,
+            "X-Linked-Size": str(entry.size),
+            "Accept-Ranges": "bytes",
+        }
+        background = None
+        if self.on_served is not None and request.method == "GET":
+            background = BackgroundTask(self._notify, layout, commit)
+        response = FileResponse(
+            real, headers=headers, media_type="application/octet-stream", stat_result=st, background=background
+        )
+        return WithErrorHeaders(response, _RANGE_ERRORS)  # type: ignore[return-value]
+
+    def _notify(self, layout: RepoLayout, commit: str) -> None:
+        try:
+            self.on_served(layout, commit)  # type: ignore[misc]
+        except Exception:
+            log.debug("on_served callback failed", exc_info=True)
+
+
+def create_app(
+    cache_dir: Path,
+    *,
+    page_size: int = 1000,
+    on_served: OnServed | None = None,
+) -> Starlette:
+    """The ASGI app serving ``cache_dir`` read-only over the Hugging Face Hub protocol.
+
+    ``page_size`` caps the entries per tree page (the Hub uses 1000); ``on_served(layout,
+    commit)`` is called after each file GET (errors it raises are logged and ignored).
+    """
+    handlers = _Handlers(Path(cache_dir), page_size, on_served)
+    return Starlette(routes=[Route("/{rest:path}", handlers.dispatch, methods=_ALL_METHODS)])
+
+
+def serve(cache_dir: Path, host: str = "127.0.0.1", port: int = 8080, **kw: object) -> None:
+    """Serve ``cache_dir`` on ``host:port`` until interrupted (blocking). ``kw`` goes to ``create_app``."""
+    import uvicorn
+
+    uvicorn.run(create_app(Path(cache_dir), **kw), host=host, port=port, log_level="warning")  # type: ignore[arg-type]

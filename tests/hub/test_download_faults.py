@@ -1,0 +1,244 @@
+"""Downloads against a misbehaving upstream: complete and verified, or a clear error — never a
+corrupt or partial file in snapshots/."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from helpers.fault_server import Faults, Repo, fault_server
+
+from modelcache import ModelCache, Settings, TokenSource
+from modelcache.errors import (
+    EndpointUnreachable,
+    EntryNotFound,
+    IntegrityError,
+    ProtocolError,
+    RepoNotFound,
+    TransientError,
+)
+from modelcache.hub.transfer import Backoff
+
+TOKEN = "hf_testTOKENdownloadFaults0123456789"
+
+
+def make_repo(size: int = 300_000) -> Repo:
+    rnd = hashlib.sha256(b"seed").digest() * (size // 32 + 1)
+    return Repo(
+        "org/faulty",
+        {
+            "config.json": b'{"model_type": "llama"}',
+            "tokenizer.json": b'{"model": {"type": "WordLevel"}}',
+            "model.safetensors": rnd[:size],
+            "nested/extra.txt": b"hello",
+        },
+    )
+
+
+def cache_for(tmp_path: Path, url: str, token: str | None = TOKEN, retries: int = 5) -> ModelCache:
+    s = Settings(cache_dir=tmp_path / "cache", endpoint=url, token=TokenSource(value=token, origin="test"),
+                 retries=retries, timeout=5)
+    return ModelCache(s)
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Backoff, "delay", lambda self, attempt, retry_after=None: min(retry_after or 0.01, 0.2))
+
+
+def assert_snapshot_matches(mc: ModelCache, repo: Repo) -> None:
+    snap = mc.layout(repo.repo_id).snapshot(repo.commit)
+    for path, data in repo.files.items():
+        assert (snap / path).read_bytes() == data, path
+    assert mc.check(repo.repo_id).ready
+
+
+def snapshot_files(mc: ModelCache, repo: Repo) -> dict[str, bytes]:
+    snap = mc.layout(repo.repo_id).snapshot(repo.commit)
+    if not snap.exists():
+        return {}
+    return {p.relative_to(snap).as_posix(): p.read_bytes() for p in snap.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        Faults(truncate=2),
+        Faults(corrupt=1),
+        Faults(statuses=[500, 503, 502]),
+        Faults(statuses=[429], retry_after="0"),
+        Faults(wrong_range=1, truncate=1),
+        Faults(ignore_range=True, truncate=1),
+        Faults(extra_bytes=1),
+    ],
+    ids=["truncated", "corrupt-byte", "5xx", "429-retry-after", "wrong-content-range", "ignored-range", "too-long"],
+)
+def test_transient_faults_end_complete_and_verified(tmp_path: Path, faults: Faults) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv:
+        srv.faults["model.safetensors"] = faults
+        with cache_for(tmp_path, srv.url) as mc:
+            result = mc.download(repo.repo_id)
+        assert result.commit == repo.commit
+        assert_snapshot_matches(mc, repo)
+        assert not list((mc.layout(repo.repo_id).blobs).glob("*.incomplete"))
+
+
+def test_truncated_body_resumes_with_range(tmp_path: Path) -> None:
+    repo = make_repo(1_000_000)
+    with fault_server(repo) as srv:
+        srv.faults["model.safetensors"] = Faults(truncate=1)
+        with cache_for(tmp_path, srv.url) as mc:
+            mc.download(repo.repo_id)
+        ranges = [e.range for e in srv.log if e.path.endswith("model.safetensors") and e.method == "GET"]
+        assert ranges[0] is None and ranges[1] == "bytes=500000-"
+        # the second request asked only for the missing half
+        assert srv.bytes_served("model.safetensors") == 1_000_000
+
+
+def test_persistent_corruption_fails_with_nothing_visible(tmp_path: Path) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv:
+        srv.faults["model.safetensors"] = Faults(corrupt=100)
+        with cache_for(tmp_path, srv.url) as mc, pytest.raises(IntegrityError) as err:
+            mc.download(repo.repo_id)
+        assert "sha256" in str(err.value)
+        files = snapshot_files(mc, repo)
+        assert "model.safetensors" not in files
+        for p, data in files.items():
+            assert data == repo.files[p]
+        assert not mc.check(repo.repo_id).ready
+        assert not mc.layout(repo.repo_id).ref("main").exists()
+
+
+def test_persistent_500_gives_up_with_clear_error(tmp_path: Path) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv:
+        srv.faults["model.safetensors"] = Faults(statuses=[500] * 50)
+        with cache_for(tmp_path, srv.url, retries=2) as mc, pytest.raises(TransientError) as err:
+            mc.download(repo.repo_id)
+        assert "HTTP 500" in str(err.value)
+        assert "model.safetensors" not in snapshot_files(mc, repo)
+
+
+def test_404_on_file_fails_at_once(tmp_path: Path) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv:
+        srv.tree_override = repo.tree() + [{"type": "file", "path": "ghost.bin", "size": 3, "oid": "a" * 40,
+                                            "lfs": {"oid": "b" * 64, "size": 3}}]
+        with cache_for(tmp_path, srv.url) as mc, pytest.raises(EntryNotFound):
+            mc.download(repo.repo_id)
+        assert sum(1 for e in srv.log if "ghost.bin" in e.path) == 1
+
+
+def test_unknown_repo_is_repo_not_found(tmp_path: Path) -> None:
+    with fault_server(make_repo()) as srv, cache_for(tmp_path, srv.url) as mc:
+        with pytest.raises(RepoNotFound):
+            mc.download("org/other")
+
+
+def test_unreachable_endpoint(tmp_path: Path) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with cache_for(tmp_path, f"http://127.0.0.1:{port}") as mc, pytest.raises(EndpointUnreachable) as err:
+        mc.download("org/x")
+    assert TOKEN not in str(err.value)
+
+
+@pytest.mark.parametrize("bad_path", ["../escape.txt", "/etc/passwd", "a/../../b", "a\\b"])
+def test_malicious_tree_paths_are_refused(tmp_path: Path, bad_path: str) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv:
+        srv.tree_override = [{"type": "file", "path": bad_path, "size": 5, "oid": "a" * 40}]
+        with cache_for(tmp_path, srv.url) as mc, pytest.raises(ProtocolError):
+            mc.download(repo.repo_id)
+    assert not (tmp_path / "escape.txt").exists()
+    assert not any(p.name == "escape.txt" for p in tmp_path.rglob("*"))
+
+
+def test_wrong_declared_size_is_rejected(tmp_path: Path) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv:
+        tree = repo.tree()
+        for item in tree:
+            if item["path"] == "config.json":
+                item["size"] += 10
+        srv.tree_override = tree
+        with cache_for(tmp_path, srv.url, retries=1) as mc, pytest.raises((TransientError, IntegrityError)):
+            mc.download(repo.repo_id)
+        assert "config.json" not in snapshot_files(mc, repo)
+
+
+def test_cross_origin_redirect_drops_token(tmp_path: Path) -> None:
+    repo = make_repo()
+    with fault_server(repo) as hub, fault_server(repo) as cdn:
+        hub.redirect_to = cdn.url
+        with cache_for(tmp_path, hub.url) as mc:
+            mc.download(repo.repo_id)
+        assert_snapshot_matches(mc, repo)
+        assert any(e.path.endswith("model.safetensors") for e in cdn.log)
+        assert all(e.authorization is None for e in cdn.log)
+        assert all(e.authorization == f"Bearer {TOKEN}" for e in hub.log)
+
+
+def test_second_download_fetches_nothing(tmp_path: Path) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv, cache_for(tmp_path, srv.url) as mc:
+        first = mc.download(repo.repo_id)
+        served = srv.bytes_served()
+        second = mc.download(repo.repo_id)
+        assert first.bytes_fetched == sum(len(d) for d in repo.files.values())
+        assert second.bytes_fetched == 0 and second.files_fetched == 0
+        assert srv.bytes_served() == served
+
+
+def test_tokenizer_profile_then_full(tmp_path: Path) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv, cache_for(tmp_path, srv.url) as mc:
+        tok = mc.download(repo.repo_id, profile="tokenizer")
+        assert tok.files == 2
+        assert mc.check(repo.repo_id, profile="tokenizer").ready
+        full_check = mc.check(repo.repo_id, profile="full")
+        assert not full_check.ready and "model.safetensors" in full_check.missing
+        assert srv.bytes_served("model.safetensors") == 0
+        full = mc.download(repo.repo_id)
+        assert full.files_fetched == 2
+        assert_snapshot_matches(mc, repo)
+
+
+def test_include_exclude(tmp_path: Path) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv, cache_for(tmp_path, srv.url) as mc:
+        res = mc.download(repo.repo_id, include=["*.json", "nested/"], exclude=["tokenizer*"])
+        assert res.files == 2
+        assert set(snapshot_files(mc, repo)) == {"config.json", "nested/extra.txt"}
+
+
+def test_partial_left_by_a_killed_run_is_resumed(tmp_path: Path) -> None:
+    repo = make_repo(1_000_000)
+    with fault_server(repo) as srv, cache_for(tmp_path, srv.url) as mc:
+        layout = mc.layout(repo.repo_id)
+        layout.blobs.mkdir(parents=True)
+        sha = hashlib.sha256(repo.files["model.safetensors"]).hexdigest()
+        layout.partial(sha).write_bytes(repo.files["model.safetensors"][:700_000])
+        res = mc.download(repo.repo_id)
+        assert res.bytes_resumed == 700_000
+        assert srv.bytes_served("model.safetensors") == 300_000
+        assert_snapshot_matches(mc, repo)
+
+
+def test_garbage_partial_is_detected_and_refetched(tmp_path: Path) -> None:
+    repo = make_repo(400_000)
+    with fault_server(repo) as srv, cache_for(tmp_path, srv.url) as mc:
+        layout = mc.layout(repo.repo_id)
+        layout.blobs.mkdir(parents=True)
+        sha = hashlib.sha256(repo.files["model.safetensors"]).hexdigest()
+        layout.partial(sha).write_bytes(os.urandom(100_000))
+        mc.download(repo.repo_id)
+        assert_snapshot_matches(mc, repo)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelcache.errors import InvalidInput
+from modelcache.settings import Settings
+
+
+def test_defaults_follow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = Settings.from_env({})
+    assert s.cache_dir == tmp_path / ".cache" / "huggingface" / "hub"
+    assert s.endpoint == "https://huggingface.co"
+    assert s.token.path == tmp_path / ".cache" / "huggingface" / "token"
+    assert not s.offline
+
+
+def test_precedence() -> None:
+    env = {"XDG_CACHE_HOME": "/xdg", "HF_HOME": "/hfhome", "HF_HUB_CACHE": "/hubcache"}
+    assert Settings.from_env(env).cache_dir == Path("/hubcache")
+    assert Settings.from_env({"XDG_CACHE_HOME": "/xdg"}).cache_dir == Path("/xdg/huggingface/hub")
+    assert Settings.from_env({"HF_HOME": "/h", "XDG_CACHE_HOME": "/xdg"}).cache_dir == Path("/h/hub")
+    assert Settings.from_env({"HUGGINGFACE_HUB_CACHE": "/legacy", "HF_HOME": "/h"}).cache_dir == Path("/legacy")
+    assert Settings.from_env(env, cache_dir="/flag").cache_dir == Path("/flag")
+
+
+def test_endpoint_and_offline() -> None:
+    s = Settings.from_env({"HF_ENDPOINT": "http://mirror:8080/", "HF_HUB_OFFLINE": "yes"})
+    assert s.endpoint == "http://mirror:8080" and s.offline
+    assert Settings.from_env({"HF_HUB_OFFLINE": "0"}).offline is False
+    assert Settings.from_env({"HF_ENDPOINT": "http://a"}, endpoint="https://b/").endpoint == "https://b"
+    with pytest.raises(InvalidInput):
+        Settings.from_env({"HF_ENDPOINT": "ftp://x"})
+
+
+def test_token_order_and_whitespace(tmp_path: Path) -> None:
+    f = tmp_path / "secret"
+    f.write_text("hf_fromfile\n")
+    p = tmp_path / "path-token"
+    p.write_text("  hf_frompath \n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "token").write_text("hf_fromhome")
+    env = {"HF_TOKEN": "hf_fromenv\n", "HF_TOKEN_PATH": str(p), "HF_HOME": str(home)}
+    assert Settings.from_env(env, token_file=f).token.get() == "hf_fromfile"
+    assert Settings.from_env(env).token.get() == "hf_fromenv"
+    assert Settings.from_env({"HF_TOKEN_PATH": str(p), "HF_HOME": str(home)}).token.get() == "hf_frompath"
+    assert Settings.from_env({"HF_HOME": str(home)}).token.get() == "hf_fromhome"
+    assert Settings.from_env({"HF_HOME": str(tmp_path / "none")}).token.get() is None
+
+
+def test_token_file_is_reread(tmp_path: Path) -> None:
+    f = tmp_path / "secret"
+    f.write_text("hf_one")
+    s = Settings.from_env({}, token_file=f)
+    assert s.token.get() == "hf_one"
+    f.write_text("hf_two")
+    assert s.token.get() == "hf_two"
+
+
+def test_token_not_in_repr() -> None:
+    s = Settings.from_env({"HF_TOKEN": "hf_secretvalue123"})
+    assert "hf_secretvalue123" not in repr(s)

@@ -81,6 +81,7 @@ class FaultServer:
         self.tree_override: list[dict] | None = None
         self._lock = threading.Lock()
         self.url = ""
+        self.live_bytes = 0  # body bytes written so far, counted as they go (killed requests too)
 
     def bytes_served(self, path: str | None = None) -> int:
         with self._lock:
@@ -205,6 +206,8 @@ class FaultServer:
                         piece = body[i:i + srv.chunk]
                         self.wfile.write(piece)
                         sent += len(piece)
+                        with srv._lock:
+                            srv.live_bytes += len(piece)
                         if srv.delay:
                             self.wfile.flush()
                             time.sleep(srv.delay)

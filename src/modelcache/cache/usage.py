@@ -10,7 +10,7 @@ import time
 
 from .layout import RepoLayout, atomic_write_bytes
 
-__all__ = ["last_used", "record_use"]
+__all__ = ["ThrottledUseRecorder", "last_used", "record_use"]
 
 
 def record_use(layout: RepoLayout, commit: str, now: float | None = None) -> bool:
@@ -26,3 +26,18 @@ def last_used(layout: RepoLayout, commit: str) -> float | None:
         return float((layout.state / "used" / commit).read_text())
     except (OSError, ValueError):
         return None
+
+
+class ThrottledUseRecorder:
+    """``record_use`` at most once per ``interval`` seconds per (repo, commit): for the server's hot path."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._last: dict[tuple[str, str], float] = {}
+
+    def __call__(self, layout: RepoLayout, commit: str) -> None:
+        now = time.time()
+        key = (str(layout.folder), commit)
+        if now - self._last.get(key, 0.0) >= self.interval:
+            self._last[key] = now
+            record_use(layout, commit, now)

@@ -225,6 +225,7 @@ def import_cmd(ctx: click.Context, folder: Path, repo_id: str, revision: str, re
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
+    from ..cache.usage import ThrottledUseRecorder
     from ..server import serve as run_server
 
     settings = _settings(ctx)
@@ -232,7 +233,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
         raise InvalidInput(f"the cache directory {settings.cache_dir} does not exist",
                            "download or import a model first, or pass --cache-dir")
     click.echo(f"serving {settings.cache_dir} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
-    run_server(settings.cache_dir, host=host, port=port)
+    run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder())
 
 
 @cli.command(context_settings=CONTEXT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
@@ -41,22 +42,41 @@ def error_response(err: HttpError) -> Response:
 
 
 class WithErrorHeaders:
-    """An ASGI wrapper around a response so that the error statuses it produces itself (a 416
-    from ``FileResponse``, say) still carry ``X-Error-Code`` and ``X-Error-Message``."""
+    """An ASGI wrapper around a response so that the errors it produces itself (a 416 from
+    ``FileResponse``, say) still look like every other error: ``X-Error-Code``,
+    ``X-Error-Message`` and a JSON body. Other headers (``Content-Range``) are kept."""
 
     def __init__(self, inner: Response, message_for: dict[int, tuple[str, str]]) -> None:
         self.inner = inner
         self.message_for = message_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        replaced: list[bytes] = []
+
         async def patched(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] in self.message_for:
                 code, text = self.message_for[message["status"]]
-                extra = [(b"x-error-code", code.encode()), (b"x-error-message", _header_safe(text).encode())]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+                body = json.dumps({"error": text}).encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _BODY_HEADERS]
+                headers += [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-error-code", code.encode()),
+                    (b"x-error-message", _header_safe(text).encode()),
+                ]
+                replaced.append(body)
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and replaced:
+                if not replaced[0]:
+                    return  # our body is out; drop the rest of the original one
+                message = {"type": "http.response.body", "body": replaced[0], "more_body": False}
+                replaced[0] = b""
             await send(message)
 
         await self.inner(scope, receive, patched)
+
+
+_BODY_HEADERS = (b"content-type", b"content-length")
 
 
 def encode_cursor(last_path: str) -> str:
@@ -65,7 +85,8 @@ def encode_cursor(last_path: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, ValueError):
         raise HttpError(400, "BadRequest", "invalid pagination cursor") from None
 

@@ -59,7 +59,7 @@ class LineProgress(Progress):
             self._files_done = sum(1 for f in plan.files if f.action == "present")
             self._t0 = self.clock()
         self._emit("start", force=True, commit=commit, bytes_to_fetch=plan.bytes_to_fetch,
-                   bytes_resumed=plan.bytes_resumed, files=len(plan.files), files_to_fetch=len(plan.to_fetch))
+                   files=len(plan.files), files_to_fetch=len(plan.to_fetch))
 
     def advance(self, path: str, nbytes: int) -> None:
         with self._lock:

@@ -15,13 +15,13 @@ from .cache.importer import import_folder
 from .cache.inventory import RepoInfo, scan_cache, scan_repo
 from .cache.layout import RepoLayout
 from .cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
-from .cache.records import TreeRecord, read_record
+from .cache.records import FileEntry, TreeRecord, read_record
 from .cache.remove import RemovalPlan, execute_removal, plan_removal
 from .cache.usage import record_use
 from .errors import CacheError, InvalidInput, NotCached
 from .hub.client import HubClient
 from .hub.plan import LocalState, TransferPlan, plan_transfer
-from .hub.transfer import Backoff, fetch_blob
+from .hub.engine import Backoff, FileJob, TransferEngine
 from .profiles import select, validate_profile
 from .progress import NullProgress, Progress
 from .refs import is_commit, validate_repo_id, validate_repo_type, validate_revision
@@ -169,7 +169,7 @@ class ModelCache:
             raise CacheError(f"cannot write to {layout.folder}: {exc.strerror}", "check permissions and free space") from None
         plan = plan_transfer(entries, {e.path: _local_state(layout, commit, e) for e in entries})
         progress.start(repo_id, commit, plan)
-        fetched = self._execute(layout, commit, plan, progress)
+        fetched, resumed = self._execute(layout, commit, plan, progress)
         if revision != commit:
             layout.write_ref(revision, commit)
         record_use(layout, commit)
@@ -183,45 +183,39 @@ class ModelCache:
             files_fetched=len(plan.to_fetch),
             bytes_total=plan.bytes_total,
             bytes_fetched=fetched,
-            bytes_resumed=plan.bytes_resumed,
+            bytes_resumed=resumed,
             seconds=time.monotonic() - started,
         )
         progress.finish(result.to_dict())
         return result
 
-    def _execute(self, layout: RepoLayout, commit: str, plan: TransferPlan, progress: Progress) -> int:
+    def _execute(self, layout: RepoLayout, commit: str, plan: TransferPlan, progress: Progress) -> tuple[int, int]:
+        """Fetch, verify and publish; returns (bytes fetched, bytes resumed from earlier runs)."""
         client = self.client
-        backoff = Backoff(attempts=self.settings.retries)
-        total = 0
 
-        def one(fp):  # type: ignore[no-untyped-def]
-            e = fp.entry
-            partial = layout.partial(e.etag)
-            url = client.file_url(layout.repo_type, layout.repo_id, commit, e.path)
-            stats = fetch_blob(client, url, e, partial, repo_id=layout.repo_id,
-                               on_bytes=lambda n, p=e.path: progress.advance(p, n), backoff=backoff)
-            install_blob(layout, e.etag, partial)
-            link_file(layout, commit, e)
-            progress.file_done(e.path)
-            return stats.bytes_fetched
+        def publish(entry: FileEntry) -> None:
+            install_blob(layout, entry.etag, layout.partial(entry.etag))
+            link_file(layout, commit, entry)
+            progress.file_done(entry.path)
 
+        jobs = [
+            FileJob(fp.entry, client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path),
+                    layout.partial(fp.entry.etag), publish)
+            for fp in plan.to_fetch
+        ]
+        engine = TransferEngine(
+            client, connections=self.settings.connections, chunk_size=self.settings.chunk_size,
+            backoff=Backoff(attempts=self.settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
+            checkpoint_bytes=self.settings.checkpoint_bytes,
+        )
         try:
-            if plan.to_fetch:
-                with ThreadPoolExecutor(max_workers=self.settings.connections, thread_name_prefix="mc-fetch") as pool:
-                    futures = [pool.submit(one, fp) for fp in plan.to_fetch]
-                    try:
-                        for fut in as_completed(futures):
-                            total += fut.result()
-                    except BaseException:
-                        for f in futures:
-                            f.cancel()
-                        raise
+            stats = engine.run(jobs)
             for fp in plan.to_link:
                 link_file(layout, commit, fp.entry)
                 progress.file_done(fp.entry.path)
         except OSError as exc:
             raise _os_error(exc, layout) from None
-        return total
+        return stats.bytes_fetched, stats.bytes_resumed
 
     # -- inventory and removal -----------------------------------------------------------------
     def ls(self, repo_id: str | None = None, repo_type: str = "model") -> list[RepoInfo]:
@@ -263,10 +257,9 @@ class ModelCache:
             raise _os_error(exc, layout) from None
 
 
-def _local_state(layout: RepoLayout, commit: str, entry) -> LocalState:  # type: ignore[no-untyped-def]
+def _local_state(layout: RepoLayout, commit: str, entry: FileEntry) -> LocalState:
     snap = layout.snapshot_file(commit, entry.path)
     blob = layout.blob(entry.etag)
-    partial = layout.partial(entry.etag)
 
     def size(p: Path) -> int | None:
         try:
@@ -274,7 +267,7 @@ def _local_state(layout: RepoLayout, commit: str, entry) -> LocalState:  # type:
         except OSError:
             return None
 
-    return LocalState(snapshot_ok=size(snap) == entry.size, blob_size=size(blob), partial_size=size(partial))
+    return LocalState(snapshot_ok=size(snap) == entry.size, blob_size=size(blob))
 
 
 def _os_error(exc: OSError, layout: RepoLayout) -> CacheError:

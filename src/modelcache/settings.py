@@ -91,6 +91,12 @@ class Settings:
     """Seconds without progress before a request is retried (``HF_HUB_DOWNLOAD_TIMEOUT``)."""
     retries: int = 5
     """How many times in a row a transient failure is retried before giving up."""
+    chunk_size: int = 16 * 1024 * 1024
+    """Bytes per ranged request; big files are fetched by several connections at once."""
+    checkpoint_bytes: int = 8 * 1024 * 1024
+    """Resume granularity: progress is recorded every this many bytes (and every second) per
+    stream, so a killed run refetches at most this much per connection
+    (``MODELCACHE_CHECKPOINT_BYTES``)."""
     allow_insecure_token: bool = False
     """Send the token over plain HTTP to a non-loopback endpoint (off: it would travel in clear)."""
 
@@ -149,6 +155,12 @@ class Settings:
                 raise InvalidInput(
                     f"invalid HF_HUB_DOWNLOAD_TIMEOUT {env['HF_HUB_DOWNLOAD_TIMEOUT']!r}", "give seconds, e.g. 30"
                 ) from None
+        checkpoint = 8 * 1024 * 1024
+        if env.get("MODELCACHE_CHECKPOINT_BYTES"):
+            try:
+                checkpoint = max(4096, int(env["MODELCACHE_CHECKPOINT_BYTES"]))
+            except ValueError:
+                raise InvalidInput("invalid MODELCACHE_CHECKPOINT_BYTES", "give a number of bytes") from None
         if connections is not None and not 1 <= connections <= 256:
             raise InvalidInput(f"invalid --connections {connections}", "give a number from 1 to 256")
         return cls(
@@ -158,4 +170,5 @@ class Settings:
             offline=bool(offline),
             connections=connections or 8,
             timeout=timeout,
+            checkpoint_bytes=checkpoint,
         )

@@ -34,6 +34,7 @@ def big_repo() -> Repo:
 
 def start(cache: Path, url: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["MODELCACHE_CHECKPOINT_BYTES"] = str(128 * 1024)
     return subprocess.Popen(
         [sys.executable, "-m", "modelcache", "--cache-dir", str(cache), "--endpoint", url,
          "download", "org/killme", "--quiet"],

@@ -164,18 +164,20 @@ class FaultServer:
                 if status_override:
                     hdrs = {"Retry-After": f.retry_after} if f.retry_after and status_override == 429 else {}
                     return self._json(status_override, {"error": "injected"}, hdrs)
-                start, status = 0, 200
+                start, stop, status = 0, len(data), 200
                 rng = self.headers.get("Range")
                 if rng and not f.ignore_range and rng.startswith("bytes="):
-                    start = int(rng[6:].split("-")[0])
+                    a, _, b = rng[6:].partition("-")
+                    start, stop = int(a), (int(b) + 1 if b else len(data))
                     status = 206
-                body = data[start:]
-                content_range = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                body = data[start:stop]
+                content_range = f"bytes {start}-{stop - 1}/{len(data)}"
                 with srv._lock:
                     if status == 206 and f.wrong_range:
                         f.wrong_range -= 1
-                        content_range = f"bytes 0-{len(data) - 1}/{len(data)}" if start else f"bytes 1-{len(data) - 1}/{len(data)}"
-                        body = data if start else data[1:]
+                        start = 0 if start else 1
+                        content_range = f"bytes {start}-{stop - 1}/{len(data)}"
+                        body = data[start:stop]
                     truncate = f.truncate > 0 and self.command == "GET"
                     if truncate:
                         f.truncate -= 1

@@ -40,7 +40,9 @@ def live_server(cache_dir: Path, **create_app_kw: Any) -> Iterator[str]:
     """Serve ``cache_dir`` with ``modelcache.server.create_app`` on a free loopback port."""
     from modelcache.server import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says
+    # TCP, and without it every response with a body waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)

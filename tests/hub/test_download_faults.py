@@ -4,6 +4,7 @@ corrupt or partial file in snapshots/."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from modelcache.errors import (
     RepoNotFound,
     TransientError,
 )
-from modelcache.hub.transfer import Backoff
+from modelcache.hub.assembly import state_path_for
+from modelcache.hub.engine import Backoff
 
 TOKEN = "hf_testTOKENdownloadFaults0123456789"
 
@@ -37,9 +39,10 @@ def make_repo(size: int = 300_000) -> Repo:
     )
 
 
-def cache_for(tmp_path: Path, url: str, token: str | None = TOKEN, retries: int = 5) -> ModelCache:
+def cache_for(tmp_path: Path, url: str, token: str | None = TOKEN, retries: int = 5,
+              chunk_size: int = 16 * 1024 * 1024, connections: int = 8) -> ModelCache:
     s = Settings(cache_dir=tmp_path / "cache", endpoint=url, token=TokenSource(value=token, origin="test"),
-                 retries=retries, timeout=5)
+                 retries=retries, timeout=5, chunk_size=chunk_size, connections=connections)
     return ModelCache(s)
 
 
@@ -75,11 +78,12 @@ def snapshot_files(mc: ModelCache, repo: Repo) -> dict[str, bytes]:
     ],
     ids=["truncated", "corrupt-byte", "5xx", "429-retry-after", "wrong-content-range", "ignored-range", "too-long"],
 )
-def test_transient_faults_end_complete_and_verified(tmp_path: Path, faults: Faults) -> None:
+@pytest.mark.parametrize("chunk", [16 * 1024 * 1024, 64 * 1024], ids=["whole", "chunked"])
+def test_transient_faults_end_complete_and_verified(tmp_path: Path, faults: Faults, chunk: int) -> None:
     repo = make_repo()
     with fault_server(repo) as srv:
         srv.faults["model.safetensors"] = faults
-        with cache_for(tmp_path, srv.url) as mc:
+        with cache_for(tmp_path, srv.url, chunk_size=chunk, connections=4) as mc:
             result = mc.download(repo.repo_id)
         assert result.commit == repo.commit
         assert_snapshot_matches(mc, repo)
@@ -93,7 +97,7 @@ def test_truncated_body_resumes_with_range(tmp_path: Path) -> None:
         with cache_for(tmp_path, srv.url) as mc:
             mc.download(repo.repo_id)
         ranges = [e.range for e in srv.log if e.path.endswith("model.safetensors") and e.method == "GET"]
-        assert ranges[0] is None and ranges[1] == "bytes=500000-"
+        assert ranges[0] is None and ranges[1] == "bytes=500000-999999"
         # the second request asked only for the missing half
         assert srv.bytes_served("model.safetensors") == 1_000_000
 
@@ -227,6 +231,7 @@ def test_partial_left_by_a_killed_run_is_resumed(tmp_path: Path) -> None:
         layout.blobs.mkdir(parents=True)
         sha = hashlib.sha256(repo.files["model.safetensors"]).hexdigest()
         layout.partial(sha).write_bytes(repo.files["model.safetensors"][:700_000])
+        state_path_for(layout.partial(sha)).write_text(json.dumps({"etag": sha, "size": 1_000_000, "done": [[0, 700_000]]}))
         res = mc.download(repo.repo_id)
         assert res.bytes_resumed == 700_000
         assert srv.bytes_served("model.safetensors") == 300_000
@@ -240,5 +245,41 @@ def test_garbage_partial_is_detected_and_refetched(tmp_path: Path) -> None:
         layout.blobs.mkdir(parents=True)
         sha = hashlib.sha256(repo.files["model.safetensors"]).hexdigest()
         layout.partial(sha).write_bytes(os.urandom(100_000))
+        state_path_for(layout.partial(sha)).write_text(json.dumps({"etag": sha, "size": 400_000, "done": [[0, 100_000]]}))
         mc.download(repo.repo_id)
+        assert_snapshot_matches(mc, repo)
+
+
+def test_big_file_is_fetched_by_several_connections(tmp_path: Path) -> None:
+    repo = make_repo(2_000_000)
+    with fault_server(repo, delay=0.002) as srv:
+        with cache_for(tmp_path, srv.url, chunk_size=256 * 1024, connections=4) as mc:
+            res = mc.download(repo.repo_id)
+        gets = [e for e in srv.log if e.path.endswith("model.safetensors") and e.method == "GET"]
+        assert len(gets) == 8 and all(e.status == 206 for e in gets)
+        assert sorted(e.range for e in gets)[0] == "bytes=0-262143"
+        assert res.bytes_fetched == sum(len(d) for d in repo.files.values())
+        assert srv.bytes_served("model.safetensors") == 2_000_000
+    assert_snapshot_matches(mc, repo)
+
+
+def test_chunked_resume_uses_recorded_ranges(tmp_path: Path) -> None:
+    """Ranges recorded by an earlier run (out of order, with holes) are kept; only holes are fetched."""
+    repo = make_repo(1_000_000)
+    data = repo.files["model.safetensors"]
+    with fault_server(repo) as srv, cache_for(tmp_path, srv.url, chunk_size=100_000) as mc:
+        layout = mc.layout(repo.repo_id)
+        layout.blobs.mkdir(parents=True)
+        sha = hashlib.sha256(data).hexdigest()
+        partial = layout.partial(sha)
+        with open(partial, "wb") as fh:
+            for a, b in ((0, 150_000), (400_000, 700_000)):
+                fh.seek(a)
+                fh.write(data[a:b])
+        state_path_for(partial).write_text(json.dumps({"etag": sha, "size": 1_000_000,
+                                                       "done": [[0, 150_000], [400_000, 700_000]]}))
+        res = mc.download(repo.repo_id)
+        assert res.bytes_resumed == 450_000
+        assert srv.bytes_served("model.safetensors") == 550_000
+        assert not state_path_for(partial).exists() and not partial.exists()
         assert_snapshot_matches(mc, repo)

@@ -1,33 +1,32 @@
-"""Fixtures for the server tests: isolated HF_* environment, a demo cache, a live server."""
+"""Fixtures for the server tests: a demo cache served by a live server.
+
+``tests/conftest.py`` already isolates HF_* variables and puts ``tests/`` on ``sys.path``;
+here proxies are kept out of the way too (everything talks to 127.0.0.1).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.live_server import DEMO_MODEL, DEMO_REPO as REPO, import_demo, live_server
 
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # make ``tests.helpers`` importable however pytest is started
-    sys.path.insert(0, str(_ROOT))
+from modelcache.cache.importer import import_folder
+from modelcache.cache.layout import RepoLayout
+from modelcache.cache.records import TreeRecord
 
-from tests.helpers.live_server import DEMO_MODEL, DEMO_REPO as REPO, import_demo, live_server  # noqa: E402
-
-from modelcache.cache.importer import import_folder  # noqa: E402
-from modelcache.cache.layout import RepoLayout  # noqa: E402
-from modelcache.cache.records import TreeRecord  # noqa: E402
+__all__ = ["REPO"]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_hf_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """No HF_* variable of the developer's shell leaks in; the HF client never phones home."""
+def _no_proxy_no_hf_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("HF_", "HUGGINGFACE_", "HUGGING_FACE_")) or name.lower().endswith("_proxy"):
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+            if name not in ("HF_HOME", "HF_HUB_DISABLE_TELEMETRY", "HF_HUB_DISABLE_XET"):
+                monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelcache.cache.records import TreeRecord
-from tests.helpers.live_server import DEMO_MODEL, DEMO_REPO as REPO, import_demo, live_server
+from helpers.live_server import DEMO_MODEL, DEMO_REPO as REPO, import_demo, live_server
 
 DEMO_FILES = sorted(p.relative_to(DEMO_MODEL).as_posix() for p in DEMO_MODEL.rglob("*") if p.is_file())
 

@@ -9,8 +9,10 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from modelcache.cache.importer import import_folder
+from modelcache.cache.layout import RepoLayout
 from modelcache.cache.records import TreeRecord
-from tests.helpers.live_server import DEMO_MODEL, DEMO_REPO as REPO, import_demo, live_server
+from helpers.live_server import DEMO_MODEL, DEMO_REPO as REPO, import_demo, live_server
 
 FOLDER = "models--modelcache--tiny-llama"
 SHARD = "model-00001-of-00002.safetensors"
@@ -251,8 +253,9 @@ def test_on_served_is_called_and_its_errors_swallowed(tmp_path: Path) -> None:
         c = _client(url)
         assert c.head(f"/{REPO}/resolve/main/config.json").status_code == 200
         assert c.get(f"/{REPO}/resolve/main/config.json").status_code == 200
+        assert c.get(f"/{REPO}/resolve/main/{SHARD}", headers={"Range": "bytes=0-9"}).status_code == 206
         assert c.get(f"/{REPO}/resolve/main/config.json").status_code == 200
-    assert calls == [(REPO, record.commit)] * 2
+    assert calls == [(REPO, record.commit)] * 3
 
 
 def test_record_is_read_once_per_commit(tmp_path: Path) -> None:
@@ -264,3 +267,22 @@ def test_record_is_read_once_per_commit(tmp_path: Path) -> None:
         assert c.get(f"/api/models/{REPO}").json()["sha"] == record.commit
         (cache / FOLDER / "trees" / f"{record.commit}.json").write_text("garbage")
         assert len(c.get(f"/api/models/{REPO}").json()["siblings"]) == len(record.files)
+
+
+def test_large_file_streams_whole_and_in_ranges(tmp_path: Path) -> None:
+    """Files above the small-file threshold take the streaming path (1 MiB reads)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MiB, not a multiple of the chunk size
+    (src / "weights.safetensors").write_bytes(data)
+    (src / "config.json").write_text("{}")
+    import_folder(RepoLayout(tmp_path / "cache", "model", "org/big"), src)
+    with live_server(tmp_path / "cache") as url:
+        c = _client(url)
+        r = c.get("/org/big/resolve/main/weights.safetensors")
+        assert r.status_code == 200 and r.content == data
+        assert r.headers["content-length"] == str(len(data))
+        r = c.get("/org/big/resolve/main/weights.safetensors", headers={"Range": f"bytes={(1 << 20) - 5}-"})
+        assert r.status_code == 206 and r.content == data[(1 << 20) - 5 :]
+        r = c.get("/org/big/resolve/main/weights.safetensors", headers={"Range": "bytes=0-0"})
+        assert r.status_code == 206 and r.content == data[:1]

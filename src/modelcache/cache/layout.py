@@ -136,7 +136,7 @@ def _tmp_sibling(target: Path) -> Path:
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664) -> None:
+def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664, fsync: bool = True) -> None:
     """Write to a temp file next to ``target``, fsync, then ``os.replace``: readers see old or new."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -144,7 +144,8 @@ def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:

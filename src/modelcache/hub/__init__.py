@@ -1,17 +1,20 @@
-"""The Hub side: protocol client, transfer planning and the blob fetcher."""
+"""The Hub side: protocol client, transfer planning and the transfer engine."""
 
+from .chunks import DEFAULT_CHUNK
 from .client import HubClient, RevisionInfo
+from .engine import Backoff, EngineStats, FileJob, TransferEngine
 from .plan import FilePlan, LocalState, TransferPlan, plan_transfer
-from .transfer import Backoff, FetchStats, fetch_blob
 
 __all__ = [
+    "DEFAULT_CHUNK",
     "Backoff",
-    "FetchStats",
+    "EngineStats",
+    "FileJob",
     "FilePlan",
     "HubClient",
     "LocalState",
     "RevisionInfo",
+    "TransferEngine",
     "TransferPlan",
-    "fetch_blob",
     "plan_transfer",
 ]

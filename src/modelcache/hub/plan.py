@@ -16,11 +16,10 @@ __all__ = ["FilePlan", "LocalState", "TransferPlan", "plan_transfer"]
 
 @dataclass(frozen=True)
 class LocalState:
-    """What the disk holds for one file: a snapshot entry of the right size, the blob, a partial."""
+    """What the disk holds for one file: a snapshot entry of the right size, the blob."""
 
     snapshot_ok: bool = False
     blob_size: int | None = None
-    partial_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -28,11 +27,10 @@ class FilePlan:
     entry: FileEntry
     action: str
     """``present`` (nothing to do), ``link`` (blob is there, make the snapshot link), ``fetch``."""
-    resume_from: int = 0
 
     @property
     def bytes_to_fetch(self) -> int:
-        return self.entry.size - self.resume_from if self.action == "fetch" else 0
+        return self.entry.size if self.action == "fetch" else 0
 
 
 @dataclass(frozen=True)
@@ -55,10 +53,6 @@ class TransferPlan:
     def bytes_to_fetch(self) -> int:
         return sum(f.bytes_to_fetch for f in self.files)
 
-    @property
-    def bytes_resumed(self) -> int:
-        return sum(f.resume_from for f in self.to_fetch)
-
 
 def plan_transfer(entries: Iterable[FileEntry], local: Mapping[str, LocalState]) -> TransferPlan:
     """Decide per file. Blobs with the same etag are fetched once (the first file carries it)."""
@@ -71,7 +65,6 @@ def plan_transfer(entries: Iterable[FileEntry], local: Mapping[str, LocalState])
         elif st.blob_size == e.size or e.etag in fetching:
             plans.append(FilePlan(e, "link"))
         else:
-            resume = st.partial_size if st.partial_size is not None and 0 < st.partial_size <= e.size else 0
-            plans.append(FilePlan(e, "fetch", resume))
+            plans.append(FilePlan(e, "fetch"))
             fetching.add(e.etag)
     return TransferPlan(tuple(plans))

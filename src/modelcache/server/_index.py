@@ -2,7 +2,8 @@
 
 A ``CommitIndex`` is built from the completeness record ``trees/<commit>.json`` when there is
 one (immutable: cached per commit), or else from a walk of the snapshot folder (a cache
-written by an old HF client; never cached, since such a snapshot may still be filling up).
+written by an old HF client; kept only for ``walk_ttl`` seconds, since such a snapshot may
+still be filling up).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import bisect
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -86,7 +88,7 @@ class CommitIndex:
         return [self.entries[i] for i in chosen], start + limit < len(idx)
 
 
-def _walk_entry(real_root: str, snapshot: Path, full: Path, rel: str) -> FileEntry | None:
+def _walk_entry(real_root: str, full: Path, rel: str) -> FileEntry | None:
     """Metadata of one snapshot file from the blob its link names; None to leave it out."""
     try:
         real = os.path.realpath(full)
@@ -129,19 +131,21 @@ def walk_snapshot(snapshot: Path, real_root: str) -> dict[str, FileEntry]:
         for name in sorted(names):
             full = base / name
             rel = full.relative_to(snapshot).as_posix()
-            entry = _walk_entry(real_root, snapshot, full, rel)
+            entry = _walk_entry(real_root, full, rel)
             if entry is not None:
                 files[rel] = entry
     return files
 
 
 class IndexCache:
-    """Commit indexes built from records, kept (LRU, bounded); walked ones rebuilt every time."""
+    """Commit indexes built from records, kept (LRU, bounded); walked ones for a few seconds."""
 
-    def __init__(self, cache_dir: Path, max_entries: int = 64) -> None:
+    def __init__(self, cache_dir: Path, max_entries: int = 64, walk_ttl: float = 2.0) -> None:
         self.real_root = os.path.realpath(cache_dir)
         self.max_entries = max_entries
+        self.walk_ttl = walk_ttl
         self._items: OrderedDict[tuple[str, str], CommitIndex] = OrderedDict()
+        self._walked: dict[tuple[str, str], tuple[float, CommitIndex]] = {}
         self._lock = threading.Lock()
 
     def get(self, layout: RepoLayout, commit: str) -> CommitIndex | None:
@@ -165,9 +169,18 @@ class IndexCache:
                 while len(self._items) > self.max_entries:
                     self._items.popitem(last=False)
             return index
+        now = time.monotonic()
+        walked = self._walked.get(key)
+        if walked is not None and now - walked[0] < self.walk_ttl:
+            return walked[1]
         snapshot = layout.snapshot(commit)
         try:
             mtime = snapshot.stat().st_mtime
         except OSError:
             return None
-        return CommitIndex.build(commit, walk_snapshot(snapshot, self.real_root), False, mtime)
+        index = CommitIndex.build(commit, walk_snapshot(snapshot, self.real_root), False, mtime)
+        with self._lock:
+            if len(self._walked) >= self.max_entries:
+                self._walked.clear()
+            self._walked[key] = (now, index)
+        return index

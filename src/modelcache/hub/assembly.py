@@ -1,0 +1,177 @@
+"""One blob being assembled from byte ranges by several threads, verified as it grows.
+
+- Bytes go to ``blobs/<etag>.mc.incomplete`` with ``pwrite`` at their offsets.
+- ``blobs/<etag>.mc.state`` records which ranges are written (every few MiB per stream), so a
+  run killed with SIGKILL resumes with only the unrecorded tail of each in-flight range to
+  refetch. The data is not fsynced per checkpoint: a power loss may make the state claim bytes
+  the disk lost, which the final digest catches (the file is fetched again, never kept corrupt).
+- The hash follows a *frontier*: bytes ``0..hashed`` are hashed. A worker streaming the range
+  that starts at the frontier hashes its bytes as they arrive (no extra I/O); ranges finished
+  ahead of the frontier are hashed by reading them back from the page cache when the frontier
+  reaches them. One thread at a time holds the *hash token* and feeds the hasher.
+- When the frontier reaches the size, the digest is compared with the etag (sha256 for LFS
+  files, git sha1 otherwise). Only then may the file be renamed into ``blobs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from ..cache.layout import atomic_write_bytes
+from ..cache.records import FileEntry
+from ..hashing import BlobHasher
+from .chunks import Range, add_range, contiguous_prefix, merge, missing, split
+
+__all__ = ["Assembly", "state_path_for"]
+
+READBACK = 1 << 20
+
+
+def state_path_for(partial: Path) -> Path:
+    return partial.with_name(partial.name.replace(".incomplete", ".state"))
+
+
+class Assembly:
+    def __init__(self, entry: FileEntry, partial: Path) -> None:
+        self.entry = entry
+        self.size = entry.size
+        self.partial = partial
+        self.state_path = state_path_for(partial)
+        self.lock = threading.Lock()
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+        self.done: list[Range] = self._load_state()
+        if not self.done:
+            os.ftruncate(self.fd, 0)
+        self.hasher = BlobHasher(self.size, entry.is_lfs)
+        self.hashed = 0
+        self._token = False
+        self.no_ranges = False  # the server ignores Range: one worker streams the whole file
+        self.stream_owner: int | None = None
+        self.integrity_failures = 0
+        self.finalizing = False  # set (under lock) by the one thread that verifies and publishes
+        self.resumed = sum(b - a for a, b in self.done)
+        self._hash_prefix(contiguous_prefix(self.done))
+
+    # -- state ---------------------------------------------------------------------------------
+    def _load_state(self) -> list[Range]:
+        try:
+            data = json.loads(self.state_path.read_bytes())
+            if data.get("etag") != self.entry.etag or data.get("size") != self.size:
+                return []
+            done = merge((int(a), int(b)) for a, b in data["done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        have = os.fstat(self.fd).st_size
+        return [(a, min(b, have)) for a, b in done if a < have and 0 <= a < b <= self.size]
+
+    def _save_state(self) -> None:
+        data = {"etag": self.entry.etag, "size": self.size, "done": [list(r) for r in self.done]}
+        atomic_write_bytes(self.state_path, json.dumps(data).encode(), mode=0o664, fsync=False)
+
+    def missing_chunks(self, chunk: int) -> list[Range]:
+        with self.lock:
+            return split(missing(self.size, self.done), chunk)
+
+    def covered(self, start: int, end: int) -> bool:
+        with self.lock:
+            return any(a <= start and end <= b for a, b in self.done)
+
+    def done_until(self, pos: int) -> int:
+        """The first byte at or after ``pos`` that is not yet written."""
+        with self.lock:
+            for a, b in self.done:
+                if a <= pos < b:
+                    return b
+            return pos
+
+    def record(self, r: Range) -> None:
+        """Mark bytes ``r`` as written in the state file."""
+        if r[1] <= r[0]:
+            return
+        with self.lock:
+            self.done = add_range(self.done, r)
+            self._save_state()
+
+    # -- writing and hashing ----------------------------------------------------------------------
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        os.pwrite(self.fd, data, offset)
+
+    def take_inline(self, start: int) -> bool:
+        """Claim the hash token to hash a stream starting at ``start`` as it arrives."""
+        with self.lock:
+            if not self._token and start == self.hashed:
+                self._token = True
+                return True
+            return False
+
+    def hash_inline(self, data: bytes | memoryview) -> None:
+        self.hasher.update(data)
+        self.hashed += len(data)
+
+    def release(self) -> None:
+        """Give the hash token back, first hashing whatever finished ranges now follow the frontier."""
+        while True:
+            with self.lock:
+                target = contiguous_prefix(self.done)
+                if target <= self.hashed:
+                    self._token = False
+                    return
+                start = self.hashed
+            self._readback(start, target)
+
+    def advance(self) -> None:
+        """After recording a range: move the frontier if nobody holds the token."""
+        with self.lock:
+            if self._token or contiguous_prefix(self.done) <= self.hashed:
+                return
+            self._token = True
+        self.release()
+
+    def _readback(self, start: int, end: int) -> None:
+        pos = start
+        while pos < end:
+            data = os.pread(self.fd, min(READBACK, end - pos), pos)
+            if not data:
+                raise OSError(f"{self.partial.name}: short read at {pos}")
+            self.hasher.update(data)
+            pos += len(data)
+            self.hashed = pos
+
+    def _hash_prefix(self, length: int) -> None:
+        self._readback(0, length)
+
+    # -- completion ------------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        return self.hashed == self.size
+
+    def verified(self) -> bool:
+        return self.complete and self.hasher.hexdigest() == self.entry.etag
+
+    def reset(self) -> None:
+        """Throw everything away (bad digest): start the file over."""
+        with self.lock:
+            os.ftruncate(self.fd, 0)
+            self.done = []
+            self.hasher = BlobHasher(self.size, self.entry.is_lfs)
+            self.hashed = 0
+            self._token = False
+            self.no_ranges = False
+            self.stream_owner = None
+            self.finalizing = False
+            self.state_path.unlink(missing_ok=True)
+
+    def finish(self) -> None:
+        """Sync and close; the caller renames the partial into place; the state file goes."""
+        os.fsync(self.fd)
+        self.close()
+        self.state_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,58 @@
+"""Byte-range planning for one file: what is done, what is missing, how to split it. Pure.
+
+Ranges are half-open ``(start, end)`` tuples. ``done`` lists are kept merged and sorted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["DEFAULT_CHUNK", "add_range", "contiguous_prefix", "merge", "missing", "split"]
+
+DEFAULT_CHUNK = 16 * 1024 * 1024
+
+Range = tuple[int, int]
+
+
+def merge(ranges: Iterable[Range]) -> list[Range]:
+    out: list[Range] = []
+    for a, b in sorted(r for r in ranges if r[1] > r[0]):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def add_range(done: list[Range], r: Range) -> list[Range]:
+    return merge([*done, r])
+
+
+def missing(size: int, done: Iterable[Range]) -> list[Range]:
+    out: list[Range] = []
+    pos = 0
+    for a, b in merge(done):
+        a, b = max(0, min(a, size)), max(0, min(b, size))
+        if a > pos:
+            out.append((pos, a))
+        pos = max(pos, b)
+    if pos < size:
+        out.append((pos, size))
+    return out
+
+
+def contiguous_prefix(done: Iterable[Range]) -> int:
+    merged = merge(done)
+    return merged[0][1] if merged and merged[0][0] == 0 else 0
+
+
+def split(ranges: Iterable[Range], chunk: int) -> list[Range]:
+    """Cut ranges into pieces of at most ``chunk`` bytes (the last piece of a range may be short)."""
+    if chunk <= 0:
+        raise ValueError("chunk size must be positive")
+    out: list[Range] = []
+    for a, b in ranges:
+        while a < b:
+            out.append((a, min(b, a + chunk)))
+            a += chunk
+    return out

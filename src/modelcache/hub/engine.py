@@ -1,0 +1,333 @@
+"""The transfer engine: many keep-alive connections, ranges across and within files.
+
+Every file is cut into chunks (``chunk_size``, default 16 MiB); one queue feeds ``connections``
+worker threads, files in order and chunks in order, so a big shard is fetched by several
+connections at once while small files fill the gaps. Faults are per chunk: a transient one
+(connection drop, stall, 5xx, 429, a wrong ``Content-Range``) is retried from the byte where it
+stopped, with exponential backoff and jitter (``Retry-After`` honoured); a permanent one
+(401/403/404, a digest that is wrong twice) stops the whole transfer.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import httpx
+
+from ..cache.records import FileEntry
+from ..errors import IntegrityError, ModelCacheError, ProtocolError, TransientError
+from .assembly import Assembly
+from .chunks import DEFAULT_CHUNK
+from .client import HubClient, error_for_response
+
+__all__ = ["Backoff", "EngineStats", "FileJob", "TransferEngine"]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter; ``Retry-After`` wins when the server sends it."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    attempts: int = 5
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return retry_after
+        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
+
+
+@dataclass
+class FileJob:
+    entry: FileEntry
+    url: str
+    partial: "object"  # pathlib.Path of the partial blob
+    on_verified: Callable[[FileEntry], None]
+    """Called (from a worker) once the partial holds verified bytes: rename it into place."""
+
+
+@dataclass
+class EngineStats:
+    bytes_fetched: int = 0
+    bytes_resumed: int = 0
+    retries: int = 0
+    restarts: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **kw: int) -> None:
+        with self.lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    asm: Assembly
+    job: FileJob
+    start: int
+    end: int
+
+
+_STOP = object()
+
+
+class TransferEngine:
+    def __init__(
+        self,
+        client: HubClient,
+        *,
+        connections: int = 8,
+        chunk_size: int = DEFAULT_CHUNK,
+        backoff: Backoff = Backoff(),
+        checkpoint_interval: float = 1.0,
+        checkpoint_bytes: int = 8 * 1024 * 1024,
+        on_bytes: Callable[[str, int], None] | None = None,
+        repo_id: str = "",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.connections = max(1, connections)
+        self.chunk_size = max(64 * 1024, chunk_size)
+        self.backoff = backoff
+        self.checkpoint_interval = checkpoint_interval
+        self.checkpoint_bytes = checkpoint_bytes
+        self.on_bytes = on_bytes or (lambda path, n: None)
+        self.repo_id = repo_id
+        self.sleep = sleep
+        self.stats = EngineStats()
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._abort = threading.Event()
+        self._error: BaseException | None = None
+        self._remaining = 0
+        self._cv = threading.Condition()
+
+    # -- public -----------------------------------------------------------------------------------
+    def run(self, jobs: list[FileJob]) -> EngineStats:
+        assemblies: list[Assembly] = []
+        try:
+            for job in jobs:
+                asm = Assembly(job.entry, job.partial)  # type: ignore[arg-type]
+                assemblies.append(asm)
+                self.stats.add(bytes_resumed=asm.resumed)
+                if asm.resumed:
+                    self.on_bytes(job.entry.path, asm.resumed)
+                chunks = asm.missing_chunks(self.chunk_size)
+                if not chunks:
+                    self._remaining += 1
+                    self._complete_if_whole(asm, job)
+                    continue
+                self._remaining += 1
+                for a, b in chunks:
+                    self._queue.put(_Chunk(asm, job, a, b))
+            if self._remaining and not self._done():
+                workers = [
+                    threading.Thread(target=self._worker, name=f"mc-conn-{i}", daemon=True)
+                    for i in range(min(self.connections, self._queue.qsize() or 1))
+                ]
+                for w in workers:
+                    w.start()
+                with self._cv:
+                    while not self._done():
+                        self._cv.wait(0.5)
+                self._abort.set()
+                for _ in workers:
+                    self._queue.put(_STOP)
+                for w in workers:
+                    w.join()
+            if self._error is not None:
+                raise self._error
+            return self.stats
+        finally:
+            for asm in assemblies:
+                asm.close()
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+    def _done(self) -> bool:
+        return self._remaining <= 0 or self._error is not None
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cv:
+            if self._error is None:
+                self._error = exc
+            self._abort.set()
+            self._cv.notify_all()
+
+    def _complete_if_whole(self, asm: Assembly, job: FileJob) -> None:
+        """Called whenever a chunk lands: if the frontier reached the end, verify and publish."""
+        with asm.lock:
+            if asm.finalizing or not asm.complete or asm.fd < 0:
+                return
+            asm.finalizing = True
+            ok = asm.hasher.hexdigest() == asm.entry.etag
+        if not ok:
+            asm.integrity_failures += 1
+            self.stats.add(restarts=1)
+            if asm.integrity_failures >= 2:
+                e = asm.entry
+                raise IntegrityError(
+                    f"{e.path} from {self.repo_id}: content does not match its "
+                    f"{'sha256' if e.is_lfs else 'git sha1'} (twice in a row)",
+                    "the upstream serves corrupt data; nothing was kept — report it or try another endpoint",
+                )
+            asm.reset()
+            for a, b in asm.missing_chunks(self.chunk_size):
+                self._queue.put(_Chunk(asm, job, a, b))
+            return
+        asm.finish()
+        job.on_verified(job.entry)
+        with self._cv:
+            self._remaining -= 1
+            self._cv.notify_all()
+
+    # -- workers --------------------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while not self._abort.is_set():
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            chunk: _Chunk = item  # type: ignore[assignment]
+            try:
+                self._fetch_chunk(chunk)
+                chunk.asm.advance()
+                self._complete_if_whole(chunk.asm, chunk.job)
+            except ModelCacheError as exc:
+                self._fail(exc)
+            except OSError as exc:
+                self._fail(exc)
+            except BaseException as exc:  # pragma: no cover - a bug: surface it, don't hang
+                self._fail(exc)
+
+    def _fetch_chunk(self, c: _Chunk) -> None:
+        asm, me = c.asm, threading.get_ident()
+        pos, failures = c.start, 0
+        while not self._abort.is_set():
+            # a server that ignores Range: one worker (the owner) streams the whole file
+            target = asm.size if asm.no_ranges and asm.stream_owner == me else c.end
+            if pos >= target or asm.fd < 0 or asm.covered(pos, target):
+                return
+            if asm.no_ranges and asm.stream_owner not in (None, me):
+                return
+            before = pos
+            inline = asm.take_inline(pos)
+            try:
+                pos = self._stream(c, pos, inline)
+            except TransientError as exc:
+                pos = asm.done_until(pos)  # what the failed stream recorded before it broke
+                failures = 1 if pos > before else failures + 1
+                self.stats.add(retries=1)
+                if failures > self.backoff.attempts:
+                    raise
+                self.sleep(self.backoff.delay(failures - 1, exc.retry_after))
+            finally:
+                if inline:
+                    asm.release()
+
+    def _stream(self, c: _Chunk, pos: int, inline: bool) -> int:
+        """One request for bytes ``pos..c.end``; returns the position reached (== c.end on success)."""
+        asm, entry = c.asm, c.asm.entry
+        whole = pos == 0 and c.end == entry.size
+        headers = {"Accept-Encoding": "identity"}
+        if not whole and not asm.no_ranges:
+            headers["Range"] = f"bytes={pos}-{c.end - 1}"
+        end = c.end
+        recorded = pos
+        last_ckpt = time.monotonic()
+        try:
+            resp = self._open(c.job.url, headers, entry)
+            try:
+                if resp.status_code == 200 and "Range" in headers:
+                    with asm.lock:
+                        if asm.stream_owner is not None and asm.stream_owner != threading.get_ident():
+                            return c.end
+                        asm.no_ranges = True
+                        asm.stream_owner = threading.get_ident()
+                    if inline:
+                        asm.release()
+                        inline = False
+                    pos = recorded = 0
+                    end = entry.size
+                    self.stats.add(restarts=1)
+                elif resp.status_code == 206:
+                    got = _content_range(resp.headers.get("Content-Range"), entry.size)
+                    # the start must match; a longer range than asked is read up to ``end`` only
+                    if "Range" not in headers or got is None or got[0] != pos or got[1] < end:
+                        raise TransientError(
+                            f"{entry.path}: the server answered a range other than the one asked "
+                            f"(asked {pos}-{end - 1}, got {resp.headers.get('Content-Range')!r})",
+                            "retrying",
+                        )
+                elif resp.status_code != 200:
+                    resp.read()
+                    raise error_for_response(resp, entry.path, self.repo_id)
+                if asm.no_ranges and pos > 0:
+                    pos = recorded = 0
+                    end = entry.size
+                for data in resp.iter_raw():
+                    if self._abort.is_set():
+                        break
+                    n = len(data)
+                    if pos + n > end:
+                        if whole or end == entry.size:
+                            raise TransientError(
+                                f"{entry.path}: the server sent more bytes than its size {entry.size}", "retrying"
+                            )
+                        data, n = data[: end - pos], end - pos
+                    asm.write(pos, data)
+                    if inline:
+                        asm.hash_inline(data)
+                    pos += n
+                    self.stats.add(bytes_fetched=n)
+                    self.on_bytes(entry.path, n)
+                    now = time.monotonic()
+                    if pos - recorded >= self.checkpoint_bytes or now - last_ckpt >= self.checkpoint_interval:
+                        asm.record((recorded, pos))
+                        recorded, last_ckpt = pos, now
+                    if pos >= end:
+                        break
+            finally:
+                resp.close()
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            asm.record((recorded, pos))
+            raise TransientError(
+                f"{entry.path}: connection lost at byte {pos} ({type(exc).__name__})", "retrying"
+            ) from None
+        asm.record((recorded, pos))
+        if pos < end and not self._abort.is_set():
+            raise TransientError(f"{entry.path}: body ended at byte {pos} of {end}", "retrying")
+        return max(pos, c.end) if end == entry.size and pos >= end else pos
+
+    def _open(self, url: str, headers: dict[str, str], entry: FileEntry) -> httpx.Response:
+        """A streaming GET, redirects followed by hand: the token goes only to the endpoint."""
+        client = self.client
+        for _ in range(6):
+            try:
+                req = client.http.build_request("GET", url, headers={**headers, **client.auth_headers(url)})
+                resp = client.http.send(req, stream=True)
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                raise TransientError(f"{entry.path}: {type(exc).__name__} connecting", "retrying") from None
+            if resp.is_redirect and "Location" in resp.headers:
+                url = urljoin(url, resp.headers["Location"])
+                resp.close()
+                continue
+            return resp
+        raise ProtocolError(f"{entry.path}: too many redirects", "is the endpoint HF-compatible?")
+
+
+def _content_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """``bytes a-b/N`` → ``(a, b + 1)`` when N is the expected size; None otherwise."""
+    if not value or not value.startswith("bytes "):
+        return None
+    span, _, total = value[6:].partition("/")
+    a, _, b = span.partition("-")
+    try:
+        if total != "*" and int(total) != size:
+            return None
+        return int(a), int(b) + 1
+    except ValueError:
+        return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from .cache.remove import RemovalPlan, execute_removal, plan_removal
 from .cache.usage import record_use
 from .errors import CacheError, InvalidInput, NotCached
 from .hub.client import HubClient
-from .hub.plan import LocalState, TransferPlan, plan_transfer
 from .hub.engine import Backoff, FileJob, TransferEngine
+from .hub.plan import LocalState, TransferPlan, plan_transfer
 from .profiles import select, validate_profile
 from .progress import NullProgress, Progress
 from .refs import is_commit, validate_repo_id, validate_repo_type, validate_revision

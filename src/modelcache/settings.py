@@ -23,10 +23,29 @@ from pathlib import Path
 
 from .errors import InvalidInput
 
-__all__ = ["DEFAULT_ENDPOINT", "Settings", "TokenSource"]
+__all__ = ["DEFAULT_ENDPOINT", "Settings", "TokenSource", "parse_size"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2, "MIB": 1024**2,
+          "G": 1000**3, "GB": 1000**3, "GIB": 1024**3, "T": 1000**4, "TB": 1000**4, "TIB": 1024**4}
+
+
+def parse_size(value: int | str, what: str = "size") -> int:
+    """``16MiB``, ``1.5GB``, ``4096`` → bytes."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().upper().replace(" ", "")
+    num = text.rstrip("KMGTIB")
+    unit = text[len(num):]
+    try:
+        if unit not in _UNITS or not num:
+            raise ValueError
+        return int(float(num) * _UNITS[unit])
+    except ValueError:
+        raise InvalidInput(f"invalid {what} {value!r}", "give bytes or a size such as 512MiB, 16MB, 2GiB") from None
 
 
 def _is_true(value: str | None) -> bool:
@@ -119,6 +138,7 @@ class Settings:
         token_file: str | os.PathLike[str] | None = None,
         offline: bool | None = None,
         connections: int | None = None,
+        chunk_size: int | str | None = None,
     ) -> Settings:
         env = dict(environ)
         hf_home = env.get("HF_HOME") or os.path.join(
@@ -163,8 +183,12 @@ class Settings:
                 raise InvalidInput("invalid MODELCACHE_CHECKPOINT_BYTES", "give a number of bytes") from None
         if connections is not None and not 1 <= connections <= 256:
             raise InvalidInput(f"invalid --connections {connections}", "give a number from 1 to 256")
+        chunk = parse_size(chunk_size, "--chunk-size") if chunk_size is not None else 16 * 1024 * 1024
+        if not 64 * 1024 <= chunk <= 1024**3:
+            raise InvalidInput(f"invalid --chunk-size {chunk}", "give a size from 64KiB to 1GiB, e.g. 16MiB")
         return cls(
             cache_dir=cache_path,
+            chunk_size=chunk,
             endpoint=ep,
             token=token,
             offline=bool(offline),

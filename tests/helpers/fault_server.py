@@ -31,6 +31,8 @@ class Faults:
     ignore_range: bool = False
     wrong_range: int = 0  # first N ranged GETs answer a Content-Range other than asked
     extra_bytes: int = 0  # first N GETs append junk past the size
+    stall: int = 0  # first N GETs stop sending half-way for stall_seconds (connection kept open)
+    stall_seconds: float = 3.0
 
 
 @dataclass
@@ -202,6 +204,10 @@ class FaultServer:
                     return self._log(status, 0)
                 if truncate:
                     body = body[: len(body) // 2]
+                with srv._lock:
+                    stall = f.stall > 0 and self.command == "GET"
+                    if stall:
+                        f.stall -= 1
                 sent = 0
                 try:
                     for i in range(0, len(body), srv.chunk):
@@ -210,6 +216,10 @@ class FaultServer:
                         sent += len(piece)
                         with srv._lock:
                             srv.live_bytes += len(piece)
+                        if stall and sent >= len(body) // 2:
+                            self.wfile.flush()
+                            time.sleep(f.stall_seconds)
+                            stall = False
                         if srv.delay:
                             self.wfile.flush()
                             time.sleep(srv.delay)

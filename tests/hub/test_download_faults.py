@@ -40,9 +40,9 @@ def make_repo(size: int = 300_000) -> Repo:
 
 
 def cache_for(tmp_path: Path, url: str, token: str | None = TOKEN, retries: int = 5,
-              chunk_size: int = 16 * 1024 * 1024, connections: int = 8) -> ModelCache:
+              chunk_size: int = 16 * 1024 * 1024, connections: int = 8, timeout: float = 5) -> ModelCache:
     s = Settings(cache_dir=tmp_path / "cache", endpoint=url, token=TokenSource(value=token, origin="test"),
-                 retries=retries, timeout=5, chunk_size=chunk_size, connections=connections)
+                 retries=retries, timeout=timeout, chunk_size=chunk_size, connections=connections)
     return ModelCache(s)
 
 
@@ -283,3 +283,29 @@ def test_chunked_resume_uses_recorded_ranges(tmp_path: Path) -> None:
         assert srv.bytes_served("model.safetensors") == 550_000
         assert not state_path_for(partial).exists() and not partial.exists()
         assert_snapshot_matches(mc, repo)
+
+
+def test_stalled_stream_is_retried(tmp_path: Path) -> None:
+    repo = make_repo(1_000_000)
+    with fault_server(repo) as srv:
+        srv.faults["model.safetensors"] = Faults(stall=1, stall_seconds=3)
+        with cache_for(tmp_path, srv.url, timeout=0.5) as mc:
+            res = mc.download(repo.repo_id)
+        # (the stalled request is still asleep on the server side, so only the retry is logged)
+        retry = [e for e in srv.log if e.path.endswith("model.safetensors") and e.method == "GET"][0]
+        assert retry.range is not None and not retry.range.startswith("bytes=0-")  # resumed where it stalled
+        assert res.bytes_fetched == 1_000_000 + sum(len(d) for p, d in repo.files.items() if p != "model.safetensors")
+    assert_snapshot_matches(mc, repo)
+
+
+@pytest.mark.parametrize("status,exc", [(401, "AuthError"), (403, "AuthError")])
+def test_auth_failures_are_not_retried(tmp_path: Path, status: int, exc: str) -> None:
+    from modelcache import errors
+
+    repo = make_repo()
+    with fault_server(repo) as srv:
+        srv.faults["model.safetensors"] = Faults(statuses=[status] * 10)
+        with cache_for(tmp_path, srv.url) as mc, pytest.raises(getattr(errors, exc)) as err:
+            mc.download(repo.repo_id)
+        assert sum(1 for e in srv.log if e.path.endswith("model.safetensors")) == 1
+        assert TOKEN not in str(err.value)

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.live_server import DEMO_MODEL, DEMO_REPO as REPO, import_demo, live_server
+from helpers.live_server import DEMO_MODEL, import_demo, live_server
+from helpers.live_server import DEMO_REPO as REPO
 
 from modelcache.cache.importer import import_folder
 from modelcache.cache.layout import RepoLayout

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.live_server import DEMO_MODEL, import_demo, live_server
+from helpers.live_server import DEMO_REPO as REPO
 
 from modelcache.cache.records import TreeRecord
-from helpers.live_server import DEMO_MODEL, DEMO_REPO as REPO, import_demo, live_server
 
 DEMO_FILES = sorted(p.relative_to(DEMO_MODEL).as_posix() for p in DEMO_MODEL.rglob("*") if p.is_file())
 
@@ -96,7 +97,11 @@ def test_list_repo_tree_follows_pages(demo_server: str, demo_cache: tuple[Path, 
 
 def test_misses_raise_the_hub_errors(demo_server: str, tmp_path: Path) -> None:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     api = _api(demo_server)
     with pytest.raises(RepositoryNotFoundError):

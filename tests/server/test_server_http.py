@@ -8,11 +8,12 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from helpers.live_server import DEMO_MODEL, import_demo, live_server
+from helpers.live_server import DEMO_REPO as REPO
 
 from modelcache.cache.importer import import_folder
 from modelcache.cache.layout import RepoLayout
 from modelcache.cache.records import TreeRecord
-from helpers.live_server import DEMO_MODEL, DEMO_REPO as REPO, import_demo, live_server
 
 FOLDER = "models--modelcache--tiny-llama"
 SHARD = "model-00001-of-00002.safetensors"

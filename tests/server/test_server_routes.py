@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from modelcache.cache.records import FileEntry
 from modelcache.server._index import CommitIndex
 from modelcache.server._routes import Candidate, parse_target
-from modelcache.cache.records import FileEntry
 
 
 def test_resolve_paths() -> None:

@@ -11,7 +11,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..profiles import is_tokenizer_file, tokenizer_loadable, validate_profile, weight_files
+from ..profiles import (
+    is_tokenizer_file,
+    tokenizer_loadable,
+    validate_profile,
+    weight_files,
+)
 from ..refs import is_commit, validate_revision
 from .layout import RepoLayout
 from .records import read_record

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ..hashing import BlobHasher, lfs_pointer, git_blob_sha1, CHUNK
+from ..hashing import CHUNK, BlobHasher, git_blob_sha1, lfs_pointer
 from ..refs import validate_repo_path
 from .layout import RepoLayout
 from .publish import copy_into_blob, ensure_repo_dirs, link_file, publish_record

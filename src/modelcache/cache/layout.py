@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ..refs import validate_repo_id, validate_repo_path, validate_repo_type, validate_revision
+from ..refs import (
+    validate_repo_id,
+    validate_repo_path,
+    validate_repo_type,
+    validate_revision,
+)
 
 __all__ = [
     "RepoLayout",

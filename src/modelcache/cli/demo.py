@@ -6,12 +6,7 @@ import → serve on loopback → download into a second cache → check both pro
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -19,42 +14,17 @@ import click
 
 from .._format import human_size
 from ..errors import ModelCacheError
+from ..server.background import running_server
 from ..service import ModelCache
 from ..settings import Settings, TokenSource
 
-__all__ = ["DEMO_REPO", "demo_model_dir", "run_demo", "background_server"]
+__all__ = ["DEMO_REPO", "demo_model_dir", "run_demo"]
 
 DEMO_REPO = "modelcache/tiny-llama"
 
 
 def demo_model_dir() -> Path:
     return Path(str(resources.files("modelcache") / "_demo_model"))
-
-
-@contextmanager
-def background_server(cache_dir: Path, host: str = "127.0.0.1") -> Iterator[str]:
-    """Run ``modelcache serve`` for ``cache_dir`` in a thread; yield its base URL."""
-    import uvicorn
-
-    from ..server import create_app
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(cache_dir), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.02)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def _step(n: int, text: str) -> None:
@@ -75,7 +45,7 @@ def run_demo(workdir: Path | None = None) -> int:
         click.echo(f"    {DEMO_REPO}@main → commit {record.commit} ({len(record.files)} files, "
                    f"{human_size(record.total_size)}; {sum(e.is_lfs for e in record.files.values())} LFS)")
 
-        with background_server(source_dir) as url:
+        with running_server(source_dir) as url:
             _step(2, f"serve it as an HF-compatible endpoint at {url}")
             node = ModelCache(Settings(cache_dir=target_dir, endpoint=url, token=TokenSource()))
             with node:

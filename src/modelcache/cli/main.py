@@ -55,7 +55,7 @@ def _settings(ctx: click.Context) -> Settings:
     if "settings" not in o:
         o["settings"] = Settings.from_process_env(
             cache_dir=o.get("cache_dir"), endpoint=o.get("endpoint"), token_file=o.get("token_file"),
-            offline=o.get("offline"), connections=o.get("connections"),
+            offline=o.get("offline"), connections=o.get("connections"), chunk_size=o.get("chunk_size"),
         )
     return o["settings"]
 
@@ -70,13 +70,15 @@ def _cache(ctx: click.Context) -> ModelCache:
 @click.option("--token-file", type=click.Path(path_type=Path), help="File holding the access token (a mounted Secret). Never pass a token as an argument.")
 @click.option("--offline", is_flag=True, default=None, help="Never touch the network (also HF_HUB_OFFLINE=1).")
 @click.option("--connections", type=int, help="Parallel connections for downloads (default 8).")
+@click.option("--chunk-size", type=str, help="Bytes per ranged request, e.g. 16MiB (default); big files use several connections.")
 @click.version_option(package_name="modelcache")
 @click.pass_context
 def cli(ctx: click.Context, cache_dir: Path | None, endpoint: str | None, token_file: Path | None,
-        offline: bool | None, connections: int | None) -> None:
+        offline: bool | None, connections: int | None, chunk_size: str | None) -> None:
     """Keep Hugging Face model caches complete, verified and tidy."""
     ctx.ensure_object(dict)
-    ctx.obj.update(cache_dir=cache_dir, endpoint=endpoint, token_file=token_file, offline=offline, connections=connections)
+    ctx.obj.update(cache_dir=cache_dir, endpoint=endpoint, token_file=token_file, offline=offline,
+                   connections=connections, chunk_size=chunk_size)
 
 
 @cli.command(context_settings=CONTEXT)

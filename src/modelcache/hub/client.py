@@ -61,12 +61,17 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def error_for_response(resp: httpx.Response, what: str, repo_id: str, revision: str | None = None) -> HubError | TransientError:
-    """Turn a non-2xx answer into the right error (HF's ``X-Error-Code`` first, status second)."""
+def error_for_response(resp: httpx.Response, what: str, repo_id: str, revision: str | None = None,
+                       repo_known: bool = False) -> HubError | TransientError:
+    """Turn a non-2xx answer into the right error (HF's ``X-Error-Code`` first, status second).
+
+    A bare 401 reads as "no such repo, or no access" (the Hub's answer for private repos),
+    unless the repo is already known to exist (``repo_known``): then the token was refused.
+    """
     code = resp.headers.get("X-Error-Code", "")
     status = resp.status_code
     rev = f"@{revision}" if revision else ""
-    if code == "RepoNotFound" or (status == 401 and code == ""):
+    if code == "RepoNotFound" or (status == 401 and code == "" and not repo_known):
         return RepoNotFound(
             f"{repo_id} was not found at the endpoint, or the token may not read it (HTTP {status})",
             "check the repo id; for a private or gated repo set HF_TOKEN or --token-file",
@@ -81,7 +86,7 @@ def error_for_response(resp: httpx.Response, what: str, repo_id: str, revision: 
     if code == "GatedRepo":
         return GatedRepo(
             f"{repo_id} is gated: this token has not been granted access (HTTP {status})",
-            f"accept the conditions on the repo page with the token's account, then retry",
+            "accept the conditions on the repo page with the token's account, then retry",
         )
     if status in (401, 403):
         return AuthError(

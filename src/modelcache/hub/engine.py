@@ -264,7 +264,7 @@ class TransferEngine:
                         )
                 elif resp.status_code != 200:
                     resp.read()
-                    raise error_for_response(resp, entry.path, self.repo_id)
+                    raise error_for_response(resp, entry.path, self.repo_id, repo_known=True)
                 if asm.no_ranges and pos > 0:
                     pos = recorded = 0
                     end = entry.size

@@ -33,7 +33,14 @@ from ..cache.detect import resolve_commit
 from ..cache.layout import RepoLayout
 from ..errors import InvalidInput
 from ..refs import validate_repo_id, validate_repo_path, validate_revision
-from ._http import HttpError, WithErrorHeaders, decode_cursor, encode_cursor, error_response, next_page_url
+from ._http import (
+    HttpError,
+    WithErrorHeaders,
+    decode_cursor,
+    encode_cursor,
+    error_response,
+    next_page_url,
+)
 from ._index import CommitIndex, IndexCache
 from ._routes import Candidate, Target, parse_target
 

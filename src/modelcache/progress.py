@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from ._format import human_size
 
-__all__ = ["LineProgress", "NullProgress", "Progress"]
+__all__ = ["LineProgress", "NullProgress", "Progress", "RichProgress", "for_stream"]
 
 
 class Progress:
@@ -108,3 +108,66 @@ class LineProgress(Progress):
                 f"files {rec['files_done']}/{rec['files_total']} {human_size(rate)}/s ETA {eta_s}   "
             )
         self.stream.flush()
+
+
+class RichProgress(Progress):
+    """On a terminal: a total bar plus one bar per file in flight (throughput, ETA)."""
+
+    MAX_FILE_BARS = 8
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as _RichProgress
+
+        self._bars = _RichProgress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(bar_width=30),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            transient=False,
+        )
+        self._lock = threading.Lock()
+        self._total: Any = None
+        self._files: dict[str, Any] = {}
+        self._sizes: dict[str, int] = {}
+
+    def start(self, repo_id: str, commit: str, plan: Any) -> None:
+        self._sizes = {f.entry.path: f.entry.size for f in plan.to_fetch}
+        self._bars.start()
+        self._total = self._bars.add_task(f"{repo_id}@{commit[:8]}", total=plan.bytes_to_fetch or 1)
+
+    def advance(self, path: str, nbytes: int) -> None:
+        with self._lock:
+            task = self._files.get(path)
+            if task is None and len(self._files) < self.MAX_FILE_BARS and path in self._sizes:
+                name = path if len(path) <= 40 else "…" + path[-39:]
+                task = self._files[path] = self._bars.add_task(f"  {name}", total=self._sizes[path])
+        if task is not None:
+            self._bars.update(task, advance=nbytes)
+        self._bars.update(self._total, advance=nbytes)
+
+    def file_done(self, path: str) -> None:
+        with self._lock:
+            task = self._files.pop(path, None)
+        if task is not None:
+            self._bars.remove_task(task)
+
+    def finish(self, summary: dict[str, object]) -> None:
+        self._bars.stop()
+
+
+def for_stream(stream: IO[str] | None = None) -> Progress:
+    """Rich bars on a terminal, periodic JSON lines otherwise (Job logs)."""
+    stream = stream or sys.stderr
+    if stream.isatty():
+        return RichProgress()
+    return LineProgress(stream, json_lines=True)

@@ -168,7 +168,11 @@ class ModelCache:
             raise CacheError(f"cannot write to {layout.folder}: {exc.strerror}", "check permissions and free space") from None
         plan = plan_transfer(entries, {e.path: _local_state(layout, commit, e) for e in entries})
         progress.start(repo_id, commit, plan)
-        fetched, resumed = self._execute(layout, commit, plan, progress)
+        try:
+            fetched, resumed = self._execute(layout, commit, plan, progress)
+        except BaseException:
+            progress.finish({"ok": False})
+            raise
         if revision != commit:
             layout.write_ref(revision, commit)
         record_use(layout, commit)

@@ -14,7 +14,7 @@ import click
 
 from ..errors import InvalidInput, ModelCacheError
 from ..profiles import PROFILES
-from ..progress import LineProgress
+from ..progress import for_stream
 from ..refs import parse_repo_ref, validate_repo_id, validate_revision
 from ..service import ModelCache
 from ..settings import Settings
@@ -97,7 +97,7 @@ def download(ctx: click.Context, repo_id: str, revision: str, profile: str, incl
     """Download REPO_ID into the cache, verified and resumable; print the snapshot path."""
     validate_repo_id(repo_id)
     validate_revision(revision)
-    progress = None if quiet else LineProgress(sys.stderr)
+    progress = None if quiet else for_stream(sys.stderr)
     with _cache(ctx) as mc:
         result = mc.download(repo_id, revision, profile=profile, include=include, exclude=exclude,
                              repo_type=repo_type, progress=progress)

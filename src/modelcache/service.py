@@ -13,14 +13,14 @@ from .cache.detect import CheckResult, check_revision, resolve_commit
 from .cache.importer import import_folder
 from .cache.inventory import RepoInfo, scan_cache, scan_repo
 from .cache.layout import RepoLayout
-from .cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
-from .cache.records import FileEntry, TreeRecord, read_record
+from .cache.publish import ensure_repo_dirs
+from .cache.records import TreeRecord, read_record
 from .cache.remove import RemovalPlan, execute_removal, plan_removal
 from .cache.usage import record_use
-from .errors import CacheError, InvalidInput, NotCached
+from .errors import InvalidInput, NotCached
+from .fetch import ensure_files, os_error
 from .hub.client import HubClient
-from .hub.engine import Backoff, FileJob, TransferEngine
-from .hub.plan import LocalState, TransferPlan, plan_transfer
+from .lifecycle import Lifecycle
 from .profiles import select, validate_profile
 from .progress import NullProgress, Progress
 from .refs import is_commit, validate_repo_id, validate_repo_type, validate_revision
@@ -50,7 +50,7 @@ class DownloadResult:
         return d
 
 
-class ModelCache:
+class ModelCache(Lifecycle):
     """A huggingface_hub-compatible cache plus the endpoint it downloads from.
 
     >>> mc = ModelCache()                       # settings from HF_* variables, like huggingface_hub
@@ -161,15 +161,8 @@ class ModelCache:
             )
         entries = [tree.files[p] for p in wanted]
 
-        ensure_repo_dirs(layout)
         try:
-            publish_record(layout, tree)
-        except OSError as exc:
-            raise CacheError(f"cannot write to {layout.folder}: {exc.strerror}", "check permissions and free space") from None
-        plan = plan_transfer(entries, {e.path: _local_state(layout, commit, e) for e in entries})
-        progress.start(repo_id, commit, plan)
-        try:
-            fetched, resumed = self._execute(layout, commit, plan, progress)
+            outcome = ensure_files(self.settings, client, layout, tree, entries, progress)
         except BaseException:
             progress.finish({"ok": False})
             raise
@@ -182,43 +175,15 @@ class ModelCache:
             commit=commit,
             profile=profile,
             snapshot=layout.snapshot(commit),
-            files=len(plan.files),
-            files_fetched=len(plan.to_fetch),
-            bytes_total=plan.bytes_total,
-            bytes_fetched=fetched,
-            bytes_resumed=resumed,
+            files=outcome.files,
+            files_fetched=outcome.files_fetched,
+            bytes_total=outcome.bytes_total,
+            bytes_fetched=outcome.bytes_fetched,
+            bytes_resumed=outcome.bytes_resumed,
             seconds=time.monotonic() - started,
         )
         progress.finish(result.to_dict())
         return result
-
-    def _execute(self, layout: RepoLayout, commit: str, plan: TransferPlan, progress: Progress) -> tuple[int, int]:
-        """Fetch, verify and publish; returns (bytes fetched, bytes resumed from earlier runs)."""
-        client = self.client
-
-        def publish(entry: FileEntry) -> None:
-            install_blob(layout, entry.etag, layout.partial(entry.etag))
-            link_file(layout, commit, entry)
-            progress.file_done(entry.path)
-
-        jobs = [
-            FileJob(fp.entry, client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path),
-                    layout.partial(fp.entry.etag), publish)
-            for fp in plan.to_fetch
-        ]
-        engine = TransferEngine(
-            client, connections=self.settings.connections, chunk_size=self.settings.chunk_size,
-            backoff=Backoff(attempts=self.settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
-            checkpoint_bytes=self.settings.checkpoint_bytes,
-        )
-        try:
-            stats = engine.run(jobs)
-            for fp in plan.to_link:
-                link_file(layout, commit, fp.entry)
-                progress.file_done(fp.entry.path)
-        except OSError as exc:
-            raise _os_error(exc, layout) from None
-        return stats.bytes_fetched, stats.bytes_resumed
 
     # -- inventory and removal -----------------------------------------------------------------
     def ls(self, repo_id: str | None = None, repo_type: str = "model") -> list[RepoInfo]:
@@ -257,33 +222,5 @@ class ModelCache:
         try:
             return import_folder(layout, Path(folder), revision)
         except OSError as exc:
-            raise _os_error(exc, layout) from None
+            raise os_error(exc, layout) from None
 
-
-def _local_state(layout: RepoLayout, commit: str, entry: FileEntry) -> LocalState:
-    snap = layout.snapshot_file(commit, entry.path)
-    blob = layout.blob(entry.etag)
-
-    def size(p: Path) -> int | None:
-        try:
-            return p.stat().st_size
-        except OSError:
-            return None
-
-    return LocalState(snapshot_ok=size(snap) == entry.size, blob_size=size(blob))
-
-
-def _os_error(exc: OSError, layout: RepoLayout) -> CacheError:
-    import errno
-
-    if exc.errno == errno.ENOSPC:
-        return CacheError(
-            f"the disk holding {layout.cache_dir} is full",
-            "free space (`modelcache rm`, `modelcache ls`) and run the same command again: it resumes",
-        )
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return CacheError(
-            f"cannot write to the cache at {layout.cache_dir}: {exc.strerror}",
-            "give the user write access, or point --cache-dir / HF_HUB_CACHE at a writable directory",
-        )
-    return CacheError(f"filesystem error in {layout.folder}: {exc.strerror}", "check the cache directory")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .errors import InvalidInput
 
-__all__ = ["DEFAULT_ENDPOINT", "Settings", "TokenSource", "parse_size"]
+__all__ = ["DEFAULT_ENDPOINT", "Settings", "TokenSource", "parse_duration", "parse_size"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -46,6 +46,23 @@ def parse_size(value: int | str, what: str = "size") -> int:
         return int(float(num) * _UNITS[unit])
     except ValueError:
         raise InvalidInput(f"invalid {what} {value!r}", "give bytes or a size such as 512MiB, 16MB, 2GiB") from None
+
+
+_DURATION = {"": 1, "S": 1, "M": 60, "H": 3600, "D": 86400, "W": 7 * 86400}
+
+
+def parse_duration(value: float | str, what: str = "duration") -> float:
+    """``90``, ``30m``, ``12h``, ``7d``, ``2w`` → seconds."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip().upper()
+    num, unit = text.rstrip("SMHDW"), text[len(text.rstrip("SMHDW")):]
+    try:
+        if unit not in _DURATION or not num or float(num) < 0:
+            raise ValueError
+        return float(num) * _DURATION[unit]
+    except ValueError:
+        raise InvalidInput(f"invalid {what} {value!r}", "give seconds or e.g. 30m, 12h, 7d, 2w") from None
 
 
 def _is_true(value: str | None) -> bool:
@@ -116,6 +133,8 @@ class Settings:
     """Resume granularity: progress is recorded every this many bytes (and every second) per
     stream, so a killed run refetches at most this much per connection
     (``MODELCACHE_CHECKPOINT_BYTES``)."""
+    lock_stale_after: float = 30.0
+    """Seconds without a heartbeat after which another host may take over a download lock."""
     allow_insecure_token: bool = False
     """Send the token over plain HTTP to a non-loopback endpoint (off: it would travel in clear)."""
 

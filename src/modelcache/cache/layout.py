@@ -23,6 +23,7 @@ from ..refs import (
 
 __all__ = [
     "RepoLayout",
+    "root_state",
     "atomic_write_bytes",
     "atomic_symlink",
     "folder_name",
@@ -84,6 +85,19 @@ class RepoLayout:
         """Our own per-repo state (last use, partial-download records); invisible to HF tools."""
         return self.folder / ".modelcache"
 
+    @property
+    def locks(self) -> Path:
+        """``<cache>/.locks/<repo folder>/``: where HF keeps its lock files; ours sit beside them."""
+        return self.cache_dir / ".locks" / self.folder.name
+
+    def blob_lock(self, etag: str) -> Path:
+        self.blob(etag)
+        return self.locks / f"{etag}.mc-lock"
+
+    def activity_marker(self, commit: str, token: str) -> Path:
+        """A heartbeating file per process working on ``commit`` (GC leaves such revisions alone)."""
+        return self.state / "active" / f"{commit}.{token}"
+
     def blob(self, etag: str) -> Path:
         if not etag or not all(c in "0123456789abcdef" for c in etag) or len(etag) not in (40, 64):
             raise InvalidInput(f"invalid blob id {etag!r}", "expected a 40-hex git sha1 or 64-hex sha256")
@@ -135,6 +149,11 @@ class RepoLayout:
                 except OSError:
                     continue
         return out
+
+
+def root_state(cache_dir: Path) -> Path:
+    """Cache-wide state (quota): inside ``.locks/``, the one root entry HF's scanner skips."""
+    return cache_dir / ".locks" / "modelcache"
 
 
 def _tmp_sibling(target: Path) -> Path:

@@ -17,13 +17,11 @@ from ..profiles import PROFILES
 from ..progress import for_stream
 from ..refs import parse_repo_ref, validate_repo_id, validate_revision
 from ..service import ModelCache
-from ..settings import Settings
+from .common import CONTEXT, json_option, settings_of
+from .lifecycle import register as register_lifecycle
 from .output import emit, emit_error, human_size, human_time
 
 __all__ = ["cli", "main"]
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
@@ -37,27 +35,7 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-def json_option(f):  # type: ignore[no-untyped-def]
-    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-        ctx.ensure_object(dict)
-        root = ctx.find_root()
-        root.ensure_object(dict)
-        if value:
-            root.obj["json"] = True
-        return value
-
-    return click.option("--json", "as_json", is_flag=True, expose_value=True, callback=set_json,
-                        is_eager=True, help="Machine-readable JSON on stdout.")(f)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    o = ctx.find_root().obj
-    if "settings" not in o:
-        o["settings"] = Settings.from_process_env(
-            cache_dir=o.get("cache_dir"), endpoint=o.get("endpoint"), token_file=o.get("token_file"),
-            offline=o.get("offline"), connections=o.get("connections"), chunk_size=o.get("chunk_size"),
-        )
-    return o["settings"]
+_settings = settings_of  # kept for modules that import it from here
 
 
 def _cache(ctx: click.Context) -> ModelCache:
@@ -153,17 +131,31 @@ def check(ctx: click.Context, repo_id: str, revision: str, profile: str, repo_ty
 @cli.command(name="ls", context_settings=CONTEXT)
 @click.argument("repo_id", required=False)
 @click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
+@click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="List these cache roots (repeatable, e.g. one per tenant; default: the cache dir).")
 @json_option
 @click.pass_context
-def ls_cmd(ctx: click.Context, repo_id: str | None, repo_type: str, as_json: bool) -> None:
+def ls_cmd(ctx: click.Context, repo_id: str | None, repo_type: str, roots: tuple[Path, ...], as_json: bool) -> None:
     """List repos and revisions in the cache: refs, size, files, completeness, last use."""
     if repo_id is not None:
         validate_repo_id(repo_id)
-    mc = ModelCache(_settings(ctx))
-    repos = mc.ls(repo_id, repo_type)
+    base = _settings(ctx)
+    caches = [ModelCache(base.with_overrides(cache_dir=r)) for r in roots] or [ModelCache(base)]
     if as_json:
-        emit({"cache_dir": str(mc.cache_dir), "repos": [r.to_dict() for r in repos]})
+        out = [{"cache_dir": str(mc.cache_dir), "usage": mc.usage().to_dict(),
+                "repos": [r.to_dict() for r in mc.ls(repo_id, repo_type)]} for mc in caches]
+        emit(out if roots else out[0])
         return
+    for mc in caches:
+        _print_ls(mc, repo_id, repo_type, show_root=bool(roots))
+
+
+def _print_ls(mc: ModelCache, repo_id: str | None, repo_type: str, show_root: bool) -> None:
+    repos = mc.ls(repo_id, repo_type)
+    if show_root:
+        u = mc.usage()
+        click.echo(f"{mc.cache_dir}: {human_size(u.used)} used"
+                   + (f" of {human_size(u.budget)}" if u.budget else "") + f", {human_size(u.disk_free)} free on disk")
     if not repos:
         click.echo(f"(nothing cached{' for ' + repo_id if repo_id else ''} in {mc.cache_dir})")
         return
@@ -200,23 +192,45 @@ def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, as_json: boo
 
 
 @cli.command(name="import", context_settings=CONTEXT)
-@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--repo", "repo_id", required=True, help="Repo id to publish as, e.g. my-org/my-model.")
+@click.argument("source", metavar="DIR|BUNDLE")
+@click.option("--repo", "repo_id", help="Repo id to publish a folder as, e.g. my-org/my-model (not for bundles).")
 @click.option("--revision", default="main", show_default=True, help="Branch name to point at the new commit.")
 @click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
 @json_option
 @click.pass_context
-def import_cmd(ctx: click.Context, folder: Path, repo_id: str, revision: str, repo_type: str, as_json: bool) -> None:
-    """Publish a local model FOLDER into the cache (deterministic commit id)."""
-    validate_repo_id(repo_id)
+def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: str, repo_type: str,
+               as_json: bool) -> None:
+    """Publish a local model folder (deterministic commit id), or restore a bundle from `export`."""
     mc = ModelCache(_settings(ctx))
-    record = mc.import_folder(folder, repo_id, revision, repo_type)
+    path = Path(source)
+    if source == "-" or path.is_file():
+        if repo_id:
+            raise InvalidInput("--repo is for folders; a bundle names its own repo", "drop --repo")
+        if source == "-":
+            info = mc.import_bundle(sys.stdin.buffer)
+        else:
+            with open(path, "rb") as fh:
+                info = mc.import_bundle(fh)
+        snap = mc.layout(info.repo_id, info.repo_type).snapshot(info.commit)
+        if as_json:
+            emit({**info.to_dict(), "snapshot": str(snap)})
+        else:
+            click.echo(f"restored {info.repo_id}@{info.revision} → {info.commit[:12]} "
+                       f"({info.files} files, {human_size(info.size)}, verified)", err=True)
+            click.echo(str(snap))
+        return
+    if not path.is_dir():
+        raise InvalidInput(f"{source} is neither a folder nor a bundle file", "give a model folder or an exported bundle")
+    if not repo_id:
+        raise InvalidInput("importing a folder needs --repo", "e.g. --repo my-org/my-model")
+    validate_repo_id(repo_id)
+    record = mc.import_folder(path, repo_id, revision, repo_type)
     snap = mc.layout(repo_id, repo_type).snapshot(record.commit)
     if as_json:
         emit({"repo_id": repo_id, "revision": revision, "commit": record.commit, "files": len(record.files),
               "size": record.total_size, "snapshot": str(snap)})
     else:
-        click.echo(f"imported {folder} as {repo_id}@{revision} → {record.commit[:12]} "
+        click.echo(f"imported {path} as {repo_id}@{revision} → {record.commit[:12]} "
                    f"({len(record.files)} files, {human_size(record.total_size)})", err=True)
         click.echo(str(snap))
 
@@ -247,6 +261,9 @@ def demo(ctx: click.Context, workdir: Path | None) -> None:
     from .demo import run_demo
 
     ctx.exit(run_demo(workdir))
+
+
+register_lifecycle(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,51 @@
+"""Markers for "a download is working on this revision right now" (GC leaves it alone).
+
+Each process working on a commit holds its own heartbeating marker (a ``FileLock`` at a
+unique path), so any number of processes can mark the same revision; a marker whose process
+died is recognised as dead like any lock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from .layout import RepoLayout
+from .locks import FileLock, fs_now, lock_is_dead, read_lock
+
+__all__ = ["activity", "in_progress", "sweep_dead_markers"]
+
+
+def activity(layout: RepoLayout, commit: str, stale_after: float = 30.0) -> FileLock:
+    """A marker to ``try_acquire()`` at the start of work on ``commit`` and ``release()`` at the end."""
+    return FileLock(layout.activity_marker(commit, uuid.uuid4().hex), purpose=f"download {commit}",
+                    stale_after=stale_after)
+
+
+def _markers(layout: RepoLayout, commit: str | None = None) -> list[Path]:
+    d = layout.state / "active"
+    if not d.is_dir():
+        return []
+    return [p for p in d.iterdir() if commit is None or p.name.startswith(commit + ".")]
+
+
+def in_progress(layout: RepoLayout, commit: str, stale_after: float = 30.0) -> bool:
+    markers = _markers(layout, commit)
+    if not markers:
+        return False
+    now = fs_now(markers[0].parent)
+    return any((info := read_lock(p)) is not None and not lock_is_dead(info, now, stale_after) for p in markers)
+
+
+def sweep_dead_markers(layout: RepoLayout, stale_after: float = 30.0) -> int:
+    markers = _markers(layout)
+    if not markers:
+        return 0
+    now = fs_now(markers[0].parent)
+    n = 0
+    for p in markers:
+        info = read_lock(p)
+        if info is not None and lock_is_dead(info, now, stale_after):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n

@@ -1,0 +1,286 @@
+"""Garbage collection: scan → plan → execute.
+
+- ``scan_revisions`` reads the disk into frozen ``RevisionState`` records (sizes, blobs, last
+  use, pins, leases, in-progress markers).
+- ``plan_gc`` is pure: it picks revisions to remove — never a pinned, leased or in-progress one
+  — by age (``max_age``), count per repo (``keep_last``) and then least-recently-used first until
+  the cache fits ``max_size``; each with the reason. Blobs shared with a surviving revision of
+  the same repo are kept and not counted as freed.
+- ``execute_gc`` removes refs, then snapshots and records, then blobs; then sweeps stale
+  partial downloads, dead locks, dead markers and expired leases.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._format import human_size
+from .activity import in_progress, sweep_dead_markers
+from .layout import RepoLayout, parse_folder_name
+from .leases import active_leases, is_pinned, sweep_expired
+from .locks import fs_now, lock_is_dead, read_lock
+from .remove import execute_removal, plan_removal
+from .usage import last_used
+
+__all__ = ["GcDecision", "GcPlan", "RevisionState", "execute_gc", "plan_gc", "scan_revisions", "sweep"]
+
+PARTIAL_MAX_AGE = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class RevisionState:
+    cache_dir: Path
+    repo_type: str
+    repo_id: str
+    commit: str
+    refs: tuple[str, ...]
+    blobs: frozenset[tuple[str, int]]
+    """(blob path, size) of every blob the snapshot links to."""
+    last_used: float
+    pinned: bool
+    leased: bool
+    in_progress: bool
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (str(self.cache_dir), self.repo_id, self.commit)
+
+    @property
+    def protected_by(self) -> str | None:
+        if self.pinned:
+            return "pinned"
+        if self.leased:
+            return "leased"
+        if self.in_progress:
+            return "download in progress"
+        return None
+
+
+@dataclass(frozen=True)
+class GcDecision:
+    revision: RevisionState
+    reason: str
+    freed: int
+
+    def to_dict(self) -> dict[str, object]:
+        r = self.revision
+        return {"cache_dir": str(r.cache_dir), "repo_id": r.repo_id, "commit": r.commit, "refs": list(r.refs),
+                "last_used": r.last_used, "reason": self.reason, "freed": self.freed}
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    remove: tuple[GcDecision, ...]
+    kept: tuple[tuple[RevisionState, str], ...]
+    size_before: int
+    size_after: int
+    max_size: int | None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def freed(self) -> int:
+        return self.size_before - self.size_after
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "remove": [d.to_dict() for d in self.remove],
+            "protected": [{"repo_id": r.repo_id, "commit": r.commit, "why": why} for r, why in self.kept],
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+            "freed": self.freed,
+            "max_size": self.max_size,
+            "notes": list(self.notes),
+        }
+
+
+# -- scan ------------------------------------------------------------------------------------------
+def _snapshot_blobs(layout: RepoLayout, commit: str) -> frozenset[tuple[str, int]]:
+    out = set()
+    for p in layout.snapshot(commit).rglob("*"):
+        if p.is_dir():
+            continue
+        target = os.path.realpath(p)
+        try:
+            out.add((target, os.stat(target).st_size))
+        except OSError:
+            continue
+    return frozenset(out)
+
+
+def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0) -> list[RevisionState]:
+    now = time.time()
+    out: list[RevisionState] = []
+    for cache_dir in cache_dirs:
+        if not cache_dir.is_dir():
+            continue
+        for entry in sorted(cache_dir.iterdir()):
+            parsed = parse_folder_name(entry.name)
+            if parsed is None or not entry.is_dir():
+                continue
+            layout = RepoLayout(cache_dir, *parsed)
+            refs = layout.all_refs()
+            leased = {i.commit for i in active_leases(layout, now=now)}
+            for commit in layout.commits():
+                used = last_used(layout, commit)
+                if used is None:
+                    try:
+                        used = layout.snapshot(commit).stat().st_mtime
+                    except OSError:
+                        used = 0.0
+                out.append(RevisionState(
+                    cache_dir=cache_dir, repo_type=layout.repo_type, repo_id=layout.repo_id, commit=commit,
+                    refs=tuple(sorted(r for r, c in refs.items() if c == commit)),
+                    blobs=_snapshot_blobs(layout, commit), last_used=used,
+                    pinned=is_pinned(layout, commit), leased=commit in leased,
+                    in_progress=in_progress(layout, commit, stale_after),
+                ))
+    return out
+
+
+# -- plan (pure) -------------------------------------------------------------------------------------
+def _live_blobs(revs: Iterable[RevisionState]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in revs:
+        out.update(dict(r.blobs))
+    return out
+
+
+def plan_gc(
+    revisions: list[RevisionState],
+    *,
+    max_size: int | None = None,
+    max_age: float | None = None,
+    keep_last: int | None = None,
+    now: float | None = None,
+    extra_size: int = 0,
+) -> GcPlan:
+    """Choose what to remove. ``extra_size``: bytes on disk that are not snapshot blobs (partials)."""
+    now = time.time() if now is None else now
+    removing: dict[tuple[str, str, str], str] = {}
+    kept = tuple((r, r.protected_by) for r in revisions if r.protected_by)
+    candidates = [r for r in revisions if not r.protected_by]
+
+    if max_age is not None:
+        for r in candidates:
+            if now - r.last_used > max_age:
+                removing[r.key] = f"unused for {_dur(now - r.last_used)} (max age {_dur(max_age)})"
+    if keep_last is not None:
+        by_repo: dict[tuple[str, str], list[RevisionState]] = {}
+        for r in revisions:
+            by_repo.setdefault((str(r.cache_dir), r.repo_id), []).append(r)
+        for revs in by_repo.values():
+            newest_first = sorted(revs, key=lambda r: r.last_used, reverse=True)
+            for r in newest_first[keep_last:]:
+                if not r.protected_by and r.key not in removing:
+                    removing[r.key] = f"older than the {keep_last} most recently used revision(s) of {r.repo_id}"
+
+    size_before = sum(_live_blobs(revisions).values()) + extra_size
+
+    def size_without(keys: set[tuple[str, str, str]]) -> int:
+        return sum(_live_blobs(r for r in revisions if r.key not in keys).values()) + extra_size
+
+    notes: list[str] = []
+    if max_size is not None:
+        current = size_without(set(removing))
+        for r in sorted(candidates, key=lambda r: r.last_used):
+            if current <= max_size:
+                break
+            if r.key in removing:
+                continue
+            removing[r.key] = (f"cache over budget ({human_size(current)} > {human_size(max_size)}); "
+                               f"least recently used")
+            current = size_without(set(removing))
+        if current > max_size:
+            notes.append(f"still {human_size(current)} > {human_size(max_size)}: what is left is pinned, leased "
+                         "or in use")
+
+    # freed per revision: its blobs not referenced by any survivor, attributed once
+    survivors = _live_blobs(r for r in revisions if r.key not in removing)
+    attributed: set[str] = set()
+    decisions = []
+    for r in sorted((r for r in revisions if r.key in removing), key=lambda r: r.last_used):
+        own = {p: s for p, s in r.blobs if p not in survivors and p not in attributed}
+        attributed |= set(own)
+        decisions.append(GcDecision(r, removing[r.key], sum(own.values())))
+    size_after = size_before - sum(d.freed for d in decisions)
+    return GcPlan(tuple(decisions), kept, size_before, size_after, max_size, tuple(notes))
+
+
+def _dur(seconds: float) -> str:
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= n:
+            return f"{seconds / n:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+# -- execute ------------------------------------------------------------------------------------------
+def execute_gc(plan: GcPlan, stale_after: float = 30.0) -> list[str]:
+    """Remove the planned revisions, re-checking protection just before each (it may have changed)."""
+    skipped = []
+    for d in plan.remove:
+        r = d.revision
+        layout = RepoLayout(r.cache_dir, r.repo_type, r.repo_id)
+        if is_pinned(layout, r.commit) or active_leases(layout, r.commit) or in_progress(layout, r.commit, stale_after):
+            skipped.append(f"{r.repo_id}@{r.commit[:12]}: became protected, kept")
+            continue
+        execute_removal(layout, plan_removal(layout, [r.commit]))
+        for sub in ("used", "pins"):
+            (layout.state / sub / r.commit).unlink(missing_ok=True)
+    return skipped
+
+
+def sweep(cache_dir: Path, *, partial_max_age: float = PARTIAL_MAX_AGE, stale_after: float = 30.0,
+          dry_run: bool = False) -> dict[str, int]:
+    """Stale partial downloads, dead locks, dead markers, expired leases, orphan blobs."""
+    counts = {"partials": 0, "partial_bytes": 0, "locks": 0, "markers": 0, "leases": 0, "orphan_blobs": 0,
+              "orphan_bytes": 0}
+    if not cache_dir.is_dir():
+        return counts
+    for entry in sorted(cache_dir.iterdir()):
+        parsed = parse_folder_name(entry.name)
+        if parsed is None or not entry.is_dir():
+            continue
+        layout = RepoLayout(cache_dir, *parsed)
+        now = fs_now(layout.blobs) if layout.blobs.is_dir() else time.time()
+        live_locks = set()
+        if layout.locks.is_dir():
+            for lock in layout.locks.glob("*.mc-lock"):
+                info = read_lock(lock)
+                if info is not None and lock_is_dead(info, now, stale_after):
+                    counts["locks"] += 1
+                    if not dry_run:
+                        lock.unlink(missing_ok=True)
+                elif info is not None:
+                    live_locks.add(lock.name.split(".")[0])
+        referenced = {p for c in layout.commits() for p, _ in _snapshot_blobs(layout, c)}
+        busy = any(in_progress(layout, c, stale_after) for c in layout.commits())
+        if layout.blobs.is_dir():
+            for f in layout.blobs.iterdir():
+                etag = f.name.split(".")[0]
+                try:
+                    st = f.stat()
+                except OSError:
+                    continue
+                if f.name.endswith((".incomplete", ".mc.state")):
+                    done = (layout.blobs / etag).exists()
+                    if etag in live_locks or (not done and now - st.st_mtime < partial_max_age):
+                        continue
+                    counts["partials"] += 1
+                    counts["partial_bytes"] += st.st_size
+                elif "." not in f.name and not busy and str(f.resolve()) not in referenced and etag not in live_locks:
+                    if now - st.st_mtime < 60:  # just installed by a running download: not an orphan yet
+                        continue
+                    counts["orphan_blobs"] += 1
+                    counts["orphan_bytes"] += st.st_size
+                else:
+                    continue
+                if not dry_run:
+                    f.unlink(missing_ok=True)
+        if not dry_run:
+            counts["markers"] += sweep_dead_markers(layout, stale_after)
+            counts["leases"] += sweep_expired(layout)
+    return counts

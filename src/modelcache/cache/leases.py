@@ -1,0 +1,173 @@
+"""Leases and pins: what GC must never remove.
+
+- A *lease* says "revision C of repo R is in use by H until T": a small JSON file in
+  ``<repo>/.modelcache/leases/<commit>/<lease id>.json``. Holders renew it; when a holder dies it
+  stops renewing and the lease expires on its own. ``Lease`` is a context manager that renews
+  in the background.
+- A *pin* says "never collect revision C": ``<repo>/.modelcache/pins/<commit>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidInput
+from .layout import RepoLayout, atomic_write_bytes
+
+__all__ = ["Lease", "LeaseInfo", "acquire_lease", "active_leases", "is_pinned", "list_pins", "pin", "release_lease",
+           "renew_lease", "unpin"]
+
+_ID_CHARS = set("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    lease_id: str
+    repo_id: str
+    commit: str
+    holder: str
+    expires: float
+    created: float
+    host: str
+    pid: int
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+    def alive(self, now: float | None = None) -> bool:
+        return self.expires > (now or time.time())
+
+
+def _lease_path(layout: RepoLayout, commit: str, lease_id: str) -> Path:
+    if not lease_id or not set(lease_id) <= _ID_CHARS or len(lease_id) > 64:
+        raise InvalidInput(f"invalid lease id {lease_id!r}", "use the id printed by `modelcache lease acquire`")
+    return layout.state / "leases" / commit / f"{lease_id}.json"
+
+
+def _write(layout: RepoLayout, info: LeaseInfo) -> None:
+    atomic_write_bytes(_lease_path(layout, info.commit, info.lease_id), json.dumps(info.to_dict()).encode(),
+                       fsync=False)
+
+
+def acquire_lease(layout: RepoLayout, commit: str, holder: str, ttl: float, now: float | None = None) -> LeaseInfo:
+    if ttl <= 0:
+        raise InvalidInput(f"invalid lease ttl {ttl}", "give a positive number of seconds")
+    now = now or time.time()
+    info = LeaseInfo(uuid.uuid4().hex, layout.repo_id, commit, holder[:200], now + ttl, now,
+                     socket.gethostname(), os.getpid())
+    _write(layout, info)
+    return info
+
+
+def _read(path: Path) -> LeaseInfo | None:
+    try:
+        d = json.loads(path.read_bytes())
+        return LeaseInfo(str(d["lease_id"]), str(d["repo_id"]), str(d["commit"]), str(d["holder"]),
+                         float(d["expires"]), float(d["created"]), str(d.get("host", "")), int(d.get("pid", -1)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def find_lease(layout: RepoLayout, lease_id: str) -> LeaseInfo | None:
+    root = layout.state / "leases"
+    for path in root.glob(f"*/{lease_id}.json") if root.is_dir() else []:
+        return _read(path)
+    return None
+
+
+def renew_lease(layout: RepoLayout, lease_id: str, ttl: float, now: float | None = None) -> LeaseInfo:
+    info = find_lease(layout, lease_id)
+    if info is None:
+        raise InvalidInput(f"no lease {lease_id} on {layout.repo_id}", "see `modelcache lease ls`")
+    now = now or time.time()
+    renewed = LeaseInfo(**{**info.to_dict(), "expires": now + ttl})  # type: ignore[arg-type]
+    _write(layout, renewed)
+    return renewed
+
+
+def release_lease(layout: RepoLayout, lease_id: str) -> bool:
+    info = find_lease(layout, lease_id)
+    if info is None:
+        return False
+    _lease_path(layout, info.commit, lease_id).unlink(missing_ok=True)
+    return True
+
+
+def all_leases(layout: RepoLayout) -> list[LeaseInfo]:
+    root = layout.state / "leases"
+    if not root.is_dir():
+        return []
+    return sorted((i for p in root.glob("*/*.json") if (i := _read(p)) is not None), key=lambda i: i.created)
+
+
+def active_leases(layout: RepoLayout, commit: str | None = None, now: float | None = None) -> list[LeaseInfo]:
+    now = now or time.time()
+    return [i for i in all_leases(layout) if i.alive(now) and (commit is None or i.commit == commit)]
+
+
+def sweep_expired(layout: RepoLayout, now: float | None = None) -> int:
+    now = now or time.time()
+    n = 0
+    for info in all_leases(layout):
+        if not info.alive(now):
+            _lease_path(layout, info.commit, info.lease_id).unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+class Lease:
+    """Hold a lease for a ``with`` block, renewing it every ``ttl / 3`` seconds."""
+
+    def __init__(self, layout: RepoLayout, commit: str, holder: str, ttl: float = 60.0) -> None:
+        self.layout, self.commit, self.holder, self.ttl = layout, commit, holder, ttl
+        self.info: LeaseInfo | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Lease:
+        self.info = acquire_lease(self.layout, self.commit, self.holder, self.ttl)
+
+        def renew() -> None:
+            while not self._stop.wait(self.ttl / 3):
+                try:
+                    renew_lease(self.layout, self.info.lease_id, self.ttl)  # type: ignore[union-attr]
+                except (OSError, InvalidInput):
+                    pass
+
+        self._thread = threading.Thread(target=renew, name="mc-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+        if self.info:
+            release_lease(self.layout, self.info.lease_id)
+
+
+def pin(layout: RepoLayout, commit: str, note: str = "") -> None:
+    atomic_write_bytes(layout.state / "pins" / commit, json.dumps({"note": note, "at": time.time()}).encode())
+
+
+def unpin(layout: RepoLayout, commit: str) -> bool:
+    p = layout.state / "pins" / commit
+    existed = p.exists()
+    p.unlink(missing_ok=True)
+    return existed
+
+
+def is_pinned(layout: RepoLayout, commit: str) -> bool:
+    return (layout.state / "pins" / commit).exists()
+
+
+def list_pins(layout: RepoLayout) -> list[str]:
+    d = layout.state / "pins"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []

@@ -1,0 +1,183 @@
+"""Locks that work where ``flock`` silently does nothing (NFS, Lustre, GPFS).
+
+A lock is a file created with ``O_CREAT | O_EXCL`` (atomic on NFSv3+ and every local
+filesystem) holding who owns it; the owner touches it every ``heartbeat`` seconds. A lock is
+*dead* when its owner is a process on this host that no longer runs, or when its mtime is
+older than ``stale_after`` by the filesystem's own clock (measured by touching a probe file
+on the same volume, so clock skew between hosts does not matter). A dead lock is taken over
+by renaming it aside — only one contender's rename succeeds.
+
+Locks only avoid duplicate work: correctness never depends on them (every write is an
+atomic rename of verified bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["FileLock", "LockInfo", "fs_now", "read_lock", "lock_is_dead"]
+
+DEFAULT_STALE = 30.0
+DEFAULT_HEARTBEAT = 5.0
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    host: str
+    pid: int
+    token: str
+    purpose: str
+    mtime: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"host": self.host, "pid": self.pid, "purpose": self.purpose, "mtime": self.mtime}
+
+
+def fs_now(directory: Path) -> float:
+    """'Now' by the clock of the filesystem holding ``directory`` (falls back to local time)."""
+    probe = directory / f".mc-clock.{uuid.uuid4().hex[:12]}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY, 0o664)
+        os.close(fd)
+        now = probe.stat().st_mtime
+        probe.unlink()
+        return now
+    except OSError:
+        return time.time()
+
+
+def read_lock(path: Path) -> LockInfo | None:
+    try:
+        st = path.stat()
+        data = json.loads(path.read_bytes() or b"{}")
+        return LockInfo(str(data.get("host", "")), int(data.get("pid", -1)), str(data.get("token", "")),
+                        str(data.get("purpose", "")), st.st_mtime)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        try:
+            return LockInfo("", -1, "", "", path.stat().st_mtime)  # half-written: judge by age
+        except OSError:
+            return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_is_dead(info: LockInfo, now: float, stale_after: float = DEFAULT_STALE) -> bool:
+    if info.host == socket.gethostname() and info.pid > 0 and not _pid_alive(info.pid):
+        return True
+    return now - info.mtime > stale_after
+
+
+class FileLock:
+    """``with FileLock(path):`` — or ``try_acquire()`` / ``release()``; heartbeats while held."""
+
+    def __init__(self, path: Path, *, purpose: str = "", stale_after: float = DEFAULT_STALE,
+                 heartbeat: float = DEFAULT_HEARTBEAT) -> None:
+        self.path = Path(path)
+        self.purpose = purpose
+        self.stale_after = stale_after
+        self.heartbeat = min(heartbeat, stale_after / 3)
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.held = False
+
+    def try_acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o664)
+            except FileExistsError:
+                info = read_lock(self.path)
+                if info is None:
+                    continue  # released meanwhile: try again
+                if not lock_is_dead(info, fs_now(self.path.parent), self.stale_after):
+                    return False
+                aside = self.path.with_name(f"{self.path.name}.dead.{uuid.uuid4().hex[:8]}")
+                try:
+                    os.rename(self.path, aside)
+                except FileNotFoundError:
+                    continue
+                # Renamed something: make sure it was the dead lock we judged, not a new one.
+                moved = read_lock(aside)
+                if moved is not None and moved.token != info.token and not lock_is_dead(
+                    moved, fs_now(self.path.parent), self.stale_after
+                ):
+                    try:
+                        os.link(aside, self.path)  # put the live lock back if nobody took the name
+                    except OSError:
+                        pass
+                try:
+                    aside.unlink()
+                except OSError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
+                           "purpose": self.purpose, "created": time.time()}, fh)
+            self.held = True
+            self._start_heartbeat()
+            return True
+        return False
+
+    def acquire(self, timeout: float | None = None, poll: float = 0.2) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.try_acquire():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
+    def still_mine(self) -> bool:
+        info = read_lock(self.path)
+        return info is not None and info.token == self.token
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        if self.held and self.still_mine():
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+        self.held = False
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+
+        def beat() -> None:
+            while not self._stop.wait(self.heartbeat):
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    return
+
+        self._thread = threading.Thread(target=beat, name=f"mc-lock-{self.path.name}", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,92 @@
+"""A size budget per cache root, enforced at download time and by ``gc``.
+
+Stored in ``<cache>/.locks/modelcache/quota.json`` (inside ``.locks/``, which HF's scanner
+skips). Several tenants are several cache roots, each with its own budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._format import human_size
+from ..errors import CacheError, InvalidInput
+from .layout import atomic_write_bytes, parse_folder_name, root_state
+
+__all__ = ["Usage", "cache_usage", "check_room", "read_budget", "write_budget"]
+
+
+def _quota_file(cache_dir: Path) -> Path:
+    return root_state(cache_dir) / "quota.json"
+
+
+def read_budget(cache_dir: Path) -> int | None:
+    try:
+        value = json.loads(_quota_file(cache_dir).read_bytes()).get("max_size")
+        return int(value) if value is not None else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def write_budget(cache_dir: Path, max_size: int | None) -> None:
+    if max_size is not None and max_size <= 0:
+        raise InvalidInput(f"invalid budget {max_size}", "give a positive size such as 500GiB, or --clear")
+    atomic_write_bytes(_quota_file(cache_dir), json.dumps({"max_size": max_size}).encode())
+
+
+@dataclass(frozen=True)
+class Usage:
+    used: int
+    """Bytes of blobs and partial downloads under every repo of the root."""
+    budget: int | None
+    disk_free: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"used": self.used, "budget": self.budget, "disk_free": self.disk_free}
+
+
+def _du(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(root, f))
+            except OSError:
+                continue
+            if not os.path.islink(os.path.join(root, f)):
+                total += st.st_blocks * 512 if st.st_blocks else st.st_size
+    return total
+
+
+def cache_usage(cache_dir: Path) -> Usage:
+    used = 0
+    if cache_dir.is_dir():
+        for entry in cache_dir.iterdir():
+            if parse_folder_name(entry.name) is not None and entry.is_dir():
+                used += _du(entry / "blobs")
+    try:
+        free = shutil.disk_usage(cache_dir if cache_dir.exists() else cache_dir.parent).free
+    except OSError:
+        free = 0
+    return Usage(used, read_budget(cache_dir), free)
+
+
+def check_room(cache_dir: Path, needed: int, repo_id: str) -> Usage:
+    """Refuse, before any byte moves, a download that cannot fit the budget or the disk."""
+    usage = cache_usage(cache_dir)
+    if usage.budget is not None and usage.used + needed > usage.budget:
+        raise CacheError(
+            f"{repo_id} needs {human_size(needed)} but the cache at {cache_dir} uses {human_size(usage.used)} "
+            f"of its {human_size(usage.budget)} budget ({human_size(max(0, usage.budget - usage.used))} left)",
+            f"free space with `modelcache gc --max-size {human_size(max(0, usage.budget - needed)).replace(' ', '')}`, "
+            "or raise the budget with `modelcache quota set SIZE`",
+        )
+    if needed > usage.disk_free:
+        raise CacheError(
+            f"{repo_id} needs {human_size(needed)} but the disk holding {cache_dir} has {human_size(usage.disk_free)} free",
+            "free space (`modelcache gc`, `modelcache rm`) or use a bigger volume",
+        )
+    return usage

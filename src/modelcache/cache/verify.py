@@ -1,0 +1,76 @@
+"""``verify``: re-hash a revision's files against its completeness record."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hashing import file_digest
+from .layout import RepoLayout
+from .records import FileEntry, read_record
+
+__all__ = ["FileProblem", "VerifyReport", "verify_revision"]
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    path: str
+    kind: str  # missing | wrong-size | corrupt
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "kind": self.kind, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    repo_id: str
+    commit: str
+    checked: int
+    bytes_hashed: int
+    problems: tuple[FileProblem, ...]
+    has_record: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.has_record and not self.problems
+
+    def to_dict(self) -> dict[str, object]:
+        return {"repo_id": self.repo_id, "commit": self.commit, "ok": self.ok, "checked": self.checked,
+                "bytes_hashed": self.bytes_hashed, "has_record": self.has_record,
+                "problems": [p.to_dict() for p in self.problems]}
+
+
+def _check_file(snapshot: Path, e: FileEntry) -> FileProblem | None:
+    path = snapshot / e.path
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return FileProblem(e.path, "missing", "not in the snapshot (or a broken link)")
+    if size != e.size:
+        return FileProblem(e.path, "wrong-size", f"{size} bytes, expected {e.size}")
+    digest = file_digest(path, e.size, e.is_lfs)
+    if digest != e.etag:
+        algo = "sha256" if e.is_lfs else "git sha1"
+        return FileProblem(e.path, "corrupt", f"{algo} {digest[:12]}…, expected {e.etag[:12]}…")
+    return None
+
+
+def verify_revision(layout: RepoLayout, commit: str, present_only: bool = False) -> VerifyReport:
+    """Check every file of the record (``present_only``: skip files never downloaded)."""
+    record = read_record(layout.tree_record(commit), commit)
+    if record is None:
+        return VerifyReport(layout.repo_id, commit, 0, 0, (), has_record=False)
+    snapshot = layout.snapshot(commit)
+    problems, checked, hashed = [], 0, 0
+    for e in record.files.values():
+        if present_only and not os.path.lexists(snapshot / e.path):
+            continue
+        checked += 1
+        problem = _check_file(snapshot, e)
+        if problem is None or problem.kind == "corrupt":
+            hashed += e.size
+        if problem:
+            problems.append(problem)
+    return VerifyReport(layout.repo_id, commit, checked, hashed, tuple(problems))

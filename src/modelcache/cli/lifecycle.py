@@ -1,0 +1,218 @@
+"""Lifecycle commands: lease, pin/unpin, gc, verify, quota, export (and bundle import)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .._format import human_size, human_time
+from ..refs import parse_repo_ref
+from ..service import ModelCache
+from ..settings import parse_duration, parse_size
+from .common import CONTEXT, emit, json_option, settings_of
+
+__all__ = ["register"]
+
+
+def _mc(ctx: click.Context) -> ModelCache:
+    return ModelCache(settings_of(ctx))
+
+
+@click.group(context_settings=CONTEXT)
+def lease() -> None:
+    """Mark a revision as in use (GC never removes a leased revision)."""
+
+
+@lease.command("acquire", context_settings=CONTEXT)
+@click.argument("ref", metavar="REPO_ID[@REV]")
+@click.option("--holder", default="", help="Who holds it (pod name, job id).")
+@click.option("--ttl", default="1h", show_default=True, help="Expires unless renewed: 90, 30m, 12h.")
+@json_option
+@click.pass_context
+def lease_acquire(ctx: click.Context, ref: str, holder: str, ttl: str, as_json: bool) -> None:
+    r = parse_repo_ref(ref)
+    info = _mc(ctx).acquire_lease(r.repo_id, r.revision or "main", holder, parse_duration(ttl, "--ttl"))
+    emit(info.to_dict()) if as_json else click.echo(info.lease_id)
+
+
+@lease.command("renew", context_settings=CONTEXT)
+@click.argument("repo_id")
+@click.argument("lease_id")
+@click.option("--ttl", default="1h", show_default=True)
+@json_option
+@click.pass_context
+def lease_renew(ctx: click.Context, repo_id: str, lease_id: str, ttl: str, as_json: bool) -> None:
+    info = _mc(ctx).renew_lease(parse_repo_ref(repo_id).repo_id, lease_id, parse_duration(ttl, "--ttl"))
+    emit(info.to_dict()) if as_json else click.echo(f"renewed until {time.ctime(info.expires)}")
+
+
+@lease.command("release", context_settings=CONTEXT)
+@click.argument("repo_id")
+@click.argument("lease_id")
+@json_option
+@click.pass_context
+def lease_release(ctx: click.Context, repo_id: str, lease_id: str, as_json: bool) -> None:
+    ok = _mc(ctx).release_lease(parse_repo_ref(repo_id).repo_id, lease_id)
+    emit({"released": ok}) if as_json else click.echo("released" if ok else "no such lease (expired?)")
+
+
+@lease.command("ls", context_settings=CONTEXT)
+@click.argument("repo_id", required=False)
+@json_option
+@click.pass_context
+def lease_ls(ctx: click.Context, repo_id: str | None, as_json: bool) -> None:
+    leases = _mc(ctx).leases(parse_repo_ref(repo_id).repo_id if repo_id else None)
+    if as_json:
+        emit([lease.to_dict() for lease in leases])
+        return
+    for le in leases:
+        click.echo(f"{le.lease_id}  {le.repo_id}@{le.commit[:12]}  {le.holder}  "
+                   f"expires in {max(0, int(le.expires - time.time()))}s")
+    if not leases:
+        click.echo("(no active leases)")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("ref", metavar="REPO_ID@REV")
+@json_option
+@click.pass_context
+def pin(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Pin a revision: GC never removes it."""
+    r = parse_repo_ref(ref)
+    commit = _mc(ctx).pin(r.repo_id, r.revision or "main")
+    emit({"repo_id": r.repo_id, "commit": commit, "pinned": True}) if as_json else click.echo(f"pinned {r.repo_id}@{commit}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("ref", metavar="REPO_ID@REV")
+@json_option
+@click.pass_context
+def unpin(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Remove a pin."""
+    r = parse_repo_ref(ref)
+    commit = _mc(ctx).unpin(r.repo_id, r.revision or "main")
+    emit({"repo_id": r.repo_id, "commit": commit, "pinned": False}) if as_json else click.echo(f"unpinned {r.repo_id}@{commit}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--max-size", help="Shrink the cache to this size (default: the root's budget, if set).")
+@click.option("--max-age", help="Remove revisions unused for this long: 30m, 12h, 7d.")
+@click.option("--keep-last", type=int, help="Keep at most N most recently used revisions per repo.")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed, remove nothing.")
+@click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Collect in these cache roots (repeatable; default: the cache dir).")
+@json_option
+@click.pass_context
+def gc(ctx: click.Context, max_size: str | None, max_age: str | None, keep_last: int | None, dry_run: bool,
+       roots: tuple[Path, ...], as_json: bool) -> None:
+    """Collect least recently used revisions; never a pinned, leased or in-progress one."""
+    report = _mc(ctx).gc(
+        max_size=parse_size(max_size, "--max-size") if max_size else None,
+        max_age=parse_duration(max_age, "--max-age") if max_age else None,
+        keep_last=keep_last, dry_run=dry_run, roots=list(roots) or None,
+    )
+    if as_json:
+        emit(report.to_dict())
+        return
+    plan = report.plan
+    verb = "would remove" if dry_run else "removed"
+    for d in plan.remove:
+        r = d.revision
+        click.echo(f"{verb} {r.repo_id}@{r.commit[:12]} ({','.join(r.refs) or 'no ref'}, "
+                   f"last used {human_time(r.last_used)}): frees {human_size(d.freed)} — {d.reason}")
+    for r, why in plan.kept:
+        click.echo(f"kept {r.repo_id}@{r.commit[:12]}: {why}")
+    for root, counts in report.swept.items():
+        parts = [f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v and not k.endswith("bytes")]
+        if parts:
+            click.echo(f"{'would sweep' if dry_run else 'swept'} in {root}: {', '.join(parts)}")
+    for s in report.skipped:
+        click.echo(s)
+    for n in plan.notes:
+        click.echo(f"note: {n}")
+    click.echo(f"{'would free' if dry_run else 'freed'} {human_size(plan.freed)}: "
+               f"{human_size(plan.size_before)} → {human_size(plan.size_after)}"
+               + (f" (budget {human_size(plan.max_size)})" if plan.max_size else ""))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("ref", metavar="[REPO_ID[@REV]]", required=False)
+@click.option("--repair", is_flag=True, help="Re-fetch only the missing, wrong-size and corrupt files.")
+@json_option
+@click.pass_context
+def verify(ctx: click.Context, ref: str | None, repair: bool, as_json: bool) -> None:
+    """Re-hash cached files against the completeness record. Exit 1 on any problem."""
+    r = parse_repo_ref(ref) if ref else None
+    reports = _mc(ctx).verify(r.repo_id if r else None, r.revision if r else None, repair=repair)
+    bad = [rep for rep in reports if not rep.ok]
+    if as_json:
+        emit([rep.to_dict() for rep in reports])
+    else:
+        for rep in reports:
+            state = "ok" if rep.ok else ("no completeness record" if not rep.has_record else "PROBLEMS")
+            click.echo(f"{rep.repo_id}@{rep.commit[:12]}: {rep.checked} files, {human_size(rep.bytes_hashed)} hashed: {state}")
+            for p in rep.problems:
+                click.echo(f"  {p.kind}: {p.path} ({p.detail})")
+        if bad and not repair:
+            click.echo("hint: `modelcache verify --repair` re-fetches only the bad files", err=True)
+    ctx.exit(1 if bad else 0)
+
+
+@click.group(context_settings=CONTEXT)
+def quota() -> None:
+    """A size budget for a cache root, enforced at download and by gc."""
+
+
+@quota.command("set", context_settings=CONTEXT)
+@click.argument("size")
+@json_option
+@click.pass_context
+def quota_set(ctx: click.Context, size: str, as_json: bool) -> None:
+    mc = _mc(ctx)
+    mc.set_budget(None if size in ("none", "off") else parse_size(size, "budget"))
+    u = mc.usage()
+    emit(u.to_dict()) if as_json else click.echo(f"budget {human_size(u.budget) if u.budget else 'none'}; "
+                                                 f"used {human_size(u.used)}")
+
+
+@quota.command("show", context_settings=CONTEXT)
+@click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path, file_okay=False))
+@json_option
+@click.pass_context
+def quota_show(ctx: click.Context, roots: tuple[Path, ...], as_json: bool) -> None:
+    mc = _mc(ctx)
+    usages = {str(r): mc.usage(r) for r in (roots or [mc.cache_dir])}
+    if as_json:
+        emit({root: u.to_dict() for root, u in usages.items()})
+        return
+    for root, u in usages.items():
+        click.echo(f"{root}: used {human_size(u.used)}, budget {human_size(u.budget) if u.budget else 'none'}, "
+                   f"disk free {human_size(u.disk_free)}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("ref", metavar="REPO_ID[@REV]")
+@click.option("--output", "-o", required=True, help="Bundle file to write ('-' for stdout).")
+@json_option
+@click.pass_context
+def export(ctx: click.Context, ref: str, output: str, as_json: bool) -> None:
+    """Write one bundle (files + completeness record) for backup or an air-gapped transfer."""
+    r = parse_repo_ref(ref)
+    mc = _mc(ctx)
+    if output == "-":
+        info = mc.export(r.repo_id, r.revision or "main", sys.stdout.buffer)
+    else:
+        tmp = Path(output + ".partial")
+        with open(tmp, "wb") as fh:
+            info = mc.export(r.repo_id, r.revision or "main", fh)
+        tmp.replace(output)
+    msg = f"exported {info.repo_id}@{info.revision} ({info.commit[:12]}): {info.files} files, {human_size(info.size)}"
+    emit(info.to_dict()) if as_json else click.echo(msg, err=True)
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (lease, pin, unpin, gc, verify, quota, export):
+        cli.add_command(cmd)

@@ -1,0 +1,203 @@
+"""Bring a set of files of one commit into the cache, safely beside other processes and hosts.
+
+Composes ``hub`` (transfer engine) and ``cache`` (layout, publishing, locks):
+
+1. An activity marker says "a download works on this commit" (GC keeps its hands off).
+2. The plan (pure) says per file: present, link an existing blob, or fetch.
+3. The cache's budget and the disk's free space are checked before any byte moves.
+4. Each blob to fetch is claimed with a lock file (works without ``flock``). Blobs claimed by
+   another process are not fetched again: we wait for them to appear and link them, or take
+   the lock over (and resume from the partial it left) when that process died.
+5. Afterwards every wanted file is checked on disk; anything that vanished meanwhile (a
+   concurrent ``gc``) is fetched again. Correctness never depends on the locks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache.activity import activity
+from .cache.layout import RepoLayout
+from .cache.locks import FileLock
+from .cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
+from .cache.quota import check_room
+from .cache.records import FileEntry, TreeRecord
+from .errors import CacheError
+from .hub.client import HubClient
+from .hub.engine import Backoff, FileJob, TransferEngine
+from .hub.plan import FilePlan, LocalState, plan_transfer
+from .progress import Progress
+from .settings import Settings
+
+__all__ = ["FetchOutcome", "ensure_files"]
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    files: int
+    files_fetched: int
+    bytes_total: int
+    bytes_fetched: int
+    bytes_resumed: int
+    bytes_waited: int
+    """Bytes another process fetched while we waited for its lock (reused, not downloaded)."""
+
+
+def _size(p: Path) -> int | None:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return None
+
+
+def local_state(layout: RepoLayout, commit: str, entry: FileEntry) -> LocalState:
+    return LocalState(
+        snapshot_ok=_size(layout.snapshot_file(commit, entry.path)) == entry.size,
+        blob_size=_size(layout.blob(entry.etag)),
+    )
+
+
+def ensure_files(
+    settings: Settings,
+    client: HubClient,
+    layout: RepoLayout,
+    record: TreeRecord,
+    entries: list[FileEntry],
+    progress: Progress,
+    *,
+    poll: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchOutcome:
+    commit = record.commit
+    ensure_repo_dirs(layout)
+    publish_record(layout, record)
+    marker = activity(layout, commit, settings.lock_stale_after)
+    marker.try_acquire()
+    try:
+        plan = plan_transfer(entries, {e.path: local_state(layout, commit, e) for e in entries})
+        partial_bytes = sum(_size(layout.partial(fp.entry.etag)) or 0 for fp in plan.to_fetch)
+        check_room(layout.cache_dir, max(0, plan.bytes_to_fetch - partial_bytes), layout.repo_id)
+        progress.start(layout.repo_id, commit, plan)
+        totals = {"fetched": 0, "resumed": 0, "waited": 0, "files": 0}
+        todo = entries
+        for _round in range(3):
+            round_plan = plan_transfer(todo, {e.path: local_state(layout, commit, e) for e in todo})
+            _run_round(settings, client, layout, commit, round_plan.files, progress, totals, poll, sleep)
+            todo = [e for e in entries if _size(layout.snapshot_file(commit, e.path)) != e.size]
+            if not todo:
+                break
+        else:
+            raise CacheError(
+                f"{len(todo)} file(s) of {layout.repo_id} vanished from the cache while downloading "
+                f"(e.g. {todo[0].path})",
+                "is a `modelcache gc` or `rm` running on this cache? run the download again",
+            )
+        return FetchOutcome(len(plan.files), len(plan.to_fetch), plan.bytes_total, totals["fetched"],
+                            totals["resumed"], totals["waited"])
+    finally:
+        marker.release()
+
+
+def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit: str,
+               files: tuple[FilePlan, ...], progress: Progress, totals: dict[str, int], poll: float,
+               sleep: Callable[[float], None]) -> None:
+    locks: dict[str, FileLock] = {}
+
+    def claim(fp: FilePlan) -> bool:
+        lk = FileLock(layout.blob_lock(fp.entry.etag), purpose=f"fetch {layout.repo_id}/{fp.entry.path}",
+                      stale_after=settings.lock_stale_after)
+        if lk.try_acquire():
+            locks[fp.entry.etag] = lk
+            return True
+        return False
+
+    def blob_ready(e: FileEntry) -> bool:
+        return _size(layout.blob(e.etag)) == e.size
+
+    def publish(entry: FileEntry) -> None:
+        install_blob(layout, entry.etag, layout.partial(entry.etag))
+        link_file(layout, commit, entry)
+        progress.file_done(entry.path)
+        lk = locks.pop(entry.etag, None)
+        if lk is not None:
+            lk.release()
+
+    def link(fp: FilePlan) -> None:
+        link_file(layout, commit, fp.entry)
+        progress.file_done(fp.entry.path)
+
+    def fetch(batch: list[FilePlan]) -> None:
+        if not batch:
+            return
+        jobs = [FileJob(fp.entry, client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path),
+                        layout.partial(fp.entry.etag), publish) for fp in batch]
+        engine = TransferEngine(
+            client, connections=settings.connections, chunk_size=settings.chunk_size,
+            backoff=Backoff(attempts=settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
+            checkpoint_bytes=settings.checkpoint_bytes,
+        )
+        stats = engine.run(jobs)
+        totals["fetched"] += stats.bytes_fetched
+        totals["resumed"] += stats.bytes_resumed
+
+    try:
+        mine, theirs = [], []
+        for fp in files:
+            if fp.action != "fetch":
+                continue
+            if claim(fp):
+                if blob_ready(fp.entry):  # finished by another process a moment ago
+                    locks.pop(fp.entry.etag).release()
+                    link(fp)
+                else:
+                    mine.append(fp)
+            else:
+                theirs.append(fp)
+        fetch(mine)
+        while theirs:
+            waiting, batch = [], []
+            for fp in theirs:
+                if blob_ready(fp.entry):
+                    link(fp)
+                    totals["waited"] += fp.entry.size
+                    progress.advance(fp.entry.path, fp.entry.size)
+                elif claim(fp):  # the other process is done or dead: take over (resuming its partial)
+                    if blob_ready(fp.entry):
+                        locks.pop(fp.entry.etag).release()
+                        link(fp)
+                    else:
+                        batch.append(fp)
+                else:
+                    waiting.append(fp)
+            fetch(batch)
+            theirs = waiting
+            if theirs and not batch:
+                sleep(poll)
+        for fp in files:
+            if fp.action == "link":
+                link(fp)
+    except OSError as exc:
+        raise os_error(exc, layout) from None
+    finally:
+        for lk in locks.values():
+            lk.release()
+
+
+def os_error(exc: OSError, layout: RepoLayout) -> CacheError:
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        return CacheError(
+            f"the disk holding {layout.cache_dir} is full",
+            "free space (`modelcache gc`, `modelcache rm`) and run the same command again: it resumes",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CacheError(
+            f"cannot write to the cache at {layout.cache_dir}: {exc.strerror}",
+            "give the user write access, or point --cache-dir / HF_HUB_CACHE at a writable directory",
+        )
+    return CacheError(f"filesystem error in {layout.folder}: {exc.strerror}", "check the cache directory")
+

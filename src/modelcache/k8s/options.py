@@ -1,0 +1,215 @@
+"""What ``k8s render`` needs to know: one typed, validated, immutable dataclass.
+
+Everything here is checked when the object is made (``__post_init__``), so the manifest
+builders never see a bad name, size, path or command. No I/O: the revision is already a
+commit and the size already known when a ``RenderOptions`` exists (``plan.resolve`` does the
+network part).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+from ..errors import InvalidInput
+from ..profiles import validate_profile
+from ..refs import is_commit, validate_repo_id, validate_revision
+from .names import check_label, check_name, label_value, slug
+from .sizing import GIB
+
+__all__ = ["ACCESS_MODES", "ISOLATIONS", "RenderOptions", "Target", "parse_duration"]
+
+ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce")
+ISOLATIONS = ("pvc", "subpath")
+_DURATION = re.compile(r"^([0-9]+)(s|m|h|d)?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*[a-z0-9]$", re.IGNORECASE)
+_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?]+$")
+_QTY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+
+def parse_duration(text: str | int, flag: str) -> int:
+    """``3600``, ``90m``, ``6h``, ``1d`` → seconds (at least 1)."""
+    match = _DURATION.match(str(text).strip())
+    if not match or int(match.group(1)) < 1:
+        raise InvalidInput(f"invalid {flag} {text!r}", "give seconds or a duration such as 90m, 6h, 1d")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
+
+
+def _abs_path(path: str, flag: str) -> str:
+    if (not path.startswith("/") or path != posixpath.normpath(path) or path == "/"
+            or any(c.isspace() or ord(c) < 32 for c in path) or ":" in path):
+        raise InvalidInput(f"invalid {flag} {path!r}", f"{flag}: give an absolute path such as /model-store")
+    return path
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one tenant's cache lives (or the only cache, when there are no tenants)."""
+
+    tenant: str | None
+    claim: str
+    """The PVC the cache is on."""
+    sub_path: str | None
+    """The folder inside the PVC (``--isolation subpath``), else None."""
+    base: str
+    """Name stem for objects shared by every model in this cache (serve, GC): ``pvc[-tenant]``."""
+    stem: str
+    """Name stem for this model's objects (Job, engine template): ``name[-tenant]``."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Everything the manifests are made from. Build it with keywords; it validates itself."""
+
+    repo_id: str
+    """The model, ``org/name``."""
+    commit: str
+    """The 40-hex commit the Job downloads and engines check: a revision is always pinned."""
+    size_bytes: int
+    """Bytes the cache volume asks for (already with headroom, whole GiB)."""
+    revision: str = ""
+    """What the user asked for (``main``, a tag); recorded as an annotation. Defaults to the commit."""
+    model_bytes: int | None = None
+    """The model's size on the Hub, when it was looked up (an annotation)."""
+    namespace: str = "default"
+    name: str = ""
+    """Stem of this model's object names; default: from the repo name (``qwen3-32b``)."""
+    pvc: str = "model-cache"
+    storage_class: str | None = None
+    """None: the cluster's default StorageClass."""
+    access_mode: str = "ReadWriteMany"
+    secret: str = "hf-token-secret"
+    secret_key: str = "HF_TOKEN"
+    token: str | None = field(default=None, repr=False)
+    """The Secret's value — only when the user filled it on purpose (``--token-file``/stdin)."""
+    image: str = "modelcache:0.1.0"
+    mount_path: str = "/model-store"
+    """Where the cache volume is mounted; ``HF_HOME`` points here (the cache is ``$HF_HOME/hub``)."""
+    profile: str = "full"
+    job_endpoint: str | None = None
+    """An HF-compatible mirror for the Job (``--endpoint``); None: huggingface.co."""
+    run_as_user: int = 1000
+    fs_group: int = 1000
+    """Group of every file on the volume; engine pods join it to read the cache."""
+    backoff_limit: int = 4
+    deadline_seconds: int = 6 * 3600
+    ttl_seconds: int = 7 * 86400
+    cpu: str = "2"
+    memory: str = "2Gi"
+    check_wait_seconds: int = 3600
+    """How long the engine's init container waits for the cache before the pod restarts it."""
+    serve: bool | None = None
+    """Render ``modelcache serve`` (Deployment + Service); None: yes for ReadWriteOnce."""
+    serve_port: int = 8080
+    gc_schedule: str | None = None
+    """Cron schedule of the GC CronJob; None: no CronJob."""
+    gc_args: tuple[str, ...] = ()
+    compile_cache_size: int | None = None
+    """Bytes for a separate engine compilation-cache volume; None: none."""
+    compile_cache_pvc: str = "compilation-cache"
+    compile_cache_path: str = "/compile-cache"
+    compile_cache_env: str = "VLLM_CACHE_ROOT"
+    tenants: tuple[str, ...] = ()
+    isolation: str = "pvc"
+    """``pvc``: one PVC per tenant; ``subpath``: one PVC, one folder (``subPath``) per tenant."""
+
+    def __post_init__(self) -> None:  # noqa: C901 - one flat list of checks reads best
+        validate_repo_id(self.repo_id)
+        if not is_commit(self.commit):
+            raise InvalidInput(f"invalid commit {self.commit!r}", "the Job pins a 40-character commit id")
+        if self.revision:
+            validate_revision(self.revision)
+        else:
+            object.__setattr__(self, "revision", self.commit)
+        if not self.name:
+            object.__setattr__(self, "name", slug(self.repo_id))
+        check_label(self.name, "name", "--name", max_len=40, dns1035=True)
+        check_label(self.namespace, "namespace", "--namespace")
+        check_label(self.pvc, "PVC name", "--pvc", max_len=40, dns1035=True)
+        check_label(self.secret, "Secret name", "--secret", max_len=253)
+        check_label(self.compile_cache_pvc, "compile-cache PVC name", "--compile-cache-pvc", max_len=40)
+        if self.storage_class is not None:
+            check_label(self.storage_class, "StorageClass", "--storage-class", max_len=253)
+        if self.access_mode not in ACCESS_MODES:
+            raise InvalidInput(f"invalid access mode {self.access_mode!r}", f"use one of: {', '.join(ACCESS_MODES)}")
+        if self.isolation not in ISOLATIONS:
+            raise InvalidInput(f"invalid isolation {self.isolation!r}", f"use one of: {', '.join(ISOLATIONS)}")
+        if not _ENV_NAME.match(self.secret_key) or not _ENV_NAME.match(self.compile_cache_env):
+            raise InvalidInput("invalid environment variable name", "use letters, digits and '_'")
+        if not _IMAGE.match(self.image) or len(self.image) > 255:
+            raise InvalidInput(f"invalid --image {self.image!r}", "give an image reference such as registry/modelcache:0.1.0")
+        _abs_path(self.mount_path, "--mount-path")
+        _abs_path(self.compile_cache_path, "--compile-cache-path")
+        if self.compile_cache_path == self.mount_path:
+            raise InvalidInput("the compile cache and the model cache share a path", "give another --compile-cache-path")
+        validate_profile(self.profile)
+        if self.job_endpoint is not None and not re.match(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[\w.\-/]*)?$", self.job_endpoint):
+            raise InvalidInput(f"invalid --job-endpoint {self.job_endpoint!r}", "give a URL such as http://hf-mirror:8080")
+        for value, flag, lo, hi in ((self.run_as_user, "--run-as-user", 1, 2**31 - 1),
+                                    (self.fs_group, "--fs-group", 0, 2**31 - 1),
+                                    (self.backoff_limit, "--backoff-limit", 0, 100),
+                                    (self.serve_port, "--serve-port", 1, 65535),
+                                    (self.deadline_seconds, "--deadline", 60, 30 * 86400),
+                                    (self.ttl_seconds, "--ttl", 60, 365 * 86400),
+                                    (self.check_wait_seconds, "--check-wait", 1, 30 * 86400)):
+            if not isinstance(value, int) or not lo <= value <= hi:
+                raise InvalidInput(f"invalid {flag} {value!r}", f"give a whole number from {lo} to {hi}")
+        for value, flag in ((self.cpu, "--cpu"), (self.memory, "--memory")):
+            if not _QTY.match(value):
+                raise InvalidInput(f"invalid {flag} {value!r}", "give a Kubernetes quantity such as 2, 500m, 2Gi")
+        for value, flag in ((self.size_bytes, "--size"), (self.compile_cache_size, "--compile-cache-size")):
+            if value is not None and (not isinstance(value, int) or value < GIB):
+                raise InvalidInput(f"invalid {flag} {value!r}", "give at least 1Gi")
+        if self.gc_schedule is not None:
+            fields = self.gc_schedule.split(" ")
+            if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+                raise InvalidInput(f"invalid --gc-schedule {self.gc_schedule!r}",
+                                   "give five cron fields separated by single spaces, e.g. '30 3 * * *'")
+        for arg in self.gc_args:
+            if not arg or any(ord(c) < 32 for c in arg) or len(arg) > 200:
+                raise InvalidInput(f"invalid --gc-arg {arg!r}", "give one command-line word per --gc-arg")
+        if len(set(self.tenants)) != len(self.tenants):
+            raise InvalidInput("a tenant is named twice", "give each --tenant once")
+        for tenant in self.tenants:
+            check_label(tenant, "tenant", "--tenant", max_len=20)
+        if self.token is not None and (not self.token or any(ord(c) < 33 or ord(c) > 126 for c in self.token)):
+            raise InvalidInput("the token to fill the Secret is empty or holds spaces or control characters",
+                               "the file must hold the token alone (a trailing newline is fine)")
+        for t in self.targets():
+            check_name(f"{t.stem}-download", "Job", "--name or --tenant")
+            check_name(f"{t.stem}-engine", "PodTemplate", "--name or --tenant")
+            check_name(f"{t.base}-serve", "Service", "--pvc or --tenant")
+            check_name(f"{t.base}-gc", "CronJob", "--pvc or --tenant", max_len=52)
+            check_name(t.claim, "PVC", "--pvc or --tenant")
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def serves(self) -> bool:
+        return self.access_mode == "ReadWriteOnce" if self.serve is None else self.serve
+
+    @property
+    def filled(self) -> bool:
+        return self.token is not None
+
+    @property
+    def model_label(self) -> str:
+        return label_value(self.repo_id)
+
+    def targets(self) -> list[Target]:
+        if not self.tenants:
+            return [Target(None, self.pvc, None, self.pvc, self.name)]
+        out = []
+        for t in self.tenants:
+            claim = f"{self.pvc}-{t}" if self.isolation == "pvc" else self.pvc
+            sub = f"tenants/{t}" if self.isolation == "subpath" else None
+            out.append(Target(t, claim, sub, f"{self.pvc}-{t}", f"{self.name}-{t}"))
+        return out
+
+    def claims(self) -> list[str]:
+        """Distinct model-cache PVCs, in order."""
+        return list(dict.fromkeys(t.claim for t in self.targets()))
+
+    def compile_claim(self, target: Target) -> str:
+        return f"{self.compile_cache_pvc}-{target.tenant}" if target.tenant else self.compile_cache_pvc

@@ -70,7 +70,10 @@ def ensure_files(
     *,
     poll: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
+    before_release: Callable[[], None] | None = None,
 ) -> FetchOutcome:
+    """``before_release`` runs while the revision is still marked in progress (e.g. take a
+    lease), so GC can never slip in between the download and its first user."""
     commit = record.commit
     ensure_repo_dirs(layout)
     publish_record(layout, record)
@@ -95,6 +98,8 @@ def ensure_files(
                 f"(e.g. {todo[0].path})",
                 "is a `modelcache gc` or `rm` running on this cache? run the download again",
             )
+        if before_release is not None:
+            before_release()
         return FetchOutcome(len(plan.files), len(plan.to_fetch), plan.bytes_total, totals["fetched"],
                             totals["resumed"], totals["waited"])
     finally:

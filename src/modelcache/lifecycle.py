@@ -124,7 +124,7 @@ class Lifecycle:
 
     # -- verify ----------------------------------------------------------------------------------------
     def verify(self, repo_id: str | None = None, revision: str | None = None, *, repair: bool = False,
-               repo_type: str = "model") -> list[VerifyReport]:
+               profile: str = "full", repo_type: str = "model") -> list[VerifyReport]:
         targets: list[tuple[RepoLayout, str]] = []
         if repo_id is None:
             targets = [(lay, c) for lay in _layouts(self.settings.cache_dir) for c in lay.commits()]
@@ -137,10 +137,10 @@ class Lifecycle:
             targets = [self._commit(repo_id, revision, repo_type)]
         reports = []
         for layout, commit in targets:
-            report = verify_revision(layout, commit, present_only=True)
+            report = verify_revision(layout, commit, profile)
             if repair and report.problems:
                 self._repair(layout, commit, report)
-                report = verify_revision(layout, commit, present_only=True)
+                report = verify_revision(layout, commit, profile)
             reports.append(report)
         return reports
 

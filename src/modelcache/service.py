@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from .cache.detect import CheckResult, check_revision, resolve_commit
 from .cache.importer import import_folder
 from .cache.inventory import RepoInfo, scan_cache, scan_repo
 from .cache.layout import RepoLayout
+from .cache.leases import Lease, LeaseInfo, acquire_lease, find_lease
 from .cache.publish import ensure_repo_dirs
 from .cache.records import TreeRecord, read_record
 from .cache.remove import RemovalPlan, execute_removal, plan_removal
@@ -42,6 +45,7 @@ class DownloadResult:
     bytes_fetched: int
     bytes_resumed: int
     seconds: float
+    lease_id: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         d = dict(self.__dict__)
@@ -129,8 +133,13 @@ class ModelCache(Lifecycle):
         exclude: Sequence[str] = (),
         repo_type: str = "model",
         progress: Progress | None = None,
+        lease: tuple[str, float] | None = None,
     ) -> DownloadResult:
-        """Fetch what ``profile`` needs into the cache; every file verified before it is visible."""
+        """Fetch what ``profile`` needs into the cache; every file verified before it is visible.
+
+        ``lease=(holder, ttl)`` takes a lease on the revision before the download lets go of it,
+        so nothing (a concurrent ``gc``) can remove it in between; its id is in the result.
+        """
         started = time.monotonic()
         validate_revision(revision)
         validate_profile(profile)
@@ -145,8 +154,9 @@ class ModelCache(Lifecycle):
                     "run `modelcache download` where the endpoint is reachable, or unset HF_HUB_OFFLINE",
                 )
             record_use(layout, result.commit or revision)
+            lease_id = acquire_lease(layout, result.commit, *lease).lease_id if lease and result.commit else None
             return DownloadResult(repo_id, revision, result.commit or "", profile, result.snapshot or layout.folder,
-                                  0, 0, 0, 0, 0, time.monotonic() - started)
+                                  0, 0, 0, 0, 0, time.monotonic() - started, lease_id)
 
         client = self.client
         commit = client.revision_info(repo_type, repo_id, revision).commit
@@ -161,8 +171,14 @@ class ModelCache(Lifecycle):
             )
         entries = [tree.files[p] for p in wanted]
 
+        held: list[LeaseInfo] = []
+
+        def take_lease() -> None:
+            if lease is not None:
+                held.append(acquire_lease(layout, commit, lease[0], lease[1]))
+
         try:
-            outcome = ensure_files(self.settings, client, layout, tree, entries, progress)
+            outcome = ensure_files(self.settings, client, layout, tree, entries, progress, before_release=take_lease)
         except BaseException:
             progress.finish({"ok": False})
             raise
@@ -181,9 +197,26 @@ class ModelCache(Lifecycle):
             bytes_fetched=outcome.bytes_fetched,
             bytes_resumed=outcome.bytes_resumed,
             seconds=time.monotonic() - started,
+            lease_id=held[0].lease_id if held else None,
         )
         progress.finish(result.to_dict())
         return result
+
+    @contextmanager
+    def use(self, repo_id: str, revision: str = "main", *, profile: str = "full", holder: str = "",
+            ttl: float = 60.0, repo_type: str = "model", progress: Progress | None = None) -> Iterator[DownloadResult]:
+        """Make the model ready and hold a lease on it for the ``with`` block (renewed in the background).
+
+        >>> with ModelCache().use("Qwen/Qwen3-0.6B", holder="vllm-0") as ready:   # doctest: +SKIP
+        ...     serve(ready.snapshot)
+        """
+        holder = holder or f"pid-{os.getpid()}"
+        result = self.download(repo_id, revision, profile=profile, repo_type=repo_type, progress=progress,
+                               lease=(holder, ttl))
+        layout = self.layout(repo_id, repo_type)
+        existing = find_lease(layout, result.lease_id) if result.lease_id else None
+        with Lease(layout, result.commit, holder, ttl, existing=existing):
+            yield result
 
     # -- inventory and removal -----------------------------------------------------------------
     def ls(self, repo_id: str | None = None, repo_type: str = "model") -> list[RepoInfo]:

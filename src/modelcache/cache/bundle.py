@@ -103,7 +103,7 @@ def import_bundle(cache_dir: Path, src: IO[bytes]) -> BundleInfo:
         ensure_repo_dirs(layout)
         publish_record(layout, record)
         count = size = 0
-        for member in tar:
+        while (member := tar.next()) is not None:
             if not member.isfile() or not member.name.startswith("files/"):
                 raise InvalidInput(f"unexpected entry {member.name!r} in the bundle", bad)
             path = validate_repo_path(member.name[len("files/"):])

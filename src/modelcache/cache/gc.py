@@ -198,14 +198,17 @@ def plan_gc(
             notes.append(f"still {human_size(current)} > {human_size(max_size)}: what is left is pinned, leased "
                          "or in use")
 
-    # freed per revision: its blobs not referenced by any survivor, attributed once
-    survivors = _live_blobs(r for r in revisions if r.key not in removing)
-    attributed: set[str] = set()
+    # freed per revision, in removal order: a shared blob is freed (and counted) when its last user goes
+    order = sorted((r for r in revisions if r.key in removing), key=lambda r: r.last_used)
+    gone: set[tuple[str, str, str]] = set()
+    counted: set[str] = set()
     decisions = []
-    for r in sorted((r for r in revisions if r.key in removing), key=lambda r: r.last_used):
-        own = {p: s for p, s in r.blobs if p not in survivors and p not in attributed}
-        attributed |= set(own)
-        decisions.append(GcDecision(r, removing[r.key], sum(own.values())))
+    for r in order:
+        gone.add(r.key)
+        remaining = _live_blobs(x for x in revisions if x.key not in gone)
+        freed = {p: s for p, s in r.blobs if p not in remaining and p not in counted}
+        counted |= set(freed)
+        decisions.append(GcDecision(r, removing[r.key], sum(freed.values())))
     size_after = size_before - sum(d.freed for d in decisions)
     return GcPlan(tuple(decisions), kept, size_before, size_after, max_size, tuple(notes))
 

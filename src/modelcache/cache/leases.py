@@ -125,14 +125,16 @@ def sweep_expired(layout: RepoLayout, now: float | None = None) -> int:
 class Lease:
     """Hold a lease for a ``with`` block, renewing it every ``ttl / 3`` seconds."""
 
-    def __init__(self, layout: RepoLayout, commit: str, holder: str, ttl: float = 60.0) -> None:
+    def __init__(self, layout: RepoLayout, commit: str, holder: str, ttl: float = 60.0,
+                 existing: LeaseInfo | None = None) -> None:
         self.layout, self.commit, self.holder, self.ttl = layout, commit, holder, ttl
-        self.info: LeaseInfo | None = None
+        self.info: LeaseInfo | None = existing
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Lease:
-        self.info = acquire_lease(self.layout, self.commit, self.holder, self.ttl)
+        if self.info is None:
+            self.info = acquire_lease(self.layout, self.commit, self.holder, self.ttl)
 
         def renew() -> None:
             while not self._stop.wait(self.ttl / 3):

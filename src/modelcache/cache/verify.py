@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..hashing import file_digest
+from ..profiles import is_tokenizer_file
 from .layout import RepoLayout
 from .records import FileEntry, read_record
 
@@ -57,15 +58,15 @@ def _check_file(snapshot: Path, e: FileEntry) -> FileProblem | None:
     return None
 
 
-def verify_revision(layout: RepoLayout, commit: str, present_only: bool = False) -> VerifyReport:
-    """Check every file of the record (``present_only``: skip files never downloaded)."""
+def verify_revision(layout: RepoLayout, commit: str, profile: str = "full") -> VerifyReport:
+    """Check every file of the record that ``profile`` needs (size, then hash)."""
     record = read_record(layout.tree_record(commit), commit)
     if record is None:
         return VerifyReport(layout.repo_id, commit, 0, 0, (), has_record=False)
     snapshot = layout.snapshot(commit)
     problems, checked, hashed = [], 0, 0
     for e in record.files.values():
-        if present_only and not os.path.lexists(snapshot / e.path):
+        if profile == "tokenizer" and not is_tokenizer_file(e.path):
             continue
         checked += 1
         problem = _check_file(snapshot, e)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .._format import human_size, human_time
+from ..profiles import PROFILES
 from ..refs import parse_repo_ref
 from ..service import ModelCache
 from ..settings import parse_duration, parse_size
@@ -141,12 +142,14 @@ def gc(ctx: click.Context, max_size: str | None, max_age: str | None, keep_last:
 @click.command(context_settings=CONTEXT)
 @click.argument("ref", metavar="[REPO_ID[@REV]]", required=False)
 @click.option("--repair", is_flag=True, help="Re-fetch only the missing, wrong-size and corrupt files.")
+@click.option("--profile", type=click.Choice(PROFILES), default="full", show_default=True,
+              help="tokenizer: check only the files that profile needs.")
 @json_option
 @click.pass_context
-def verify(ctx: click.Context, ref: str | None, repair: bool, as_json: bool) -> None:
+def verify(ctx: click.Context, ref: str | None, repair: bool, profile: str, as_json: bool) -> None:
     """Re-hash cached files against the completeness record. Exit 1 on any problem."""
     r = parse_repo_ref(ref) if ref else None
-    reports = _mc(ctx).verify(r.repo_id if r else None, r.revision if r else None, repair=repair)
+    reports = _mc(ctx).verify(r.repo_id if r else None, r.revision if r else None, repair=repair, profile=profile)
     bad = [rep for rep in reports if not rep.ok]
     if as_json:
         emit([rep.to_dict() for rep in reports])

@@ -266,6 +266,10 @@ def demo(ctx: click.Context, workdir: Path | None) -> None:
 register_lifecycle(cli)
 
 
+from .k8s import k8s  # noqa: E402
+cli.add_command(k8s)
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="modelcache", obj={})
 

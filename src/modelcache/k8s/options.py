@@ -85,6 +85,9 @@ class RenderOptions:
     token: str | None = field(default=None, repr=False)
     """The Secret's value — only when the user filled it on purpose (``--token-file``/stdin)."""
     image: str = "modelcache:0.1.0"
+    """Our image (``Dockerfile``), for the Job, the init containers, serve and GC."""
+    engine_image: str = "vllm/vllm-openai:latest"
+    """The engine container's image in the consumer template (a stand-in for yours)."""
     mount_path: str = "/model-store"
     """Where the cache volume is mounted; ``HF_HOME`` points here (the cache is ``$HF_HOME/hub``)."""
     profile: str = "full"
@@ -138,8 +141,9 @@ class RenderOptions:
             raise InvalidInput(f"invalid isolation {self.isolation!r}", f"use one of: {', '.join(ISOLATIONS)}")
         if not _ENV_NAME.match(self.secret_key) or not _ENV_NAME.match(self.compile_cache_env):
             raise InvalidInput("invalid environment variable name", "use letters, digits and '_'")
-        if not _IMAGE.match(self.image) or len(self.image) > 255:
-            raise InvalidInput(f"invalid --image {self.image!r}", "give an image reference such as registry/modelcache:0.1.0")
+        for image, flag in ((self.image, "--image"), (self.engine_image, "--engine-image")):
+            if not _IMAGE.match(image) or len(image) > 255:
+                raise InvalidInput(f"invalid {flag} {image!r}", "give an image reference such as registry/name:tag")
         _abs_path(self.mount_path, "--mount-path")
         _abs_path(self.compile_cache_path, "--compile-cache-path")
         if self.compile_cache_path == self.mount_path:

@@ -1,0 +1,176 @@
+"""Apply rendered objects, wait for the download Job with progress, say why it failed.
+
+Works against anything with ``KubeApi``'s methods (the real client in use, the same client
+against a fake API server in the tests). Rules that keep a cluster safe:
+
+- a Secret template (no value) is never applied: it could only make an empty Secret, and a
+  filled one already there is left alone;
+- an existing PVC is left as it is (a size change is reported, not forced);
+- a Job whose spec is unchanged and has not failed is watched, not recreated; a failed or
+  changed one is deleted and created anew (a Job's pod template is immutable).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import ModelCacheError
+from .diagnose import Diagnosis, diagnose_job, diagnose_pod, last_progress, progress_text
+from .render import spec_hash
+
+__all__ = ["ApplyResult", "JobFailed", "JobState", "apply_objects", "explain", "job_progress", "job_state", "wait_for_job"]
+
+ORDER = ["Secret", "PersistentVolumeClaim", "Service", "Deployment", "Job", "PodTemplate", "CronJob"]
+STOPPERS = {"image-pull", "config"}
+"""Pod states the Job never leaves by itself (it would wait for its deadline): fail at once."""
+
+
+class Api(Protocol):
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def delete(self, kind: str, namespace: str, name: str) -> None: ...
+    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    def log(self, namespace: str, pod: str, container: str, tail: int = 50) -> str: ...
+
+
+class JobFailed(ModelCacheError):
+    code = "job-failed"
+
+    def __init__(self, job: str, diagnosis: Diagnosis) -> None:
+        super().__init__(f"Job {job} failed: {diagnosis.message}", diagnosis.hint)
+        self.diagnosis = diagnosis
+        self.exit_code = diagnosis.exit_code
+
+
+@dataclass
+class ApplyResult:
+    applied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    jobs: list[tuple[str, str]] = field(default_factory=list)
+    """(namespace, name) of every download Job, to wait for."""
+
+
+def _key(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def _gone(api: Api, ns: str, name: str, sleep: Callable[[float], None], tries: int = 120) -> None:
+    for _ in range(tries):
+        if api.get("Job", ns, name) is None:
+            return
+        sleep(0.5)
+    raise ModelCacheError(f"the old Job {name} is still being deleted", "wait a moment and apply again")
+
+
+def apply_objects(api: Api, objects: Iterable[dict[str, Any]], echo: Callable[[str], None],
+                  sleep: Callable[[float], None] = time.sleep) -> ApplyResult:
+    result = ApplyResult()
+    objs = sorted(objects, key=lambda o: ORDER.index(o["kind"]) if o["kind"] in ORDER else len(ORDER))
+    for obj in objs:
+        kind, ns, name = obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
+        if kind == "Secret" and not obj.get("data") and not obj.get("stringData"):
+            there = api.get(kind, ns, name) is not None
+            echo(f"{_key(obj)}: template without a value, not applied"
+                 + ("; the Secret already exists" if there else
+                    "; it does not exist, so the Job runs without a token (fine for public models)"))
+            result.skipped.append(_key(obj))
+            continue
+        if kind == "PersistentVolumeClaim":
+            existing = api.get(kind, ns, name)
+            if existing is not None:
+                have = existing.get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+                want = obj["spec"]["resources"]["requests"]["storage"]
+                echo(f"{_key(obj)}: exists ({have}), left as is" + (
+                    f"; the manifest asks {want}: grow it with kubectl patch if its StorageClass allows"
+                    if have != want else ""))
+                result.skipped.append(_key(obj))
+                continue
+        if kind == "Job":
+            obj["metadata"].setdefault("annotations", {})["modelcache.io/spec-hash"] = spec_hash(obj)
+            existing = api.get(kind, ns, name)
+            if existing is not None:
+                same = existing["metadata"].get("annotations", {}).get("modelcache.io/spec-hash") == spec_hash(obj)
+                if same and job_state(existing).phase != "failed":
+                    echo(f"{_key(obj)}: unchanged and {job_state(existing).phase}, watching it")
+                    result.jobs.append((ns, name))
+                    result.skipped.append(_key(obj))
+                    continue
+                echo(f"{_key(obj)}: {'failed' if same else 'changed'}, replacing it")
+                api.delete(kind, ns, name)
+                _gone(api, ns, name, sleep)
+            result.jobs.append((ns, name))
+        api.apply(obj)
+        echo(f"{_key(obj)}: applied")
+        result.applied.append(_key(obj))
+    return result
+
+
+@dataclass(frozen=True)
+class JobState:
+    phase: str
+    """``complete``, ``failed`` or ``running``."""
+    reason: str = ""
+
+
+def job_state(job: dict[str, Any]) -> JobState:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            return JobState("complete" if cond["type"] == "Complete" else "failed", cond.get("reason", ""))
+    return JobState("running")
+
+
+def explain(api: Api, ns: str, name: str, job: dict[str, Any]) -> Diagnosis | None:
+    """The reason a Job's pods give (newest first), else the Job's own."""
+    pods = sorted(api.pods(ns, f"job-name={name}"),
+                  key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True)
+    for pod in pods:
+        logs = {c.get("name", ""): api.log(ns, pod["metadata"]["name"], c.get("name", ""))
+                for c in pod.get("spec", {}).get("containers") or []}
+        found = diagnose_pod(pod, logs)
+        if found:
+            return found
+    return diagnose_job(job)
+
+
+def job_progress(api: Api, ns: str, name: str) -> str | None:
+    for pod in api.pods(ns, f"job-name={name}"):
+        if (pod.get("status") or {}).get("phase") == "Running":
+            rec = last_progress(api.log(ns, pod["metadata"]["name"], "download", tail=20))
+            if rec:
+                return progress_text(rec)
+    return None
+
+
+def wait_for_job(api: Api, ns: str, name: str, echo: Callable[[str], None], *, timeout: float,
+                 interval: float = 5.0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+    """Until the Job completes (return) or cannot (``JobFailed``); progress lines as it goes."""
+    deadline = clock() + timeout
+    last = ""
+    while True:
+        job = api.get("Job", ns, name)
+        if job is None:
+            raise ModelCacheError(f"Job {name} is gone", "it was deleted (or its TTL ran out); apply again")
+        state = job_state(job)
+        if state.phase == "complete":
+            echo(f"Job/{name}: complete")
+            return
+        if state.phase == "failed":
+            raise JobFailed(name, explain(api, ns, name, job) or
+                            Diagnosis("failed", state.reason or "no reason given", f"kubectl -n {ns} describe job {name}"))
+        for pod in api.pods(ns, f"job-name={name}"):
+            found = diagnose_pod(pod)
+            if found and found.reason in STOPPERS:
+                raise JobFailed(name, found)
+        note = job_progress(api, ns, name) or "waiting for the pod"
+        if note != last:
+            echo(f"Job/{name}: {note}")
+            last = note
+        if clock() >= deadline:
+            raise ModelCacheError(f"gave up waiting for Job {name} after {timeout:.0f}s; it goes on in the cluster",
+                                  f"follow it with: modelcache k8s status ... --namespace {ns}")
+        sleep(interval)

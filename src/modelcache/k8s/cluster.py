@@ -1,0 +1,136 @@
+"""The official Kubernetes client (the ``k8s`` extra) behind a small dict-in, dict-out surface.
+
+Objects go to the API server as server-side apply (``application/apply-patch+yaml``, field
+manager ``modelcache``), which creates or updates in one call; answers are read raw and
+parsed as JSON, so the rest of the package works on the same dicts ``kubectl get -o json``
+shows. Every API failure becomes a ``ClusterError`` with a hint; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ..errors import EndpointUnreachable, ModelCacheError
+from .validate import MissingDependency
+
+__all__ = ["KINDS", "ClusterError", "KubeApi"]
+
+FIELD_MANAGER = "modelcache"
+TIMEOUT = 30
+KINDS: dict[str, tuple[str, str]] = {
+    "Secret": ("CoreV1Api", "namespaced_secret"),
+    "PersistentVolumeClaim": ("CoreV1Api", "namespaced_persistent_volume_claim"),
+    "Service": ("CoreV1Api", "namespaced_service"),
+    "PodTemplate": ("CoreV1Api", "namespaced_pod_template"),
+    "Deployment": ("AppsV1Api", "namespaced_deployment"),
+    "Job": ("BatchV1Api", "namespaced_job"),
+    "CronJob": ("BatchV1Api", "namespaced_cron_job"),
+}
+
+
+class ClusterError(ModelCacheError):
+    """The Kubernetes API said no, or answered something we cannot use."""
+
+    code = "k8s"
+    exit_code = 1
+
+
+def _client() -> Any:
+    try:
+        import kubernetes
+    except ImportError:
+        raise MissingDependency("k8s apply and status need the official Kubernetes client",
+                                "install it: pip install 'modelcache[k8s]'") from None
+    return kubernetes
+
+
+class KubeApi:
+    """Read, apply, delete and list the kinds ``render`` makes, plus pods and their logs."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+        k8s = _client()
+        self._k8s = k8s
+        try:
+            if kubeconfig or context or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+                api_client = k8s.config.new_client_from_config(config_file=kubeconfig, context=context)
+            else:
+                k8s.config.load_incluster_config()
+                api_client = k8s.client.ApiClient()
+        except Exception as exc:  # the loader raises several unrelated types
+            raise ClusterError(f"cannot load the Kubernetes configuration: {str(exc).splitlines()[0][:200]}",
+                               "pass --kubeconfig (and --context), or set KUBECONFIG") from None
+        self.host = api_client.configuration.host
+        self._apis = {name: getattr(k8s.client, name)(api_client) for name in ("CoreV1Api", "AppsV1Api", "BatchV1Api")}
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _call(self, what: str, namespace: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, _preload_content=False, _request_timeout=TIMEOUT, **kw)
+        except self._k8s.client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._api_error(what, namespace, exc) from None
+        except Exception as exc:  # urllib3's connection errors
+            if type(exc).__module__.startswith("urllib3"):
+                raise EndpointUnreachable(f"cannot reach the Kubernetes API at {self.host}",
+                                          "check --kubeconfig / --context and that the cluster is up") from None
+            raise
+
+    def _api_error(self, what: str, namespace: str, exc: Any) -> ClusterError:
+        detail = exc.reason or ""
+        try:
+            detail = json.loads(exc.body or "{}").get("message") or detail
+        except (ValueError, TypeError, AttributeError):
+            pass
+        hint = (f"the kubeconfig's user needs RBAC rights for this in namespace {namespace}"
+                if exc.status in (401, 403) else "see the message; fix the manifest or the cluster, then apply again")
+        return ClusterError(f"the Kubernetes API refused to {what} (HTTP {exc.status}): {str(detail)[:300]}", hint)
+
+    def _method(self, kind: str, verb: str) -> Any:
+        if kind not in KINDS:
+            raise ClusterError(f"modelcache does not apply objects of kind {kind}", "apply it with kubectl")
+        api, suffix = KINDS[kind]
+        return getattr(self._apis[api], f"{verb}_{suffix}")
+
+    @staticmethod
+    def _json(resp: Any) -> Any:
+        return None if resp is None else json.loads(resp.data or b"null")
+
+    # -- objects ---------------------------------------------------------------------------
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._json(self._call(f"read {kind} {name}", namespace, self._method(kind, "read"), name, namespace))
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        kind, meta = obj["kind"], obj["metadata"]
+        resp = self._call(f"apply {kind} {meta['name']}", meta["namespace"], self._method(kind, "patch"),
+                          meta["name"], meta["namespace"], obj, field_manager=FIELD_MANAGER, force=True,
+                          _content_type="application/apply-patch+yaml")
+        if resp is None:
+            raise ClusterError(f"the API has no {kind} resource in namespace {meta['namespace']}",
+                               "does the namespace exist? kubectl create namespace NAME")
+        return self._json(resp)
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        self._call(f"delete {kind} {name}", namespace, self._method(kind, "delete"), name, namespace,
+                   propagation_policy="Background")
+
+    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        data = self._json(self._call(f"list {kind}", namespace, self._method(kind, "list"), namespace,
+                                     label_selector=selector))
+        return list((data or {}).get("items") or [])
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        fn = self._apis["CoreV1Api"].list_namespaced_pod
+        data = self._json(self._call("list pods", namespace, fn, namespace, label_selector=selector))
+        return list((data or {}).get("items") or [])
+
+    def log(self, namespace: str, pod: str, container: str, tail: int = 50) -> str:
+        fn = self._apis["CoreV1Api"].read_namespaced_pod_log
+        try:
+            resp = self._call(f"read the log of {pod}", namespace, fn, pod, namespace, container=container,
+                              tail_lines=tail)
+        except ClusterError:
+            return ""  # no log yet (container creating): not a failure
+        return "" if resp is None else resp.data.decode("utf-8", "replace")

@@ -1,0 +1,149 @@
+"""Why a download pod cannot succeed, from its status and log: pure functions over API dicts.
+
+The dicts are what ``kubectl get -o json`` shows (camelCase), so these rules are tested
+without a cluster. The log is the download container's: our CLI's last ``error:`` line (what,
+why) and its ``hint:`` travel into the message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .._format import human_size
+
+__all__ = ["Diagnosis", "diagnose_job", "diagnose_pod", "last_error", "last_progress", "progress_text"]
+
+IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    reason: str
+    """``image-pull``, ``config``, ``token-rejected``, ``gated``, ``out-of-disk``, ``oom``, ``not-found``,
+    ``bad-input``, ``network``, ``integrity``, ``evicted``, ``deadline``, ``failed``."""
+    message: str
+    hint: str
+    exit_code: int = 1
+    """The CLI's exit code for it (4 token/gated, 7 disk, 3 not found, 5 network, else 1)."""
+
+
+def last_error(log: str) -> str | None:
+    """Our CLI's last ``error: …`` line (with its ``hint: …``), if the log has one."""
+    lines = log.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("error: "):
+            text = lines[i][len("error: "):].strip()
+            if i + 1 < len(lines) and lines[i + 1].strip().startswith("hint: "):
+                text += " (" + lines[i + 1].strip() + ")"
+            return text
+    return None
+
+
+def last_progress(log: str) -> dict[str, Any] | None:
+    """The last JSON progress record our download printed (``{"event": …}``)."""
+    for line in reversed(log.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and '"event"' in line:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "bytes_done" in rec:
+                return rec
+    return None
+
+
+def progress_text(rec: dict[str, Any]) -> str:
+    total, done = int(rec.get("bytes_total") or 0), int(rec.get("bytes_done") or 0)
+    pct = 100.0 * done / total if total else 100.0
+    eta = rec.get("eta_s")
+    return (f"{pct:5.1f}% {human_size(done)}/{human_size(total)}, files {rec.get('files_done', 0)}/"
+            f"{rec.get('files_total', 0)}, {human_size(rec.get('rate_bps') or 0)}/s"
+            + (f", ETA {eta:.0f}s" if isinstance(eta, (int, float)) else ""))
+
+
+def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    status = pod.get("status") or {}
+    return list(status.get("initContainerStatuses") or []) + list(status.get("containerStatuses") or [])
+
+
+def _limit(pod: dict[str, Any], container: str) -> str:
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == container:
+            return str(((c.get("resources") or {}).get("limits") or {}).get("memory", "none"))
+    return "unknown"
+
+
+def _secret(pod: dict[str, Any]) -> str:
+    for v in (pod.get("spec") or {}).get("volumes") or []:
+        if isinstance(v.get("secret"), dict) and v["secret"].get("secretName"):
+            return str(v["secret"]["secretName"])
+    return "hf-token-secret"
+
+
+def _from_exit(name: str, code: int, log: str, secret: str) -> Diagnosis:
+    err = last_error(log)
+    said = f"{name} exited with {code}" + (f": {err}" if err else "")
+    low = log.lower()
+    if code == 7 or "no space left on device" in low:
+        return Diagnosis("out-of-disk", f"the cache volume is full — {said}",
+                         "give a bigger --size (or grow the PVC if its StorageClass allows expansion), "
+                         "or free space with modelcache gc / rm", 7)
+    if "gatedrepo" in low or "is gated" in low:
+        return Diagnosis("gated", f"the repo is gated and the token has no access — {said}",
+                         "accept the model's conditions on its Hub page with the token's account", 4)
+    if code == 4 or "http 401" in low or " 401" in low:
+        return Diagnosis("token-rejected", f"the Hub rejected the token — {said}",
+                         f"put a valid token in the Secret {secret} (key HF_TOKEN): kubectl create secret generic "
+                         f"{secret} --from-file=HF_TOKEN=PATH, then apply again", 4)
+    if code == 3:
+        return Diagnosis("not-found", f"the Hub does not have it — {said}", "check the repo id and --revision", 3)
+    if code == 2:
+        return Diagnosis("bad-input", said, "re-render the manifests with `modelcache k8s render`", 1)
+    if code == 5:
+        return Diagnosis("network", f"the Hub was unreachable — {said}",
+                         "check the cluster's egress (proxy, NetworkPolicy) or --job-endpoint", 5)
+    if code == 6:
+        return Diagnosis("integrity", said, "bytes did not match their hash; the Job retries", 6)
+    return Diagnosis("failed", said, "see kubectl logs for the pod", 1)
+
+
+def diagnose_pod(pod: dict[str, Any], logs: dict[str, str] | None = None) -> Diagnosis | None:
+    """What stops this pod, or None. ``logs``: container name → log text."""
+    logs = logs or {}
+    status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        return Diagnosis("evicted", f"the pod was evicted: {status.get('message', '')}".strip(),
+                         "the node ran short of a resource; the Job retries on another pod", 1)
+    for cs in _statuses(pod):
+        name = cs.get("name", "?")
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in IMAGE_PULL:
+            return Diagnosis("image-pull", f"cannot pull image {cs.get('image', '?')}: "
+                             f"{waiting.get('message') or waiting['reason']}",
+                             "build the Dockerfile's image, push it where the cluster pulls from, and pass "
+                             "--image (with imagePullSecrets for a private registry)", 1)
+        if waiting.get("reason") == "CreateContainerConfigError":
+            return Diagnosis("config", f"{name} cannot start: {waiting.get('message', 'configuration error')}",
+                             "a Secret or ConfigMap the pod names is missing", 1)
+        terminated = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if not terminated:
+            continue
+        if terminated.get("reason") == "OOMKilled":
+            return Diagnosis("oom", f"{name} was killed: out of memory (limit {_limit(pod, name)})",
+                             "give the Job more memory (--memory), or fewer --connections", 1)
+        code = terminated.get("exitCode")
+        if isinstance(code, int) and code != 0:
+            return _from_exit(name, code, logs.get(name, ""), _secret(pod))
+    return None
+
+
+def diagnose_job(job: dict[str, Any]) -> Diagnosis | None:
+    """A Job-level failure no pod explains (deadline)."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True" and cond.get("reason") == "DeadlineExceeded":
+            return Diagnosis("deadline", f"the Job ran out of time: {cond.get('message', '')}".strip(),
+                             "give more time with --deadline, or check the download rate in the logs", 1)
+    return None

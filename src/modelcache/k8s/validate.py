@@ -1,0 +1,107 @@
+"""Schema validation of manifests with ``kubernetes-validate`` (bundled schemas, offline, strict).
+
+Strict mode rejects unknown fields (a misspelt ``fsGroup`` would otherwise be dropped by the
+API server in silence). An object whose kind has no schema fails: nothing passes unchecked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput, ModelCacheError
+
+__all__ = ["MissingDependency", "Problem", "load_documents", "schema_version", "validate_objects", "validator_version"]
+
+INSTALL_HINT = "install the validator: pip install 'modelcache[test]' (or pip install kubernetes-validate)"
+
+
+class MissingDependency(ModelCacheError):
+    """An optional package this command needs is not installed."""
+
+    code = "missing-dependency"
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    """``file`` or ``file#N`` (N: the document's position)."""
+    obj: str
+    """``kind/name``."""
+    message: str
+
+
+def _kv() -> Any:
+    try:
+        import kubernetes_validate.utils as kv
+    except ImportError:
+        raise MissingDependency("k8s validate needs the kubernetes-validate package", INSTALL_HINT) from None
+    return kv
+
+
+def validator_version() -> str:
+    from importlib.metadata import version
+
+    _kv()
+    return version("kubernetes-validate")
+
+
+def schema_version(wanted: str | None = None) -> str:
+    """The Kubernetes version validated against: ``wanted`` (``1.33``) or the newest bundled."""
+    kv = _kv()
+    versions = kv.all_versions()
+    if wanted is None:
+        return kv.major_minor(versions[-1])
+    want = wanted.lstrip("v")
+    minors = {kv.major_minor(v) for v in versions}
+    if kv.major_minor(want) not in minors:
+        newest = kv.major_minor(versions[-1])
+        raise InvalidInput(f"no bundled schema for Kubernetes {wanted!r}",
+                           f"give a version from {kv.major_minor(versions[0])} to {newest}, e.g. {newest}")
+    return kv.major_minor(want)
+
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    """Every non-empty YAML document of ``path`` (``-``: stdin)."""
+    import sys
+
+    import yaml
+
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}", "give a rendered manifest file") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "give a rendered manifest file") from None
+    for d in docs:
+        if not isinstance(d, dict):
+            raise InvalidInput(f"{path} holds a YAML document that is not an object", "give Kubernetes manifests")
+    return docs
+
+
+def _name(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    return f"{obj.get('kind', '?')}/{meta.get('name', '?')}"  # type: ignore[union-attr]
+
+
+def validate_objects(items: Iterable[tuple[str, dict[str, Any]]], version: str) -> list[Problem]:
+    """Strict schema validation of each ``(source, object)``; the problems found (none: all valid)."""
+    kv = _kv()
+    problems = []
+    for source, obj in items:
+        if not isinstance(obj.get("apiVersion"), str) or not isinstance(obj.get("kind"), str):
+            problems.append(Problem(source, _name(obj), "no apiVersion or kind"))
+            continue
+        try:
+            kv.validate(obj, version, strict=True)
+        except kv.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path) or "(top)"
+            problems.append(Problem(source, _name(obj), f"{where}: {exc.message}"))
+        except kv.SchemaNotFoundError as exc:
+            problems.append(Problem(source, _name(obj), exc.message))
+    return problems

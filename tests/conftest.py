@@ -28,3 +28,19 @@ def demo_model() -> Path:
     from modelcache.cli.demo import demo_model_dir
 
     return demo_model_dir()
+
+
+# Every test token contains this marker. Whatever a test prints (captured stdout/stderr/logs,
+# including the CLI output the tests echo) must never contain one: the suite-wide token grep.
+TEST_TOKEN_MARK = "hf_testTOKEN"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    outcome = yield
+    report = outcome.get_result()
+    leaked = [name for name, content in report.sections if TEST_TOKEN_MARK in content]
+    if leaked and report.outcome != "failed":
+        report.outcome = "failed"
+        report.longrepr = f"a test token was printed (in {', '.join(leaked)}): the redaction layer failed"
+    return None

@@ -7,8 +7,10 @@
 
 from .cache.detect import CheckResult
 from .errors import ModelCacheError
+from .models import ModelManager
 from .service import DownloadResult, ModelCache
-from .settings import Settings, TokenSource
+from .settings import Settings
+from .tokens import TokenSource
 
-__all__ = ["CheckResult", "DownloadResult", "ModelCache", "ModelCacheError", "Settings", "TokenSource"]
+__all__ = ["CheckResult", "DownloadResult", "ModelCache", "ModelCacheError", "ModelManager", "Settings", "TokenSource"]
 __version__ = "0.1.0"

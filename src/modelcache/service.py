@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from .cache.access import Access, write_access
 from .cache.detect import CheckResult, check_revision, resolve_commit
 from .cache.importer import import_folder
 from .cache.inventory import RepoInfo, scan_cache, scan_repo
@@ -159,7 +160,8 @@ class ModelCache(Lifecycle):
                                   0, 0, 0, 0, 0, time.monotonic() - started, lease_id)
 
         client = self.client
-        commit = client.revision_info(repo_type, repo_id, revision).commit
+        info = client.revision_info(repo_type, repo_id, revision)
+        commit = info.commit
         tree = read_record(layout.tree_record(commit), commit)
         if tree is None:
             tree = TreeRecord.of(commit, client.list_files(repo_type, repo_id, commit))
@@ -184,6 +186,7 @@ class ModelCache(Lifecycle):
             raise
         if revision != commit:
             layout.write_ref(revision, commit)
+        write_access(layout, Access(gated=info.gated, private=info.private))
         record_use(layout, commit)
         result = DownloadResult(
             repo_id=repo_id,
@@ -245,7 +248,8 @@ class ModelCache(Lifecycle):
         return plan
 
     # -- import ----------------------------------------------------------------------------------
-    def import_folder(self, folder: Path, repo_id: str, revision: str = "main", repo_type: str = "model") -> TreeRecord:
+    def import_folder(self, folder: Path, repo_id: str, revision: str = "main", repo_type: str = "model",
+                      access: Access | None = None) -> TreeRecord:
         validate_revision(revision)
         if is_commit(revision):
             raise InvalidInput("import takes a branch or tag name, not a commit id",
@@ -253,7 +257,10 @@ class ModelCache(Lifecycle):
         layout = self.layout(repo_id, repo_type)
         ensure_repo_dirs(layout)
         try:
-            return import_folder(layout, Path(folder), revision)
+            record = import_folder(layout, Path(folder), revision)
+            if access is not None:
+                write_access(layout, access)
+            return record
         except OSError as exc:
             raise os_error(exc, layout) from None
 

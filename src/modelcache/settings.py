@@ -8,9 +8,9 @@ Resolution (huggingface_hub's rules, checked against its ``constants.py``):
 - cache dir: ``HF_HUB_CACHE`` > ``HUGGINGFACE_HUB_CACHE`` > ``$HF_HOME/hub`` >
   ``$XDG_CACHE_HOME/huggingface/hub`` > ``~/.cache/huggingface/hub`` (``~`` and ``$VARS`` expanded)
 - endpoint: ``HF_ENDPOINT`` (trailing ``/`` stripped) > ``https://huggingface.co``
-- token: ``--token-file`` > ``HF_TOKEN`` > ``HUGGING_FACE_HUB_TOKEN`` > the file at
-  ``HF_TOKEN_PATH`` > ``$HF_HOME/token``; whitespace stripped; files read each time a token is
-  needed, so a rotated Secret is picked up without a restart
+- token: see ``tokens.py`` (``--token-file`` > ``HF_TOKEN`` > ``HUGGING_FACE_HUB_TOKEN`` >
+  ``HF_TOKEN_PATH`` > a mounted Secret directory > ``$HF_HOME/token``); whitespace stripped;
+  files read each time a token is needed, so a rotated Secret is picked up without a restart
 - offline: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) in 1/ON/YES/TRUE
 """
 
@@ -22,10 +22,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import InvalidInput
+from .tokens import TokenSource
 
-__all__ = ["DEFAULT_ENDPOINT", "Settings", "TokenSource", "parse_duration", "parse_size"]
+__all__ = ["DEFAULT_ENDPOINT", "Settings", "TokenSource", "parse_duration", "parse_size"]  # TokenSource: re-export
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+DEFAULT_SECRET_DIR = "/var/run/secrets/huggingface"
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
@@ -78,38 +80,6 @@ def _expand(path: str, environ: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
-class TokenSource:
-    """Where the token comes from. ``get()`` reads it now (files are re-read every call).
-
-    The value is never part of ``repr``: a TokenSource can be logged safely.
-    """
-
-    value: str | None = field(default=None, repr=False)
-    """A token given directly (from ``HF_TOKEN``)."""
-    path: Path | None = None
-    """A token file (``--token-file``, ``HF_TOKEN_PATH``, ``$HF_HOME/token``, a mounted Secret)."""
-    origin: str = "none"
-    """Where it was found, for messages: ``--token-file``, ``HF_TOKEN``, ``HF_TOKEN_PATH``, ``HF_HOME/token``."""
-
-    def get(self) -> str | None:
-        if self.value is not None:
-            return self.value.strip() or None
-        if self.path is not None:
-            try:
-                text = self.path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                return None
-            except OSError:
-                return None
-            return text.strip() or None
-        return None
-
-    @property
-    def configured(self) -> bool:
-        return self.value is not None or self.path is not None
-
-
-@dataclass(frozen=True)
 class Settings:
     """Everything modelcache needs to know about where and how it works."""
 
@@ -158,6 +128,7 @@ class Settings:
         offline: bool | None = None,
         connections: int | None = None,
         chunk_size: int | str | None = None,
+        allow_insecure_token: bool | None = None,
     ) -> Settings:
         env = dict(environ)
         hf_home = env.get("HF_HOME") or os.path.join(
@@ -180,6 +151,9 @@ class Settings:
             token = TokenSource(value=env["HUGGING_FACE_HUB_TOKEN"], origin="HUGGING_FACE_HUB_TOKEN")
         elif env.get("HF_TOKEN_PATH"):
             token = TokenSource(path=Path(_expand(env["HF_TOKEN_PATH"], env)), origin="HF_TOKEN_PATH")
+        elif env.get("MODELCACHE_TOKEN_DIR") or Path(DEFAULT_SECRET_DIR).is_dir():
+            secret_dir = env.get("MODELCACHE_TOKEN_DIR") or DEFAULT_SECRET_DIR
+            token = TokenSource(path=Path(_expand(secret_dir, env)), origin="mounted Secret")
         else:
             token = TokenSource(path=Path(hf_home) / "token", origin="HF_HOME/token")
 
@@ -214,4 +188,5 @@ class Settings:
             connections=connections or 8,
             timeout=timeout,
             checkpoint_bytes=checkpoint,
+            allow_insecure_token=bool(allow_insecure_token),
         )

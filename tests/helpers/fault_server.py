@@ -84,6 +84,8 @@ class FaultServer:
         self._lock = threading.Lock()
         self.url = ""
         self.live_bytes = 0  # body bytes written so far, counted as they go (killed requests too)
+        self.valid_tokens: set[str] | None = None  # set: files need one of these bearer tokens
+        self.gated = False  # with valid_tokens: answer like a gated repo (GatedRepo codes)
 
     def bytes_served(self, path: str | None = None) -> int:
         with self._lock:
@@ -127,12 +129,21 @@ class FaultServer:
             def do_HEAD(self) -> None:  # noqa: N802
                 self.do_GET()
 
+            def _token(self) -> str | None:
+                auth = self.headers.get("Authorization") or ""
+                return auth[7:] if auth.startswith("Bearer ") else None
+
             def do_GET(self) -> None:  # noqa: N802
                 repo = srv.repo
                 path = urlsplit(self.path).path
                 api = f"/api/models/{repo.repo_id}/"
+                if path == "/api/whoami-v2":
+                    if srv.valid_tokens is not None and self._token() in srv.valid_tokens:
+                        return self._json(200, {"name": "tester", "auth": {"accessToken": {"role": "read"}}})
+                    return self._json(401, {"error": "Invalid credentials in Authorization header"})
                 if path.startswith(api + "revision/"):
-                    return self._json(200, {"id": repo.repo_id, "sha": repo.commit,
+                    return self._json(200, {"id": repo.repo_id, "sha": repo.commit, "private": False,
+                                            "gated": "manual" if srv.gated else False,
                                             "siblings": [{"rfilename": p} for p in sorted(repo.files)]})
                 if path.startswith(api + "tree/"):
                     return self._json(200, srv.tree_override if srv.tree_override is not None else repo.tree())
@@ -144,6 +155,10 @@ class FaultServer:
                 rest = path[len(prefix):]
                 _rev, _, fpath = rest.partition("/")
                 fpath = unquote(fpath)
+                if srv.valid_tokens is not None and self._token() not in srv.valid_tokens:
+                    code = "GatedRepo" if srv.gated else "RepoNotFound"
+                    status = 403 if (srv.gated and self._token()) else 401
+                    return self._json(status, {"error": "restricted"}, {"X-Error-Code": code})
                 if fpath not in repo.files:
                     return self._json(404, {"error": "entry"}, {"X-Error-Code": "EntryNotFound",
                                                                 "X-Repo-Commit": repo.commit})

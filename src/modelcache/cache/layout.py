@@ -24,6 +24,7 @@ from ..refs import (
 __all__ = [
     "RepoLayout",
     "root_state",
+    "shared_mkdir",
     "atomic_write_bytes",
     "atomic_symlink",
     "folder_name",
@@ -156,13 +157,31 @@ def root_state(cache_dir: Path) -> Path:
     return cache_dir / ".locks" / "modelcache"
 
 
+SHARED_DIR_MODE = 0o2775  # group-writable, new entries inherit the group (shared volumes, fsGroup)
+
+
+def shared_mkdir(path: Path) -> None:
+    """``mkdir -p`` whose new folders are group-writable, so every pod of the group can lock and lease."""
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for d in missing:
+        try:
+            os.chmod(d, SHARED_DIR_MODE)
+        except OSError:
+            pass
+
+
 def _tmp_sibling(target: Path) -> Path:
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664, fsync: bool = True) -> None:
     """Write to a temp file next to ``target``, fsync, then ``os.replace``: readers see old or new."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    shared_mkdir(target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

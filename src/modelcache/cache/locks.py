@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .layout import shared_mkdir
+
 __all__ = ["FileLock", "LockInfo", "fs_now", "read_lock", "lock_is_dead"]
 
 DEFAULT_STALE = 30.0
@@ -101,7 +103,7 @@ class FileLock:
         self.held = False
 
     def try_acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        shared_mkdir(self.path.parent)
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o664)
@@ -130,6 +132,10 @@ class FileLock:
                 except OSError:
                     pass
                 continue
+            try:
+                os.fchmod(fd, 0o664)  # group-writable: another pod of the group may take it over
+            except OSError:
+                pass
             with os.fdopen(fd, "w") as fh:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
                            "purpose": self.purpose, "created": time.time()}, fh)

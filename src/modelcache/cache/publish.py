@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import CacheError
-from .layout import RepoLayout, atomic_symlink
+from .layout import RepoLayout, atomic_symlink, shared_mkdir
 from .records import FileEntry, TreeRecord, write_record
 
 __all__ = ["ensure_repo_dirs", "install_blob", "link_file", "publish_record", "copy_into_blob"]
@@ -23,8 +23,8 @@ FILE_MODE = 0o644 | 0o040  # group-readable for shared volumes
 
 def ensure_repo_dirs(layout: RepoLayout) -> None:
     try:
-        for d in (layout.blobs, layout.snapshots, layout.refs, layout.state):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (layout.blobs, layout.snapshots, layout.refs, layout.state, layout.locks):
+            shared_mkdir(d)
         tag = layout.cache_dir / "CACHEDIR.TAG"
         if not tag.exists():
             tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a Hugging Face hub cache.\n")

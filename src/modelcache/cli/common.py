@@ -33,5 +33,6 @@ def settings_of(ctx: click.Context) -> Settings:
         o["settings"] = Settings.from_process_env(
             cache_dir=o.get("cache_dir"), endpoint=o.get("endpoint"), token_file=o.get("token_file"),
             offline=o.get("offline"), connections=o.get("connections"), chunk_size=o.get("chunk_size"),
+            allow_insecure_token=o.get("allow_insecure_token"),
         )
     return o["settings"]

@@ -84,7 +84,8 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
            gc_max_size: str | None, gc_keep_last: int | None, tenants: tuple[str, ...], **kw: Any) -> None:
     """Render the manifests for REPO_ID (revision pinned to a commit, volume sized)."""
     from ..hub.client import HubClient
-    from ..k8s import RenderOptions, render as render_manifests, resolve, to_text, write
+    from ..k8s import RenderOptions, resolve, to_text, write
+    from ..k8s import render as render_manifests
     from ..k8s.options import parse_duration
     from ..k8s.sizing import parse_quantity
 
@@ -142,7 +143,12 @@ def _files(paths: tuple[str, ...]) -> list[Path]:
 @json_option
 def validate(paths: tuple[str, ...], kubernetes_version: str | None, as_json: bool) -> None:
     """Strict schema validation of every object in FILE... (kubernetes-validate, offline)."""
-    from ..k8s.validate import load_documents, schema_version, validate_objects, validator_version
+    from ..k8s.validate import (
+        load_documents,
+        schema_version,
+        validate_objects,
+        validator_version,
+    )
 
     version = schema_version(kubernetes_version)
     items = []

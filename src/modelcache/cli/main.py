@@ -12,14 +12,19 @@ from pathlib import Path
 
 import click
 
+from ..cache.access import Access
 from ..errors import InvalidInput, ModelCacheError
 from ..profiles import PROFILES
 from ..progress import for_stream
+from ..redact import install as install_redaction
 from ..refs import parse_repo_ref, validate_repo_id, validate_revision
 from ..service import ModelCache
+from ..settings import parse_duration
 from .common import CONTEXT, json_option, settings_of
 from .lifecycle import register as register_lifecycle
+from .models import register as register_models
 from .output import emit, emit_error, human_size, human_time
+from .token import register as register_token
 
 __all__ = ["cli", "main"]
 
@@ -49,14 +54,17 @@ def _cache(ctx: click.Context) -> ModelCache:
 @click.option("--offline", is_flag=True, default=None, help="Never touch the network (also HF_HUB_OFFLINE=1).")
 @click.option("--connections", type=int, help="Parallel connections for downloads (default 8).")
 @click.option("--chunk-size", type=str, help="Bytes per ranged request, e.g. 16MiB (default); big files use several connections.")
+@click.option("--allow-insecure-token", is_flag=True, default=None,
+              help="Send the token over plain HTTP to a non-loopback endpoint (off: it would travel in clear).")
 @click.version_option(package_name="modelcache")
 @click.pass_context
 def cli(ctx: click.Context, cache_dir: Path | None, endpoint: str | None, token_file: Path | None,
-        offline: bool | None, connections: int | None, chunk_size: str | None) -> None:
+        offline: bool | None, connections: int | None, chunk_size: str | None,
+        allow_insecure_token: bool | None) -> None:
     """Keep Hugging Face model caches complete, verified and tidy."""
     ctx.ensure_object(dict)
     ctx.obj.update(cache_dir=cache_dir, endpoint=endpoint, token_file=token_file, offline=offline,
-                   connections=connections, chunk_size=chunk_size)
+                   connections=connections, chunk_size=chunk_size, allow_insecure_token=allow_insecure_token)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -196,10 +204,12 @@ def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, as_json: boo
 @click.option("--repo", "repo_id", help="Repo id to publish a folder as, e.g. my-org/my-model (not for bundles).")
 @click.option("--revision", default="main", show_default=True, help="Branch name to point at the new commit.")
 @click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
+@click.option("--gated", is_flag=True, help="Mark the repo gated: `serve` hands its files only to allowed tokens.")
+@click.option("--private", is_flag=True, help="Mark the repo private: `serve` shows nothing of it without an allowed token.")
 @json_option
 @click.pass_context
 def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: str, repo_type: str,
-               as_json: bool) -> None:
+               gated: bool, private: bool, as_json: bool) -> None:
     """Publish a local model folder (deterministic commit id), or restore a bundle from `export`."""
     mc = ModelCache(_settings(ctx))
     path = Path(source)
@@ -224,7 +234,8 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
     if not repo_id:
         raise InvalidInput("importing a folder needs --repo", "e.g. --repo my-org/my-model")
     validate_repo_id(repo_id)
-    record = mc.import_folder(path, repo_id, revision, repo_type)
+    record = mc.import_folder(path, repo_id, revision, repo_type,
+                              access=Access(gated=gated, private=private) if gated or private else None)
     snap = mc.layout(repo_id, repo_type).snapshot(record.commit)
     if as_json:
         emit({"repo_id": repo_id, "revision": revision, "commit": record.commit, "files": len(record.files),
@@ -238,18 +249,29 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
 @cli.command(context_settings=CONTEXT)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--auth-upstream", metavar="URL",
+              help="Check callers' tokens for gated/private repos against this Hub (e.g. https://huggingface.co).")
+@click.option("--auth-tokens", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Air-gapped: a file of allowed tokens (one per line, or sha256:<hex>) for gated/private repos.")
+@click.option("--auth-ttl", default="5m", show_default=True, help="How long an upstream access decision is cached.")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
+def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
+          auth_ttl: str) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
     from ..cache.usage import ThrottledUseRecorder
+    from ..server import TokenListPolicy, UpstreamPolicy
     from ..server import serve as run_server
 
+    if auth_upstream and auth_tokens:
+        raise InvalidInput("--auth-upstream and --auth-tokens exclude each other", "choose one access policy")
+    access = (UpstreamPolicy(auth_upstream, parse_duration(auth_ttl, "--auth-ttl")) if auth_upstream
+              else TokenListPolicy.from_file(auth_tokens) if auth_tokens else None)
     settings = _settings(ctx)
     if not settings.cache_dir.is_dir():
         raise InvalidInput(f"the cache directory {settings.cache_dir} does not exist",
                            "download or import a model first, or pass --cache-dir")
     click.echo(f"serving {settings.cache_dir} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
-    run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder())
+    run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder(), access=access)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -264,13 +286,17 @@ def demo(ctx: click.Context, workdir: Path | None) -> None:
 
 
 register_lifecycle(cli)
+register_models(cli)
+register_token(cli)
 
 
 from .k8s import k8s  # noqa: E402
+
 cli.add_command(k8s)
 
 
 def main(argv: list[str] | None = None) -> None:
+    install_redaction()
     cli.main(args=argv, prog_name="modelcache", obj={})
 
 

@@ -27,7 +27,7 @@ from ..errors import (
     TransientError,
 )
 from ..refs import is_commit, validate_repo_id, validate_repo_type, validate_revision
-from ..settings import TokenSource
+from ..tokens import TokenSource
 
 __all__ = ["HubClient", "RevisionInfo", "error_for_response", "origin_of", "parse_retry_after"]
 
@@ -112,6 +112,8 @@ class RevisionInfo:
     repo_id: str
     revision: str
     commit: str
+    gated: bool = False
+    private: bool = False
 
 
 class HubClient:
@@ -131,6 +133,7 @@ class HubClient:
         self._origin = origin_of(self.endpoint)
         self._token = token or TokenSource()
         self._allow_insecure = allow_insecure_token
+        self.token_withheld = False  # a token exists but the transport is unsafe: it was not sent
         self.http = http or httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=connections + 4, max_keepalive_connections=connections + 4),
@@ -149,6 +152,7 @@ class HubClient:
         if (scheme, host, port) != self._origin:
             return {}
         if scheme != "https" and not _is_loopback(host) and not self._allow_insecure:
+            self.token_withheld = self._token.configured and self._token.get() is not None
             return {}
         token = self._token.get()
         return {"Authorization": f"Bearer {token}"} if token else {}
@@ -174,9 +178,16 @@ class HubClient:
                 continue
             if resp.status_code >= 400:
                 resp.read()
-                raise error_for_response(resp, what, repo_id, revision)
+                raise self._explain(error_for_response(resp, what, repo_id, revision))
             return resp
         raise ProtocolError(f"too many redirects for {what} of {repo_id}", "is the endpoint HF-compatible?")
+
+    def _explain(self, err: Exception) -> Exception:
+        """Say so when a token exists but was not sent (plain HTTP to a non-loopback host)."""
+        if self.token_withheld and isinstance(err, (RepoNotFound, AuthError, GatedRepo)):
+            err.hint = (f"a token is configured but was NOT sent: {self.endpoint} is plain HTTP and not loopback; "
+                        "use https, or pass --allow-insecure-token if the network is trusted")
+        return err
 
     def _json(self, url: str, **kw: object) -> tuple[object, httpx.Response]:
         resp = self.request("GET", url, **kw)  # type: ignore[arg-type]
@@ -195,7 +206,9 @@ class HubClient:
         sha = data.get("sha") if isinstance(data, dict) else None
         if not isinstance(sha, str) or not is_commit(sha):
             raise ProtocolError(f"the endpoint gave no valid commit for {repo_id}@{revision}", "is it HF-compatible?")
-        return RevisionInfo(repo_id, revision, sha)
+        gated = data.get("gated", False)
+        return RevisionInfo(repo_id, revision, sha, gated=bool(gated) and gated != "false",
+                            private=data.get("private") is True)
 
     def list_files(self, repo_type: str, repo_id: str, commit: str) -> list[FileEntry]:
         """Every file of the commit, following ``Link: rel=next`` pages on the same origin."""
@@ -227,6 +240,18 @@ class HubClient:
 
     def file_url(self, repo_type: str, repo_id: str, commit: str, path: str) -> str:
         return f"{self.endpoint}/{_URL_PREFIX[repo_type]}{repo_id}/resolve/{commit}/{quote(path, safe='/')}"
+
+    def head_file(self, repo_type: str, repo_id: str, revision: str, path: str) -> httpx.Response:
+        """``HEAD …/resolve/{rev}/{path}`` (raises the mapped error on 4xx/5xx; redirects not followed)."""
+        url = self.file_url(repo_type, repo_id, quote(revision, safe=""), path)
+        headers = {"Accept-Encoding": "identity", **self.auth_headers(url)}
+        try:
+            resp = self.http.request("HEAD", url, headers=headers)
+        except httpx.HTTPError as exc:
+            raise EndpointUnreachable(f"cannot reach {_host_of(url)}: {_reason(exc)}", "check the endpoint") from None
+        if resp.status_code >= 400:
+            raise self._explain(error_for_response(resp, path, repo_id, revision, repo_known=True))
+        return resp
 
     def whoami(self) -> dict[str, object]:
         data, _ = self._json(f"{self.endpoint}/api/whoami-v2", what="whoami", repo_id="(token)")

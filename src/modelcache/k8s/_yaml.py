@@ -17,7 +17,7 @@ __all__ = ["dump_all", "dump_document", "scalar"]
 
 # Starts with a letter, '_' or '/', then letters, digits and a few punctuation marks; never ends
 # with ':' and never holds ': ' or ' #' (no spaces at all).
-_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./=@+-]*(?::[A-Za-z0-9_./=@+-]+)*$")
+_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./=@+-]*(?::[A-Za-z0-9_./=@+-]+)*\Z")
 # YAML 1.1 (PyYAML, kubectl's go-yaml v2 heritage) reads these as bools or null.
 _RESERVED = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
 
@@ -57,7 +57,7 @@ def scalar(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        if _PLAIN.match(value) and value.lower() not in _RESERVED:
+        if _PLAIN.fullmatch(value) and value.lower() not in _RESERVED:
             return value
         return _quote(value)
     raise TypeError(f"cannot write {type(value).__name__} as YAML")

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import ModelCacheError
-from .diagnose import Diagnosis, diagnose_job, diagnose_pod, last_progress, progress_text
+from .diagnose import (
+    Diagnosis,
+    diagnose_job,
+    diagnose_pod,
+    last_progress,
+    progress_text,
+)
 from .render import spec_hash
 
 __all__ = ["ApplyResult", "JobFailed", "JobState", "apply_objects", "explain", "job_progress", "job_state", "wait_for_job"]

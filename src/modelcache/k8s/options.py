@@ -22,11 +22,12 @@ __all__ = ["ACCESS_MODES", "ISOLATIONS", "RenderOptions", "Target", "parse_durat
 
 ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce")
 ISOLATIONS = ("pvc", "subpath")
-_DURATION = re.compile(r"^([0-9]+)(s|m|h|d)?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*[a-z0-9]$", re.IGNORECASE)
-_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?]+$")
-_QTY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_DURATION = re.compile(r"^([0-9]+)(s|m|h|d)?\Z")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*[a-z0-9]\Z", re.IGNORECASE)
+_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?]+\Z")
+_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9_.\-/]*)?\Z")
+_QTY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?\Z")
 
 
 def parse_duration(text: str | int, flag: str) -> int:
@@ -119,6 +120,9 @@ class RenderOptions:
     """``pvc``: one PVC per tenant; ``subpath``: one PVC, one folder (``subPath``) per tenant."""
 
     def __post_init__(self) -> None:  # noqa: C901 - one flat list of checks reads best
+        if any(ord(c) < 33 or ord(c) > 126 for c in self.repo_id + self.revision + self.commit):
+            raise InvalidInput("invalid repo id or revision: spaces or control characters",
+                               "a repo id looks like 'org/name'; a revision like 'main' or a commit id")
         validate_repo_id(self.repo_id)
         if not is_commit(self.commit):
             raise InvalidInput(f"invalid commit {self.commit!r}", "the Job pins a 40-character commit id")
@@ -149,7 +153,7 @@ class RenderOptions:
         if self.compile_cache_path == self.mount_path:
             raise InvalidInput("the compile cache and the model cache share a path", "give another --compile-cache-path")
         validate_profile(self.profile)
-        if self.job_endpoint is not None and not re.match(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[\w.\-/]*)?$", self.job_endpoint):
+        if self.job_endpoint is not None and not _URL.match(self.job_endpoint):
             raise InvalidInput(f"invalid --job-endpoint {self.job_endpoint!r}", "give a URL such as http://hf-mirror:8080")
         for value, flag, lo, hi in ((self.run_as_user, "--run-as-user", 1, 2**31 - 1),
                                     (self.fs_group, "--fs-group", 0, 2**31 - 1),

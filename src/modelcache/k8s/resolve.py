@@ -36,6 +36,9 @@ class Resolved:
 def resolve(repo_id: str, revision: str, size: str, profile: str, *, offline: bool,
             hub: _Hub | None) -> Resolved:
     """``hub`` is called only when needed: a branch/tag to pin, or ``--size auto``."""
+    if any(ord(c) < 33 or ord(c) > 126 for c in repo_id + revision):
+        raise InvalidInput("invalid repo id or revision: spaces or control characters",
+                           "a repo id looks like 'org/name'; a revision like 'main' or a commit id")
     validate_repo_id(repo_id)
     validate_revision(revision)
     auto = size.strip().lower() == "auto"

@@ -22,7 +22,7 @@ HEADROOM_FRACTION = 0.20
 HEADROOM_MIN = 10 * GIB
 """Extra space at least this many bytes."""
 
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(Ki|Mi|Gi|Ti|Pi|k|K|M|G|T|P|KiB|MiB|GiB|TiB|KB|MB|GB|TB|B)?$")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(Ki|Mi|Gi|Ti|Pi|k|K|M|G|T|P|KiB|MiB|GiB|TiB|KB|MB|GB|TB|B)?\Z")
 _K8S_UNITS = {"Ki": "KiB", "Mi": "MiB", "Gi": "GiB", "Ti": "TiB", "k": "KB", "K": "KB", "M": "MB", "G": "GB", "T": "TB"}
 
 

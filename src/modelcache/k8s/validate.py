@@ -6,6 +6,8 @@ API server in silence). An object whose kind has no schema fails: nothing passes
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,19 +91,42 @@ def _name(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind', '?')}/{meta.get('name', '?')}"  # type: ignore[union-attr]
 
 
+@functools.lru_cache(maxsize=64)
+def _validator(version: str, api_version: str, kind: str) -> Any:
+    """kubernetes-validate's own strict schema for (version, apiVersion, kind), loaded once.
+
+    ``kubernetes_validate.validate`` re-reads the multi-megabyte ``_definitions.json`` for
+    every object; this does what it does (same files, same draft, same registry) per kind.
+    """
+    import jsonschema
+    from referencing import Registry, Resource
+
+    kv = _kv()
+    schema_version_ = [v for v in kv.all_versions() if kv.major_minor(v) == version][-1]
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    folder = f"kubernetes-json-schema/v{schema_version_}-local-strict"
+    try:
+        schema = kv.schema_contents(f"{folder}/{kind.lower()}-{group}.json", version)
+    except FileNotFoundError:
+        return None
+    defs = kv.schema_contents(f"{folder}/_definitions.json", version)
+    registry = Resource.from_contents(defs) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
 def validate_objects(items: Iterable[tuple[str, dict[str, Any]]], version: str) -> list[Problem]:
     """Strict schema validation of each ``(source, object)``; the problems found (none: all valid)."""
-    kv = _kv()
     problems = []
     for source, obj in items:
         if not isinstance(obj.get("apiVersion"), str) or not isinstance(obj.get("kind"), str):
             problems.append(Problem(source, _name(obj), "no apiVersion or kind"))
             continue
-        try:
-            kv.validate(obj, version, strict=True)
-        except kv.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.path) or "(top)"
-            problems.append(Problem(source, _name(obj), f"{where}: {exc.message}"))
-        except kv.SchemaNotFoundError as exc:
-            problems.append(Problem(source, _name(obj), exc.message))
+        validator = _validator(version, obj["apiVersion"], obj["kind"])
+        if validator is None:
+            problems.append(Problem(source, _name(obj), f"no schema for {obj['kind']} {obj['apiVersion']} "
+                                                        f"in Kubernetes {version}"))
+            continue
+        for err in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.path)))[:5]:
+            where = ".".join(str(p) for p in err.path) or "(top)"
+            problems.append(Problem(source, _name(obj), f"{where}: {err.message}"))
     return problems

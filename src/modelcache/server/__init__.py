@@ -4,6 +4,7 @@
 uvicorn. Clients use it with ``HF_ENDPOINT=http://host:port``.
 """
 
+from ._access import AccessPolicy, TokenListPolicy, UpstreamPolicy
 from .app import create_app, serve
 
-__all__ = ["create_app", "serve"]
+__all__ = ["AccessPolicy", "TokenListPolicy", "UpstreamPolicy", "create_app", "serve"]

@@ -29,10 +29,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from ..cache.access import read_access
 from ..cache.detect import resolve_commit
 from ..cache.layout import RepoLayout
 from ..errors import InvalidInput
 from ..refs import validate_repo_id, validate_repo_path, validate_revision
+from ._access import AccessPolicy, bearer_token
 from ._http import (
     HttpError,
     WithErrorHeaders,
@@ -75,7 +77,8 @@ class _BlobResponse(FileResponse):
 
 
 class _Handlers:
-    def __init__(self, cache_dir: Path, page_size: int, on_served: OnServed | None) -> None:
+    def __init__(self, cache_dir: Path, page_size: int, on_served: OnServed | None,
+                 access: AccessPolicy | None = None) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.cache_dir = Path(cache_dir)
@@ -84,6 +87,7 @@ class _Handlers:
         self.page_size = page_size
         self.on_served = on_served
         self.indexes = IndexCache(self.cache_dir)
+        self.access = access
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -93,6 +97,8 @@ class _Handlers:
             if request.method not in ("GET", "HEAD"):
                 raise HttpError(405, "MethodNotAllowed", "this modelcache server is read-only: use GET or HEAD")
             target = parse_target(raw_path)
+            if target.kind in ("resolve", "api"):
+                await self._authorize(request, target)
             if target.kind == "resolve":
                 return self.resolve(request, target)
             if target.kind == "api":
@@ -107,6 +113,24 @@ class _Handlers:
         except Exception:  # never leak a traceback to the client; log it here
             log.exception("internal error serving %r", raw_path)
             return error_response(HttpError(500, "InternalError", "internal error in the modelcache server"))
+
+    async def _authorize(self, request: Request, target: Target) -> None:
+        """Gated repos: files only for allowed tokens. Private repos: nothing without one."""
+        layout, cand = self._pick(target)
+        restriction = read_access(layout)
+        if not restriction.restricted or (target.kind == "api" and not restriction.private):
+            return
+        token = bearer_token(request.headers.get("authorization"))
+        revision = resolve_commit(layout, cand.revision) or cand.revision
+        if self.access is not None and await self.access.allowed(layout, revision, cand.path, token):
+            return
+        if restriction.private:
+            raise HttpError(404, "RepoNotFound", f"{layout.repo_type} {layout.repo_id} is not in this cache")
+        why = "no token was sent" if not token else "this token has not been granted access"
+        if self.access is None:
+            why = "this server has no access policy (start it with --auth-upstream or --auth-tokens)"
+        raise HttpError(401 if not token else 403, "GatedRepo",
+                        f"access to {layout.repo_id} is restricted: {why}")
 
     def _pick(self, target: Target) -> tuple[RepoLayout, Candidate]:
         """The repo the path names; when ``org/name`` and ``name`` both parse, the one cached."""
@@ -159,6 +183,7 @@ class _Handlers:
                 if isinstance(lfs, dict):
                     sib["lfs"] = {"sha256": lfs["oid"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]}
             siblings.append(sib)
+        access = read_access(layout)
         key = f"{layout.repo_type}/{layout.repo_id}".encode()
         out: dict[str, object] = {
             "_id": hashlib.sha1(key, usedforsecurity=False).hexdigest()[:24],
@@ -170,8 +195,8 @@ class _Handlers:
             out["author"] = layout.repo_id.split("/", 1)[0]
         out.update(
             sha=index.commit,
-            private=False,
-            gated=False,
+            private=access.private,
+            gated="manual" if access.gated else False,
             disabled=False,
             downloads=0,
             likes=0,
@@ -269,13 +294,15 @@ def create_app(
     *,
     page_size: int = 1000,
     on_served: OnServed | None = None,
+    access: AccessPolicy | None = None,
 ) -> Starlette:
     """The ASGI app serving ``cache_dir`` read-only over the Hugging Face Hub protocol.
 
     ``page_size`` caps the entries per tree page (the Hub uses 1000); ``on_served(layout,
-    commit)`` is called after each file GET (errors it raises are logged and ignored).
+    commit)`` is called after each file GET (errors it raises are logged and ignored);
+    ``access`` decides who may read gated and private repos (none: nobody).
     """
-    handlers = _Handlers(Path(cache_dir), page_size, on_served)
+    handlers = _Handlers(Path(cache_dir), page_size, on_served, access)
     return Starlette(routes=[Route("/{rest:path}", handlers.dispatch, methods=_ALL_METHODS)])
 
 

@@ -1,0 +1,245 @@
+"""A tiny Kubernetes API server on loopback, enough for ``modelcache k8s apply`` and ``status``.
+
+It speaks the handful of endpoints the official client calls for us: read / server-side-apply
+(PATCH ``application/apply-patch+yaml``) / delete / list for Secrets, PVCs, Services,
+PodTemplates, Deployments, Jobs and CronJobs; list pods by label; read a pod's log. Objects
+live in memory. A ``Scenario`` plays the cluster: when a Job is created it makes the Job's
+pod, and each time the Job is read it moves the story on (running with progress lines in
+the log, then complete; or an image pull that never succeeds; an OOM kill; a token rejected;
+a gated repo; a full disk).
+
+It is not Kubernetes: no admission, no merge semantics (an apply replaces the object), no
+watch. What it checks is what we depend on: the paths, verbs, content types, label
+selectors, the bearer token from the kubeconfig, and answers shaped as the real API's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+TOKEN = "fake-cluster-bearer-for-tests"
+_ROUTE = re.compile(r"^/(api/v1|apis/apps/v1|apis/batch/v1)/namespaces/([a-z0-9-]+)/([a-z]+)(?:/([^/]+))?(?:/(log))?$")
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    content_type: str | None
+    authorization: str | None
+    query: dict[str, list[str]]
+    body: Any = None
+
+
+def _matches(labels: dict[str, str], selector: str) -> bool:
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+class Scenario:
+    """Success: the pod runs (progress in its log), then the Job completes."""
+
+    def __init__(self) -> None:
+        self.ticks: dict[str, int] = {}
+
+    def job_created(self, srv: FakeApiServer, ns: str, job: dict[str, Any]) -> None:
+        srv.add_pod(ns, job, phase="Pending", statuses=[{"name": "download", "ready": False,
+                                                         "state": {"waiting": {"reason": "ContainerCreating"}}}])
+
+    def job_read(self, srv: FakeApiServer, ns: str, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        tick = self.ticks[name] = self.ticks.get(name, -1) + 1
+        self.step(srv, ns, job, tick)
+
+    def step(self, srv: FakeApiServer, ns: str, job: dict[str, Any], tick: int) -> None:
+        pod = srv.pod_of(ns, job)
+        running = {"name": "download", "ready": True, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
+        if tick == 1:
+            pod["status"] = {"phase": "Running", "containerStatuses": [running]}
+            srv.logs[pod["metadata"]["name"]] = _progress(0, 1000)
+        elif tick == 2:
+            srv.logs[pod["metadata"]["name"]] += _progress(500, 1000)
+        elif tick >= 3:
+            srv.logs[pod["metadata"]["name"]] += _progress(1000, 1000, "done")
+            pod["status"] = {"phase": "Succeeded", "containerStatuses": [
+                {"name": "download", "ready": False, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}
+            job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+
+
+def _progress(done: int, total: int, event: str = "progress") -> str:
+    return json.dumps({"event": event, "repo_id": "org/m", "bytes_done": done, "bytes_total": total,
+                       "files_done": done // 500, "files_total": 2, "rate_bps": 100, "eta_s": (total - done) / 100}) + "\n"
+
+
+class FailingPod(Scenario):
+    """The pod ends (or hangs) the way ``status``/``log`` say; ``job_reason`` fails the Job too."""
+
+    def __init__(self, container_status: dict[str, Any], log: str = "", job_reason: str | None = "PodFailurePolicy",
+                 phase: str = "Failed") -> None:
+        super().__init__()
+        self.container_status = container_status
+        self.log = log
+        self.job_reason = job_reason
+        self.phase = phase
+
+    def step(self, srv: FakeApiServer, ns: str, job: dict[str, Any], tick: int) -> None:
+        pod = srv.pod_of(ns, job)
+        pod["status"] = {"phase": self.phase, "containerStatuses": [{"name": "download", **self.container_status}]}
+        srv.logs[pod["metadata"]["name"]] = self.log
+        if self.job_reason and tick >= 1:
+            job["status"] = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": self.job_reason}]}
+
+
+@dataclass
+class FakeApiServer:
+    scenario: Scenario = field(default_factory=Scenario)
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    """(resource, namespace, name) → object; pods included."""
+    logs: dict[str, str] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    url: str = ""
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def add_pod(self, ns: str, job: dict[str, Any], phase: str, statuses: list[dict[str, Any]]) -> dict[str, Any]:
+        name = f"{job['metadata']['name']}-x7k2p"
+        spec = job["spec"]["template"]["spec"]
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z",
+                            "labels": {**job["spec"]["template"]["metadata"].get("labels", {}),
+                                       "job-name": job["metadata"]["name"]}},
+               "spec": spec, "status": {"phase": phase, "containerStatuses": statuses}}
+        self.objects[("pods", ns, name)] = pod
+        return pod
+
+    def pod_of(self, ns: str, job: dict[str, Any]) -> dict[str, Any]:
+        return self.objects[("pods", ns, f"{job['metadata']['name']}-x7k2p")]
+
+    def get(self, resource: str, ns: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((resource, ns, name))
+
+    def seen(self, method: str, fragment: str = "") -> list[Request]:
+        return [r for r in self.requests if r.method == method and fragment in r.path]
+
+    # -- HTTP --------------------------------------------------------------------------------
+    def handle(self, req: Request) -> tuple[int, Any]:
+        if req.authorization != f"Bearer {TOKEN}":
+            return 401, _status(401, "Unauthorized", "Unauthorized")
+        match = _ROUTE.match(req.path)
+        if not match:
+            return 404, _status(404, "NotFound", f"no route {req.path}")
+        _group, ns, resource, name, sub = match.groups()
+        with self._lock:
+            key = (resource, ns, name or "")
+            if sub == "log" and req.method == "GET":
+                if key not in self.objects:
+                    return 404, _status(404, "NotFound", f'pods "{name}" not found')
+                return 200, self.logs.get(name or "", "")
+            if name is None and req.method == "GET":
+                selector = (req.query.get("labelSelector") or [""])[0]
+                items = [o for (r, n, _), o in sorted(self.objects.items())
+                         if r == resource and n == ns and _matches(o["metadata"].get("labels", {}), selector)]
+                return 200, {"kind": "List", "apiVersion": "v1", "items": items}
+            if name is None:
+                return 405, _status(405, "MethodNotAllowed", "only GET on collections")
+            if req.method == "GET":
+                obj = self.objects.get(key)
+                if obj is None:
+                    return 404, _status(404, "NotFound", f'{resource} "{name}" not found')
+                if resource == "jobs":
+                    self.scenario.job_read(self, ns, obj)
+                return 200, obj
+            if req.method == "PATCH":
+                if req.content_type != "application/apply-patch+yaml" or "fieldManager" not in req.query:
+                    return 415, _status(415, "UnsupportedMediaType", "this fake only does server-side apply")
+                body = dict(req.body)
+                body["metadata"] = {**body["metadata"], "uid": f"uid-{len(self.requests)}",
+                                    "creationTimestamp": "2026-01-01T00:00:00Z"}
+                created = key not in self.objects
+                self.objects[key] = body
+                if resource == "jobs" and created:
+                    self.scenario.job_created(self, ns, body)
+                return (201 if created else 200), body
+            if req.method == "DELETE":
+                if self.objects.pop(key, None) is None:
+                    return 404, _status(404, "NotFound", f'{resource} "{name}" not found')
+                if resource == "jobs":
+                    for k in [k for k, o in self.objects.items() if k[0] == "pods"
+                              and o["metadata"]["labels"].get("job-name") == name]:
+                        del self.objects[k]
+                    self.scenario.ticks.pop(name, None)
+                return 200, _status(200, "Success", "deleted")
+        return 405, _status(405, "MethodNotAllowed", req.method)
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        srv = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out at once (no 40 ms delayed-ACK stalls)
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def _serve(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                req = Request(self.command, parts.path, self.headers.get("Content-Type"),
+                              self.headers.get("Authorization"), parse_qs(parts.query),
+                              json.loads(raw) if raw else None)
+                with srv._lock:
+                    srv.requests.append(req)
+                status, payload = srv.handle(req)
+                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PATCH = do_DELETE = do_POST = do_PUT = _serve  # noqa: N815
+
+        return H
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure" if code >= 400 else "Success",
+            "message": message, "reason": reason, "code": code}
+
+
+@contextmanager
+def fake_apiserver(scenario: Scenario | None = None) -> Iterator[FakeApiServer]:
+    srv = FakeApiServer(scenario or Scenario())
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), srv.handler())
+    httpd.daemon_threads = True
+    srv.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    """A kubeconfig pointing at the fake server (JSON is valid YAML)."""
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "fake", "user": {"token": TOKEN}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "default"}}],
+    }))
+    return path

@@ -86,6 +86,7 @@ class FaultServer:
         self.live_bytes = 0  # body bytes written so far, counted as they go (killed requests too)
         self.valid_tokens: set[str] | None = None  # set: files need one of these bearer tokens
         self.gated = False  # with valid_tokens: answer like a gated repo (GatedRepo codes)
+        self.dead = False  # "the upstream died": file bodies stop mid-way, new file requests are cut
 
     def bytes_served(self, path: str | None = None) -> int:
         with self._lock:
@@ -152,6 +153,9 @@ class FaultServer:
                 prefix = f"/{repo.repo_id}/resolve/"
                 if not path.startswith(prefix):
                     return self._json(404, {"error": "not found"}, {"X-Error-Code": "RepoNotFound"})
+                if srv.dead:
+                    self.close_connection = True
+                    return self._log(0, 0)
                 rest = path[len(prefix):]
                 _rev, _, fpath = rest.partition("/")
                 fpath = unquote(fpath)
@@ -226,6 +230,9 @@ class FaultServer:
                 sent = 0
                 try:
                     for i in range(0, len(body), srv.chunk):
+                        if srv.dead:
+                            self.close_connection = True
+                            break
                         piece = body[i:i + srv.chunk]
                         self.wfile.write(piece)
                         sent += len(piece)

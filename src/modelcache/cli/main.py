@@ -25,6 +25,7 @@ from .lifecycle import register as register_lifecycle
 from .models import register as register_models
 from .output import emit, emit_error, human_size, human_time
 from .token import register as register_token
+from .doctor import register as register_doctor
 
 __all__ = ["cli", "main"]
 
@@ -254,9 +255,13 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
 @click.option("--auth-tokens", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Air-gapped: a file of allowed tokens (one per line, or sha256:<hex>) for gated/private repos.")
 @click.option("--auth-ttl", default="5m", show_default=True, help="How long an upstream access decision is cached.")
+@click.option("--upstream", metavar="URL", help="Read-through mirror: fetch what the cache misses from this Hub.")
+@click.option("--revision-ttl", default="60s", show_default=True, help="Mirror: how long a revision lookup is trusted.")
+@click.option("--allow", multiple=True, metavar="PATTERN", help="Mirror: serve only repos matching (repeatable, e.g. 'Qwen/*').")
+@click.option("--deny", multiple=True, metavar="PATTERN", help="Mirror: never serve repos matching (repeatable).")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
-          auth_ttl: str) -> None:
+          auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...]) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
     from ..cache.usage import ThrottledUseRecorder
     from ..server import TokenListPolicy, UpstreamPolicy
@@ -267,11 +272,26 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
     access = (UpstreamPolicy(auth_upstream, parse_duration(auth_ttl, "--auth-ttl")) if auth_upstream
               else TokenListPolicy.from_file(auth_tokens) if auth_tokens else None)
     settings = _settings(ctx)
+    mirror = None
+    if upstream:
+        from ..hub.client import HubClient
+        from ..server._mirror import Mirror
+
+        client = HubClient(upstream.rstrip("/"), settings.token, timeout=settings.timeout, connections=32,
+                           allow_insecure_token=settings.allow_insecure_token)
+        mirror = Mirror(settings.cache_dir, client, ttl=parse_duration(revision_ttl, "--revision-ttl"),
+                        offline=settings.offline, allow=allow, deny=deny, chunk_size=settings.chunk_size,
+                        retries=settings.retries)
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    elif allow or deny:
+        raise InvalidInput("--allow/--deny apply to a mirror", "add --upstream URL")
     if not settings.cache_dir.is_dir():
         raise InvalidInput(f"the cache directory {settings.cache_dir} does not exist",
                            "download or import a model first, or pass --cache-dir")
-    click.echo(f"serving {settings.cache_dir} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
-    run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder(), access=access)
+    what = f"mirroring {upstream} into {settings.cache_dir}" if upstream else f"serving {settings.cache_dir}"
+    click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
+    run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder(), access=access,
+               mirror=mirror)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -288,6 +308,7 @@ def demo(ctx: click.Context, workdir: Path | None) -> None:
 register_lifecycle(cli)
 register_models(cli)
 register_token(cli)
+register_doctor(cli)
 
 
 from .k8s import k8s  # noqa: E402

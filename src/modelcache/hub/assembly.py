@@ -53,6 +53,7 @@ class Assembly:
         self.stream_owner: int | None = None
         self.integrity_failures = 0
         self.finalizing = False  # set (under lock) by the one thread that verifies and publishes
+        self.resets = 0  # bumped when the bytes are thrown away (a reader streaming them must abort)
         self.resumed = sum(b - a for a, b in self.done)
         self._hash_prefix(contiguous_prefix(self.done))
 
@@ -155,6 +156,7 @@ class Assembly:
     def reset(self) -> None:
         """Throw everything away (bad digest): start the file over."""
         with self.lock:
+            self.resets += 1
             os.ftruncate(self.fd, 0)
             self.done = []
             self.hasher = BlobHasher(self.size, self.entry.is_lfs)

@@ -50,6 +50,8 @@ class FileJob:
     partial: "object"  # pathlib.Path of the partial blob
     on_verified: Callable[[FileEntry], None]
     """Called (from a worker) once the partial holds verified bytes: rename it into place."""
+    on_start: Callable[[Assembly], None] | None = None
+    """Called with the file's assembly before any byte moves (a mirror streams from it)."""
 
 
 @dataclass
@@ -114,6 +116,8 @@ class TransferEngine:
             for job in jobs:
                 asm = Assembly(job.entry, job.partial)  # type: ignore[arg-type]
                 assemblies.append(asm)
+                if job.on_start is not None:
+                    job.on_start(asm)
                 self.stats.add(bytes_resumed=asm.resumed)
                 if asm.resumed:
                     self.on_bytes(job.entry.path, asm.resumed)

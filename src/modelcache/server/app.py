@@ -23,6 +23,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
 
+import anyio
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -32,8 +33,9 @@ from starlette.routing import Route
 from ..cache.access import read_access
 from ..cache.detect import resolve_commit
 from ..cache.layout import RepoLayout
-from ..errors import InvalidInput
-from ..refs import validate_repo_id, validate_repo_path, validate_revision
+from ..cache.records import FileEntry, read_record
+from ..errors import GatedRepo, InvalidInput, RepoNotFound, RevisionNotFound
+from ..refs import is_commit, validate_repo_id, validate_repo_path, validate_revision
 from ._access import AccessPolicy, bearer_token
 from ._http import (
     HttpError,
@@ -44,7 +46,9 @@ from ._http import (
     next_page_url,
 )
 from ._index import CommitIndex, IndexCache
+from ._mirror import Mirror
 from ._routes import Candidate, Target, parse_target
+from ._stream import stream_fill
 
 __all__ = ["create_app", "serve"]
 
@@ -60,13 +64,20 @@ _RANGE_ERRORS = {
 }
 
 
-def _not_cached(layout: RepoLayout, commit: str, path: str) -> HttpError:
+class NotHere(HttpError):
+    """A file the commit lists but the cache does not hold (in full): a mirror fetches it."""
+
+    def __init__(self, layout: RepoLayout, commit: str, entry: FileEntry | None, path: str) -> None:
+        super().__init__(
+            404, "EntryNotFound",
+            f"{path} of {layout.repo_id} at {commit} is not cached here (partial download or smaller profile)",
+        )
+        self.layout, self.commit, self.entry = layout, commit, entry
+
+
+def _not_cached(layout: RepoLayout, commit: str, path: str, entry: FileEntry | None = None) -> HttpError:
     """Listed in the commit, not held here in full: no ``X-Repo-Commit``, so no ``.no_exist``."""
-    return HttpError(
-        404,
-        "EntryNotFound",
-        f"{path} of {layout.repo_id} at {commit} is not cached here (partial download or smaller profile)",
-    )
+    return NotHere(layout, commit, entry, path)
 
 
 class _BlobResponse(FileResponse):
@@ -78,7 +89,7 @@ class _BlobResponse(FileResponse):
 
 class _Handlers:
     def __init__(self, cache_dir: Path, page_size: int, on_served: OnServed | None,
-                 access: AccessPolicy | None = None) -> None:
+                 access: AccessPolicy | None = None, mirror: Mirror | None = None) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.cache_dir = Path(cache_dir)
@@ -88,6 +99,7 @@ class _Handlers:
         self.on_served = on_served
         self.indexes = IndexCache(self.cache_dir)
         self.access = access
+        self.mirror = mirror
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -97,10 +109,18 @@ class _Handlers:
             if request.method not in ("GET", "HEAD"):
                 raise HttpError(405, "MethodNotAllowed", "this modelcache server is read-only: use GET or HEAD")
             target = parse_target(raw_path)
+            if self.mirror is not None and target.kind in ("resolve", "api"):
+                await self._mirror_refresh(target)
             if target.kind in ("resolve", "api"):
                 await self._authorize(request, target)
             if target.kind == "resolve":
-                return self.resolve(request, target)
+                try:
+                    return self.resolve(request, target)
+                except NotHere as miss:
+                    if self.mirror is None or miss.entry is None:
+                        raise
+                    return await stream_fill(self.mirror, request, miss.layout, miss.commit, miss.entry,
+                                             lambda: self.resolve(request, target))
             if target.kind == "api":
                 return self.api(request, target)
             if target.kind == "health":
@@ -113,6 +133,30 @@ class _Handlers:
         except Exception:  # never leak a traceback to the client; log it here
             log.exception("internal error serving %r", raw_path)
             return error_response(HttpError(500, "InternalError", "internal error in the modelcache server"))
+
+    async def _mirror_refresh(self, target: Target) -> None:
+        """Ask the upstream what the revision is now (TTL-cached); write its record here."""
+        mirror = self.mirror
+        assert mirror is not None
+        cands = [c for c in target.candidates if _valid_repo(c.repo_id)]
+        if not cands:
+            return
+        local = [c for c in cands if RepoLayout(self.cache_dir, target.repo_type, c.repo_id).folder.is_dir()]
+        cand = (local or cands)[0]
+        if not mirror.permits(cand.repo_id):
+            raise HttpError(403, "RepoNotAllowed", f"{cand.repo_id} is not allowed by this mirror's policy")
+        layout = RepoLayout(self.cache_dir, target.repo_type, cand.repo_id)
+        validate_revision(cand.revision)
+        if is_commit(cand.revision) and layout.tree_record(cand.revision).is_file():
+            return  # a commit is immutable: what is here is what upstream has
+        try:
+            await anyio.to_thread.run_sync(mirror.refresh, layout, cand.revision)
+        except RepoNotFound as exc:
+            raise HttpError(404, "RepoNotFound", exc.message) from None
+        except RevisionNotFound as exc:
+            raise HttpError(404, "RevisionNotFound", exc.message) from None
+        except GatedRepo as exc:
+            raise HttpError(403, "GatedRepo", exc.message) from None
 
     async def _authorize(self, request: Request, target: Target) -> None:
         """Gated repos: files only for allowed tokens. Private repos: nothing without one."""
@@ -248,13 +292,14 @@ class _Handlers:
         if not real.startswith(self.root_prefix):
             if os.path.lexists(link):
                 log.warning("refusing %s: it resolves outside the cache directory", link)
-            raise _not_cached(layout, commit, path)
+                raise _not_cached(layout, commit, path)
+            raise _not_cached(layout, commit, path, _record_entry(layout, commit, path))
         try:
             st = os.stat(real)
         except OSError:
-            raise _not_cached(layout, commit, path) from None
+            raise _not_cached(layout, commit, path, _record_entry(layout, commit, path)) from None
         if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
-            raise _not_cached(layout, commit, path)
+            raise _not_cached(layout, commit, path, _record_entry(layout, commit, path))
         etag = f'"{entry.etag}"'
         headers = {
             "X-Repo-Commit": commit,
@@ -289,20 +334,35 @@ class _Handlers:
             log.debug("on_served callback failed", exc_info=True)
 
 
+def _valid_repo(repo_id: str) -> bool:
+    try:
+        validate_repo_id(repo_id)
+        return True
+    except InvalidInput:
+        return False
+
+
+def _record_entry(layout: RepoLayout, commit: str, path: str) -> FileEntry | None:
+    record = read_record(layout.tree_record(commit), commit)
+    return record.files.get(path) if record is not None else None
+
+
 def create_app(
     cache_dir: Path,
     *,
     page_size: int = 1000,
     on_served: OnServed | None = None,
     access: AccessPolicy | None = None,
+    mirror: Mirror | None = None,
 ) -> Starlette:
     """The ASGI app serving ``cache_dir`` read-only over the Hugging Face Hub protocol.
 
     ``page_size`` caps the entries per tree page (the Hub uses 1000); ``on_served(layout,
     commit)`` is called after each file GET (errors it raises are logged and ignored);
-    ``access`` decides who may read gated and private repos (none: nobody).
+    ``access`` decides who may read gated and private repos (none: nobody); ``mirror`` makes
+    it a read-through mirror of an upstream Hub.
     """
-    handlers = _Handlers(Path(cache_dir), page_size, on_served, access)
+    handlers = _Handlers(Path(cache_dir), page_size, on_served, access, mirror)
     return Starlette(routes=[Route("/{rest:path}", handlers.dispatch, methods=_ALL_METHODS)])
 
 

@@ -1,0 +1,156 @@
+"""`modelcache serve --upstream`: a read-through mirror in front of an HF-compatible upstream."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers.fault_server import Repo, fault_server
+
+from modelcache import ModelCache, Settings
+from modelcache.hub.client import HubClient
+from modelcache.server._mirror import Mirror
+from modelcache.server.background import running_server
+
+MiB = 1024 * 1024
+
+
+def upstream_model(shard: int = MiB) -> Repo:
+    files = {"config.json": b'{"model_type": "llama"}', "tokenizer.json": b'{"model": {"type": "BPE"}}'}
+    for i in range(3):
+        block = hashlib.sha256(b"shard%d" % i).digest() * 2048
+        files[f"model-0000{i + 1}-of-00003.safetensors"] = (block * (shard // len(block) + 1))[:shard]
+    return Repo("org/upstream-only", files)
+
+
+def mirror_for(cache: Path, url: str, **kw: object) -> Mirror:
+    return Mirror(cache, HubClient(url, connections=32), **kw)  # type: ignore[arg-type]
+
+
+def _resolve_gets(srv) -> int:  # type: ignore[no-untyped-def]
+    return sum(1 for e in srv.log if "/resolve/" in e.path and e.method == "GET")
+
+
+def test_hf_client_through_the_mirror(tmp_path: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    repo = upstream_model()
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    with fault_server(repo) as up, running_server(cache, mirror=mirror_for(cache, up.url, ttl=60)) as url:
+        first = Path(snapshot_download(repo.repo_id, endpoint=url, cache_dir=tmp_path / "client1", token=False))
+        for p, data in repo.files.items():
+            assert (first / p).read_bytes() == data
+        requests_after_first = len(up.log)
+        second = Path(snapshot_download(repo.repo_id, endpoint=url, cache_dir=tmp_path / "client2", token=False))
+        assert len(up.log) == requests_after_first  # served from the mirror's cache: no upstream traffic
+        assert all((second / p).read_bytes() == d for p, d in repo.files.items())
+        assert up.bytes_served() == sum(len(d) for d in repo.files.values())
+    # the mirror's own cache is a complete, checkable modelcache cache
+    assert ModelCache(Settings(cache_dir=cache, offline=True)).check(repo.repo_id).ready
+
+
+def test_sixteen_clients_one_upstream_fetch_per_file(tmp_path: Path) -> None:
+    repo = upstream_model(2 * MiB)
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    results: dict[int, dict[str, bytes]] = {}
+    errors: list[str] = []
+    with fault_server(repo, chunk=64 * 1024, delay=0.002) as up, \
+            running_server(cache, mirror=mirror_for(cache, up.url)) as url:
+        info = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main", timeout=30).json()
+        commit = info["sha"]
+
+        def client(i: int) -> None:
+            got = {}
+            with httpx.Client(timeout=60) as c:
+                for p in sorted(repo.files):
+                    r = c.get(f"{url}/{repo.repo_id}/resolve/{commit}/{p}")
+                    if r.status_code != 200:
+                        errors.append(f"{i} {p} {r.status_code}")
+                    got[p] = r.content
+            results[i] = got
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for p, data in repo.files.items():
+            assert up.bytes_served(p) == len(data), p  # each file came from upstream exactly once
+    assert errors == []
+    assert len(results) == 16
+    for got in results.values():
+        assert got == repo.files
+
+
+def test_upstream_dies_half_way(tmp_path: Path) -> None:
+    repo = upstream_model(2 * MiB)
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    shard = "model-00001-of-00003.safetensors"
+    with fault_server(repo, chunk=32 * 1024, delay=0.01) as up, \
+            running_server(cache, mirror=mirror_for(cache, up.url, retries=1)) as url:
+        commit = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main").json()["sha"]
+
+        def kill_soon() -> None:
+            while up.live_bytes < MiB // 2:
+                time.sleep(0.005)
+            up.dead = True
+
+        killer = threading.Thread(target=kill_soon)
+        killer.start()
+        with pytest.raises(httpx.HTTPError):  # an error, not a short file taken for a whole one
+            with httpx.stream("GET", f"{url}/{repo.repo_id}/resolve/{commit}/{shard}", timeout=60) as r:
+                assert r.status_code == 200
+                body = b"".join(r.iter_bytes())
+                assert len(body) == len(repo.files[shard])  # unreachable: the stream must fail first
+        killer.join()
+        served_before = up.bytes_served(shard)
+        assert 0 < served_before < len(repo.files[shard])
+        up.dead = False
+        up.delay = 0
+        r = httpx.get(f"{url}/{repo.repo_id}/resolve/{commit}/{shard}", timeout=60)
+        assert r.status_code == 200 and r.content == repo.files[shard]
+        # the second fill resumed: the upstream sent (about) the missing part only
+        assert up.bytes_served(shard) - served_before < len(repo.files[shard])
+
+
+def test_offline_mirror_serves_only_the_cache(tmp_path: Path) -> None:
+    repo = upstream_model(64 * 1024)
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    with fault_server(repo) as up:
+        with running_server(cache, mirror=mirror_for(cache, up.url, offline=True)) as url:
+            r = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main")
+            assert r.status_code == 404 and r.headers["X-Error-Code"] == "RepoNotFound"
+        assert up.log == []
+
+
+def test_allow_and_deny_lists(tmp_path: Path) -> None:
+    repo = upstream_model(64 * 1024)
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    with fault_server(repo) as up:
+        with running_server(cache, mirror=mirror_for(cache, up.url, allow=["org/*"], deny=["org/upstream-*"])) as url:
+            r = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main")
+            assert r.status_code == 403 and "policy" in r.headers["X-Error-Message"]
+        assert up.log == []
+        with running_server(cache, mirror=mirror_for(cache, up.url, allow=["org/*"])) as url:
+            assert httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main").status_code == 200
+
+
+def test_revision_lookups_are_cached_for_the_ttl(tmp_path: Path) -> None:
+    repo = upstream_model(64 * 1024)
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    with fault_server(repo) as up, running_server(cache, mirror=mirror_for(cache, up.url, ttl=60)) as url:
+        for _ in range(5):
+            assert httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main").status_code == 200
+        assert sum(1 for e in up.log if "/revision/" in e.path) == 1
+        r = httpx.get(f"{url}/api/models/org/unknown/revision/main")
+        assert r.status_code == 404 and r.headers["X-Error-Code"] == "RepoNotFound"

@@ -14,7 +14,14 @@ from typing import IO, TYPE_CHECKING
 
 from .cache.bundle import BundleInfo, export_bundle, import_bundle
 from .cache.detect import resolve_commit
-from .cache.gc import GcPlan, execute_gc, plan_gc, scan_revisions, sweep
+from .cache.gc import (
+    GcPlan,
+    execute_gc,
+    plan_gc,
+    record_gc_freed,
+    scan_revisions,
+    sweep,
+)
 from .cache.layout import RepoLayout, parse_folder_name
 from .cache.leases import (
     Lease,
@@ -120,6 +127,12 @@ class Lifecycle:
         revisions = scan_revisions(roots, stale)
         plan = plan_gc(revisions, max_size=max_size, max_age=max_age, keep_last=keep_last, now=time.time())
         skipped = () if dry_run else tuple(execute_gc(plan, stale))
+        if not dry_run:
+            for root in roots:
+                freed = sum(d.freed for d in plan.remove if d.revision.cache_dir == root)
+                freed += swept[str(root)].get("partial_bytes", 0) + swept[str(root)].get("orphan_bytes", 0)
+                if freed:
+                    record_gc_freed(root, freed)
         return GcReport(plan, dry_run, swept, skipped)
 
     # -- verify ----------------------------------------------------------------------------------------

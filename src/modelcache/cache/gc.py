@@ -26,7 +26,8 @@ from .locks import fs_now, lock_is_dead, read_lock
 from .remove import execute_removal, plan_removal
 from .usage import last_used
 
-__all__ = ["GcDecision", "GcPlan", "RevisionState", "execute_gc", "plan_gc", "scan_revisions", "sweep"]
+__all__ = ["GcDecision", "GcPlan", "RevisionState", "execute_gc", "plan_gc", "record_gc_freed", "scan_revisions",
+           "sweep"]
 
 PARTIAL_MAX_AGE = 24 * 3600.0
 
@@ -287,3 +288,20 @@ def sweep(cache_dir: Path, *, partial_max_age: float = PARTIAL_MAX_AGE, stale_af
             counts["markers"] += sweep_dead_markers(layout, stale_after)
             counts["leases"] += sweep_expired(layout)
     return counts
+
+
+def record_gc_freed(cache_dir: Path, freed: int) -> None:
+    """Add to the all-time bytes freed in this root (read by ``serve``'s ``/metrics``)."""
+    import json
+
+    from .layout import atomic_write_bytes, root_state
+
+    path = root_state(cache_dir) / "gc-stats.json"
+    try:
+        total = int(json.loads(path.read_bytes()).get("freed_bytes", 0))
+    except (OSError, ValueError, AttributeError):
+        total = 0
+    try:
+        atomic_write_bytes(path, json.dumps({"freed_bytes": total + freed, "at": time.time()}).encode(), fsync=False)
+    except OSError:
+        pass

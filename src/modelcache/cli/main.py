@@ -21,11 +21,11 @@ from ..refs import parse_repo_ref, validate_repo_id, validate_revision
 from ..service import ModelCache
 from ..settings import parse_duration
 from .common import CONTEXT, json_option, settings_of
+from .doctor import register as register_doctor
 from .lifecycle import register as register_lifecycle
 from .models import register as register_models
 from .output import emit, emit_error, human_size, human_time
 from .token import register as register_token
-from .doctor import register as register_doctor
 
 __all__ = ["cli", "main"]
 
@@ -259,9 +259,11 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
 @click.option("--revision-ttl", default="60s", show_default=True, help="Mirror: how long a revision lookup is trusted.")
 @click.option("--allow", multiple=True, metavar="PATTERN", help="Mirror: serve only repos matching (repeatable, e.g. 'Qwen/*').")
 @click.option("--deny", multiple=True, metavar="PATTERN", help="Mirror: never serve repos matching (repeatable).")
+@click.option("--log-json", is_flag=True, help="One JSON line per request on stderr (method, path, status, bytes, ms).")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
-          auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...]) -> None:
+          auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
+          log_json: bool) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
     from ..cache.usage import ThrottledUseRecorder
     from ..server import TokenListPolicy, UpstreamPolicy
@@ -291,7 +293,7 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
     what = f"mirroring {upstream} into {settings.cache_dir}" if upstream else f"serving {settings.cache_dir}"
     click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
     run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder(), access=access,
-               mirror=mirror)
+               mirror=mirror, log_json=log_json)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -38,6 +38,7 @@ __all__ = ["Fill", "Mirror", "MirrorStats"]
 class MirrorStats:
     upstream_bytes: int = 0
     fills_started: int = 0
+    fills_done: int = 0
     fills_failed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -172,6 +173,8 @@ class Mirror:
         except BaseException as exc:  # pragma: no cover - surface, never hang readers
             fill.error = exc
         finally:
+            with self.stats.lock:
+                self.stats.fills_done += 1
             fill.started.set()
             fill.done.set()
             with self._lock:

@@ -16,9 +16,11 @@ cache directory is ever served, whatever the path or the symlinks say.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
@@ -46,6 +48,8 @@ from ._http import (
     next_page_url,
 )
 from ._index import CommitIndex, IndexCache
+from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ._metrics import Metrics
 from ._mirror import Mirror
 from ._routes import Candidate, Target, parse_target
 from ._stream import stream_fill
@@ -72,7 +76,8 @@ class NotHere(HttpError):
             404, "EntryNotFound",
             f"{path} of {layout.repo_id} at {commit} is not cached here (partial download or smaller profile)",
         )
-        self.layout, self.commit, self.entry = layout, commit, entry
+        # not ``self.commit``: that field of HttpError becomes X-Repo-Commit (and HF's .no_exist)
+        self.layout, self.snapshot_commit, self.entry = layout, commit, entry
 
 
 def _not_cached(layout: RepoLayout, commit: str, path: str, entry: FileEntry | None = None) -> HttpError:
@@ -89,7 +94,7 @@ class _BlobResponse(FileResponse):
 
 class _Handlers:
     def __init__(self, cache_dir: Path, page_size: int, on_served: OnServed | None,
-                 access: AccessPolicy | None = None, mirror: Mirror | None = None) -> None:
+                 access: AccessPolicy | None = None, mirror: Mirror | None = None, log_json: bool = False) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.cache_dir = Path(cache_dir)
@@ -100,26 +105,68 @@ class _Handlers:
         self.indexes = IndexCache(self.cache_dir)
         self.access = access
         self.mirror = mirror
+        self.metrics = Metrics(self.cache_dir, mirror.stats if mirror is not None else None)
+        self.log_json = log_json
 
     # -- dispatch ---------------------------------------------------------------------------
 
     async def dispatch(self, request: Request) -> Response:
+        started = time.monotonic()
+        kind = "other"
+        path = request.scope["path"]
+        if path == "/metrics":
+            kind = "metrics"
+            body = await anyio.to_thread.run_sync(self.metrics.render)
+            response: Response = Response(body, media_type=METRICS_CONTENT_TYPE)
+        elif path == "/readyz":
+            kind = "readyz"
+            ready = os.access(self.cache_dir, os.R_OK | os.X_OK) and self.cache_dir.is_dir()
+            response = JSONResponse({"ready": ready, "cache_dir": str(self.cache_dir)}, status_code=200 if ready else 503)
+        else:
+            response = await self._route(request)
+            kind = getattr(request.state, "kind", "other")
+        self._account(request, kind, response, started)
+        return response
+
+    def _account(self, request: Request, kind: str, response: Response, started: float) -> None:
+        m = self.metrics
+        response = getattr(response, "inner", response)  # WithErrorHeaders wraps a FileResponse
+        status = response.status_code
+        if status == 200 and isinstance(response, FileResponse) and request.headers.get("range"):
+            status = 206  # FileResponse decides on the range when it sends
+        m.requests.labels(kind, str(status)).inc()
+        code = response.headers.get("x-error-code")
+        if code:
+            m.errors.labels(code).inc()
+        if kind == "resolve" and request.method == "GET" and status in (200, 206):
+            m.served_bytes.inc(_body_bytes(request.headers.get("range"), response.headers))
+        if self.log_json:
+            log.info(json.dumps({"method": request.method, "path": request.scope["path"], "status": status,
+                                 "kind": kind, "bytes": int(response.headers.get("content-length") or 0),
+                                 "ms": round((time.monotonic() - started) * 1000, 1),
+                                 **({"error": code} if code else {})}))
+
+    async def _route(self, request: Request) -> Response:
         raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
         try:
             if request.method not in ("GET", "HEAD"):
                 raise HttpError(405, "MethodNotAllowed", "this modelcache server is read-only: use GET or HEAD")
             target = parse_target(raw_path)
+            request.state.kind = target.kind
             if self.mirror is not None and target.kind in ("resolve", "api"):
                 await self._mirror_refresh(target)
             if target.kind in ("resolve", "api"):
                 await self._authorize(request, target)
             if target.kind == "resolve":
                 try:
-                    return self.resolve(request, target)
+                    response = self.resolve(request, target)
+                    self.metrics.hits.inc()
+                    return response
                 except NotHere as miss:
+                    self.metrics.misses.inc()
                     if self.mirror is None or miss.entry is None:
                         raise
-                    return await stream_fill(self.mirror, request, miss.layout, miss.commit, miss.entry,
+                    return await stream_fill(self.mirror, request, miss.layout, miss.snapshot_commit, miss.entry,
                                              lambda: self.resolve(request, target))
             if target.kind == "api":
                 return self.api(request, target)
@@ -334,6 +381,21 @@ class _Handlers:
             log.debug("on_served callback failed", exc_info=True)
 
 
+def _body_bytes(range_header: str | None, headers: object) -> int:
+    """Bytes a response will carry: the asked range of the file, else its Content-Length."""
+    length = int(headers.get("content-length") or 0)  # type: ignore[attr-defined]
+    if not range_header or not range_header.startswith("bytes=") or "," in range_header:
+        return length
+    size = int(headers.get("x-linked-size") or length)  # type: ignore[attr-defined]
+    a, _, b = range_header[6:].partition("-")
+    try:
+        if not a:
+            return min(int(b), size)
+        return max(0, min(int(b) + 1 if b else size, size) - int(a))
+    except ValueError:
+        return 0
+
+
 def _valid_repo(repo_id: str) -> bool:
     try:
         validate_repo_id(repo_id)
@@ -354,6 +416,7 @@ def create_app(
     on_served: OnServed | None = None,
     access: AccessPolicy | None = None,
     mirror: Mirror | None = None,
+    log_json: bool = False,
 ) -> Starlette:
     """The ASGI app serving ``cache_dir`` read-only over the Hugging Face Hub protocol.
 
@@ -362,7 +425,7 @@ def create_app(
     ``access`` decides who may read gated and private repos (none: nobody); ``mirror`` makes
     it a read-through mirror of an upstream Hub.
     """
-    handlers = _Handlers(Path(cache_dir), page_size, on_served, access, mirror)
+    handlers = _Handlers(Path(cache_dir), page_size, on_served, access, mirror, log_json)
     return Starlette(routes=[Route("/{rest:path}", handlers.dispatch, methods=_ALL_METHODS)])
 
 
@@ -370,4 +433,10 @@ def serve(cache_dir: Path, host: str = "127.0.0.1", port: int = 8080, **kw: obje
     """Serve ``cache_dir`` on ``host:port`` until interrupted (blocking). ``kw`` goes to ``create_app``."""
     import uvicorn
 
+    if kw.get("log_json"):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     uvicorn.run(create_app(Path(cache_dir), **kw), host=host, port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]

@@ -21,5 +21,11 @@ demo: install
 test: install-test
 	$(BIN)/python -m pytest -q
 
+# Download benchmark (benchmarks/RESULTS.md); installs huggingface_hub, hf_transfer and aria2 if missing.
+# BENCH_ARGS: e.g. --scale 0.05 for a smoke run, --scenarios 1,3, --repeat 1.
+BENCH_ARGS ?= --repeat 3
+bench: $(BIN)/python
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -46,7 +46,7 @@ def validate_repo_id(repo_id: str) -> str:
     if len(parts) > 2:
         raise InvalidInput(f"invalid repo id {repo_id!r}: more than one '/'", hint)
     for part in parts:
-        if not _NAME.match(part):
+        if not _NAME.fullmatch(part):
             raise InvalidInput(f"invalid repo id {repo_id!r}: bad characters or length", hint)
         if part.startswith(("-", ".")) or part.endswith(("-", ".")):
             raise InvalidInput(f"invalid repo id {repo_id!r}: a part starts or ends with '-' or '.'", hint)
@@ -56,7 +56,7 @@ def validate_repo_id(repo_id: str) -> str:
 
 
 def is_commit(revision: str) -> bool:
-    return bool(_COMMIT.match(revision))
+    return isinstance(revision, str) and bool(_COMMIT.fullmatch(revision))
 
 
 def validate_revision(revision: str) -> str:
@@ -64,7 +64,7 @@ def validate_revision(revision: str) -> str:
     hint = "use a branch or tag name such as 'main', 'refs/pr/1', or a 40-character commit id"
     if not isinstance(revision, str) or not revision:
         raise InvalidInput("invalid revision: empty", hint)
-    if not _REV_CHARS.match(revision):
+    if not _REV_CHARS.fullmatch(revision):
         raise InvalidInput(f"invalid revision {revision!r}: bad characters or length", hint)
     parts = revision.split("/")
     if any(p in ("", ".", "..") for p in parts) or any(p.startswith(".") for p in parts):

@@ -135,15 +135,22 @@ class ModelCache(Lifecycle):
         repo_type: str = "model",
         progress: Progress | None = None,
         lease: tuple[str, float] | None = None,
+        refs: Sequence[str] = (),
     ) -> DownloadResult:
         """Fetch what ``profile`` needs into the cache; every file verified before it is visible.
 
         ``lease=(holder, ttl)`` takes a lease on the revision before the download lets go of it,
         so nothing (a concurrent ``gc``) can remove it in between; its id is in the result.
+        ``refs``: more branch names to point at the commit (a Job that pins a commit of ``main``
+        passes ``refs=["main"]`` so engines asking for ``main`` offline find it).
         """
         started = time.monotonic()
         validate_revision(revision)
         validate_profile(profile)
+        for ref in refs:
+            validate_revision(ref)
+            if is_commit(ref):
+                raise InvalidInput(f"--ref {ref!r} is a commit id", "give a branch or tag name such as main")
         layout = self.layout(repo_id, repo_type)
         progress = progress or NullProgress()
 
@@ -184,8 +191,8 @@ class ModelCache(Lifecycle):
         except BaseException:
             progress.finish({"ok": False})
             raise
-        if revision != commit:
-            layout.write_ref(revision, commit)
+        for name in {revision, *refs} - {commit}:
+            layout.write_ref(name, commit)
         write_access(layout, Access(gated=info.gated, private=info.private))
         record_use(layout, commit)
         result = DownloadResult(

@@ -209,7 +209,7 @@ class FakeApiServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_PATCH = do_DELETE = do_POST = do_PUT = _serve  # noqa: N815
+            do_GET = do_PATCH = do_DELETE = do_POST = do_PUT = _serve
 
         return H
 

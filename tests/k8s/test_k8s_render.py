@@ -207,6 +207,8 @@ def test_output_to_stdout_is_one_stream(tmp_path: Path) -> None:
     (("--mount-path", "/a/../b"), "invalid --mount-path"),
     (("--gc-schedule", "every day"), "invalid --gc-schedule"),
     (("--gc-max-age", "30d"), "need --gc-schedule"),
+    (("--gc-schedule", "0 4 * * *", "--gc-max-age", "a month"), "invalid --gc-max-age"),
+    (("--gc-schedule", "0 4 * * *", "--gc-max-size", "huge"), "invalid --gc-max-size"),
     (("--deadline", "soon"), "invalid --deadline"),
     (("--memory", "lots"), "invalid --memory"),
     (("--name", "x" * 41), "longer than 40"),

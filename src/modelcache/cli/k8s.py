@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from ..errors import InvalidInput, ModelCacheError
 from ..profiles import PROFILES
 from ..settings import TokenSource
 from .main import CONTEXT, _settings, json_option
-from .output import emit
+from .output import emit, human_size
 
 __all__ = ["k8s"]
 
@@ -88,7 +89,14 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
     from ..k8s import render as render_manifests
     from ..k8s.options import parse_duration
     from ..k8s.sizing import parse_quantity
+    from ..settings import parse_size
 
+    if gc_max_age is not None:
+        parse_duration(gc_max_age, "--gc-max-age")
+    if gc_max_size is not None:
+        parse_size(gc_max_size, "--gc-max-size")
+    if gc_keep_last is not None and gc_keep_last < 1:
+        raise InvalidInput(f"invalid --gc-keep-last {gc_keep_last}", "give 1 or more")
     gc_args = tuple(a for flag, v in (("--max-age", gc_max_age), ("--max-size", gc_max_size),
                                       ("--keep-last", gc_keep_last)) if v is not None for a in (flag, str(v)))
     if gc_args and not kw.get("gc_schedule"):
@@ -118,7 +126,7 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
         paths = write(manifests, Path(output))
         for p in paths:
             click.echo(str(p))
-    sized = (f"{options.size_bytes // 1024**3}Gi for {resolved.model_bytes} bytes + headroom"
+    sized = (f"{options.size_bytes // 1024**3}Gi for {human_size(resolved.model_bytes)} on the Hub + headroom"
              if resolved.model_bytes is not None else f"{options.size_bytes // 1024**3}Gi as given")
     click.echo(f"rendered {count} objects for {repo_id}@{resolved.commit[:12]}; volume {sized}"
                + ("; the Secret holds the token" if token else "; the Secret is a template without a value"), err=True)
@@ -169,6 +177,10 @@ def validate(paths: tuple[str, ...], kubernetes_version: str | None, as_json: bo
         ctx.exit(1)
 
 
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
 def _cluster_options(f):  # type: ignore[no-untyped-def]
     f = click.option("--context", "kube_context", default=None, help="kubeconfig context.")(f)
     return click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False),
@@ -196,8 +208,8 @@ def apply(paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | No
         if obj.get("kind") not in KINDS or not meta.get("name") or not meta.get("namespace"):  # type: ignore[union-attr]
             raise InvalidInput(f"cannot apply {obj.get('kind')}/{meta.get('name')}: not an object `k8s render` makes",  # type: ignore[union-attr]
                                "apply the files `modelcache k8s render --output DIR` wrote")
-    api = KubeApi(kubeconfig, kube_context)
-    echo = lambda line: click.echo(line, err=True)  # noqa: E731
+    api = KubeApi(kubeconfig, kube_context, in_cluster=_in_cluster())
+    echo = lambda line: click.echo(line, err=True)
     result = apply_objects(api, objects, echo)
     if wait:
         for ns, name in result.jobs:
@@ -223,7 +235,7 @@ def status(repo_id: str, namespace: str, tenant: str | None, kubeconfig: str | N
     selector = f"app.kubernetes.io/component=download,modelcache.io/model={label_value(repo_id)}"
     if tenant:
         selector += f",modelcache.io/tenant={check_label(tenant, 'tenant', '--tenant')}"
-    api = KubeApi(kubeconfig, kube_context)
+    api = KubeApi(kubeconfig, kube_context, in_cluster=_in_cluster())
     rows = []
     worst = 0
     for job in api.list("Job", namespace, selector):

@@ -76,18 +76,20 @@ def cli(ctx: click.Context, cache_dir: Path | None, endpoint: str | None, token_
 @click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
 @click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
+@click.option("--ref", "refs", multiple=True, metavar="NAME",
+              help="Also point this branch at the commit (e.g. --revision <commit> --ref main), repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 @click.pass_context
 def download(ctx: click.Context, repo_id: str, revision: str, profile: str, include: tuple[str, ...],
-             exclude: tuple[str, ...], repo_type: str, quiet: bool, as_json: bool) -> None:
+             exclude: tuple[str, ...], repo_type: str, refs: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """Download REPO_ID into the cache, verified and resumable; print the snapshot path."""
     validate_repo_id(repo_id)
     validate_revision(revision)
     progress = None if quiet else for_stream(sys.stderr)
     with _cache(ctx) as mc:
         result = mc.download(repo_id, revision, profile=profile, include=include, exclude=exclude,
-                             repo_type=repo_type, progress=progress)
+                             repo_type=repo_type, progress=progress, refs=refs)
     if as_json:
         emit(result.to_dict())
     else:

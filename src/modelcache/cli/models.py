@@ -89,6 +89,8 @@ def _print_status(status: dict, verbose: bool) -> None:
             click.echo(f"{m['namespace']}/{m['name']}:")
         for p in m["problems"]:
             click.echo(f"  problem: {p}")
+        for n in m["notes"]:
+            click.echo(f"note: {m['namespace']}/{m['name']}: {n}")
         if verbose:
             for r in m["replicas"]:
                 click.echo(f"  replica {r['replica']} on {r['host']} (pid {r['pid']}): card {r['card']} "

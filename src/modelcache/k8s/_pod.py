@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..refs import is_commit
 from .options import RenderOptions, Target
 
 __all__ = [
@@ -122,7 +123,10 @@ def download_command(o: RenderOptions, endpoint: str | None, token: bool = True)
         cmd += ["--token-file", TOKEN_PATH]
     if endpoint:
         cmd += ["--endpoint", endpoint]
-    return cmd + ["download", o.repo_id, "--revision", o.commit, "--profile", o.profile]
+    cmd += ["download", o.repo_id, "--revision", o.commit, "--profile", o.profile]
+    if o.revision != o.commit and not is_commit(o.revision):
+        cmd += ["--ref", o.revision]  # engines asking for `main` offline find the pinned commit
+    return cmd
 
 
 def check_command(o: RenderOptions) -> list[str]:

@@ -36,7 +36,8 @@ def _quote(text: str) -> str:
             out.append("\\t")
         elif 0x20 <= code < 0x7F:
             out.append(ch)
-        elif code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029, 0xFEFF) or 0xD800 <= code <= 0xDFFF:
+        elif (code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF)
+              or 0xD800 <= code <= 0xDFFF):
             out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
         elif code > 0xFFFF:
             out.append(f"\\U{code:08x}")
@@ -70,10 +71,7 @@ def _lines(value: object, indent: int) -> Iterable[str]:
             if not isinstance(key, str):
                 raise TypeError("mapping keys must be strings")
             k = scalar(key)
-            if isinstance(item, Mapping) and item:
-                yield f"{pad}{k}:"
-                yield from _lines(item, indent + 2)
-            elif isinstance(item, Sequence) and not isinstance(item, str) and item:
+            if _block(item):
                 yield f"{pad}{k}:"
                 yield from _lines(item, indent + 2)
             else:
@@ -92,6 +90,11 @@ def _lines(value: object, indent: int) -> Iterable[str]:
                 yield f"{pad}- {_inline(item)}"
     else:
         yield pad + scalar(value)
+
+
+def _block(value: object) -> bool:
+    """A non-empty mapping or list: written as an indented block (empty ones inline: {} / [])."""
+    return bool(value) and (isinstance(value, Mapping) or (isinstance(value, Sequence) and not isinstance(value, str)))
 
 
 def _inline(value: object) -> str:

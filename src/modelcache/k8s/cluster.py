@@ -9,7 +9,6 @@ shows. Every API failure becomes a ``ClusterError`` with a hint; nothing here pr
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from ..errors import EndpointUnreachable, ModelCacheError
@@ -49,20 +48,31 @@ def _client() -> Any:
 class KubeApi:
     """Read, apply, delete and list the kinds ``render`` makes, plus pods and their logs."""
 
-    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None, *, in_cluster: bool = False) -> None:
+        """``kubeconfig`` (None: ``KUBECONFIG`` or ``~/.kube/config``); failing that, and when
+        ``in_cluster`` (the caller saw ``KUBERNETES_SERVICE_HOST``), the pod's service account."""
         k8s = _client()
         self._k8s = k8s
         try:
-            if kubeconfig or context or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            try:
                 api_client = k8s.config.new_client_from_config(config_file=kubeconfig, context=context)
-            else:
+            except Exception:  # the loader raises several unrelated types; re-raised below
+                if kubeconfig or context or not in_cluster:
+                    raise
                 k8s.config.load_incluster_config()
                 api_client = k8s.client.ApiClient()
-        except Exception as exc:  # the loader raises several unrelated types
+        except Exception as exc:  # noqa: BLE001 - idem; one clear line instead of a traceback
             raise ClusterError(f"cannot load the Kubernetes configuration: {str(exc).splitlines()[0][:200]}",
                                "pass --kubeconfig (and --context), or set KUBECONFIG") from None
         self.host = api_client.configuration.host
-        self._apis = {name: getattr(k8s.client, name)(api_client) for name in ("CoreV1Api", "AppsV1Api", "BatchV1Api")}
+        # Server-side apply needs Content-Type application/apply-patch+yaml. Client versions
+        # before 37 have no per-call switch for it, but every version lets a client's default
+        # headers win: so patches go through a second client that always sends it.
+        apply_client = k8s.client.ApiClient(configuration=api_client.configuration)
+        apply_client.set_default_header("Content-Type", "application/apply-patch+yaml")
+        names = ("CoreV1Api", "AppsV1Api", "BatchV1Api")
+        self._apis = {name: getattr(k8s.client, name)(api_client) for name in names}
+        self._apply_apis = {name: getattr(k8s.client, name)(apply_client) for name in names}
 
     # -- plumbing --------------------------------------------------------------------------
     def _call(self, what: str, namespace: str, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -92,7 +102,7 @@ class KubeApi:
         if kind not in KINDS:
             raise ClusterError(f"modelcache does not apply objects of kind {kind}", "apply it with kubectl")
         api, suffix = KINDS[kind]
-        return getattr(self._apis[api], f"{verb}_{suffix}")
+        return getattr((self._apply_apis if verb == "patch" else self._apis)[api], f"{verb}_{suffix}")
 
     @staticmethod
     def _json(resp: Any) -> Any:
@@ -105,8 +115,7 @@ class KubeApi:
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         kind, meta = obj["kind"], obj["metadata"]
         resp = self._call(f"apply {kind} {meta['name']}", meta["namespace"], self._method(kind, "patch"),
-                          meta["name"], meta["namespace"], obj, field_manager=FIELD_MANAGER, force=True,
-                          _content_type="application/apply-patch+yaml")
+                          meta["name"], meta["namespace"], obj, field_manager=FIELD_MANAGER, force=True)
         if resp is None:
             raise ClusterError(f"the API has no {kind} resource in namespace {meta['namespace']}",
                                "does the namespace exist? kubectl create namespace NAME")

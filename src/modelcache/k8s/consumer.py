@@ -35,9 +35,11 @@ _SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "
 
 def _init(name: str, o: RenderOptions, command: list[str], mounts: list[dict[str, object]],
           offline: bool) -> dict[str, object]:
+    """``check`` needs little; a ``download`` (serve mode) as much as the Job (buffers per connection)."""
     values = {"HF_HOME": o.mount_path, **({"HF_HUB_OFFLINE": "1"} if offline else {})}
+    resources = _SMALL if offline else {"requests": {"cpu": o.cpu, "memory": o.memory}, "limits": {"memory": o.memory}}
     return {"name": name, "image": o.image, "imagePullPolicy": "IfNotPresent", "command": command,
-            "env": env(**values), "resources": _SMALL,
+            "env": env(**values), "resources": resources,
             "securityContext": {"runAsNonRoot": True, "runAsUser": o.run_as_user, "runAsGroup": o.fs_group,
                                 **container_security()},
             "volumeMounts": mounts}

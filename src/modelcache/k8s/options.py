@@ -119,7 +119,7 @@ class RenderOptions:
     isolation: str = "pvc"
     """``pvc``: one PVC per tenant; ``subpath``: one PVC, one folder (``subPath``) per tenant."""
 
-    def __post_init__(self) -> None:  # noqa: C901 - one flat list of checks reads best
+    def __post_init__(self) -> None:
         if any(ord(c) < 33 or ord(c) > 126 for c in self.repo_id + self.revision + self.commit):
             raise InvalidInput("invalid repo id or revision: spaces or control characters",
                                "a repo id looks like 'org/name'; a revision like 'main' or a commit id")

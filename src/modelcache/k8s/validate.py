@@ -17,7 +17,7 @@ from ..errors import InvalidInput, ModelCacheError
 
 __all__ = ["MissingDependency", "Problem", "load_documents", "schema_version", "validate_objects", "validator_version"]
 
-INSTALL_HINT = "install the validator: pip install 'modelcache[test]' (or pip install kubernetes-validate)"
+INSTALL_HINT = "install it: pip install 'modelcache[k8s]' (or pip install kubernetes-validate)"
 
 
 class MissingDependency(ModelCacheError):

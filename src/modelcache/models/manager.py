@@ -178,8 +178,9 @@ class ModelManager:
 
     def status(self, name: str | None = None, namespace: str | None = None, *, disk: bool = False) -> dict[str, Any]:
         """``models_status`` for this cache; ``disk=True`` re-hashes the card files (``verify``)."""
+        registry = self.store.read()  # an unreadable registry is an error here, not an empty list
         if name is not None:
-            self.get(name, namespace or DEFAULT_NAMESPACE)
+            registry.require(validate_namespace(namespace or DEFAULT_NAMESPACE), validate_name(name))
         return models_status(self.cache_dir, disk=disk, namespace=namespace, name=name)
 
     def verify(self, name: str | None = None, namespace: str | None = None) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any
 
 from ..cache.detect import check_revision
 from ..cache.layout import RepoLayout
+from ..errors import ModelCacheError
+from ..refs import is_commit
 from .card import disk_card, recorded_card
 from .checksum import short
 from .registry import ModelRecord
@@ -80,11 +82,16 @@ def model_status(cache_dir: Path, record: ModelRecord, replicas: Sequence[Replic
                     drift=[{**d.to_dict(), "describe": d.describe()} for d in dc.drift])
     reps = assess_replicas(record, replicas, now)
     problems = _problems(record, cache, card, reps)
+    notes = []
+    moved = None if is_commit(record.revision) else layout.read_ref(record.revision)
+    if moved and moved != record.commit:
+        notes.append(f"{record.revision} now points at {moved[:12]}; {record.name} stays on {record.commit[:12]} "
+                     f"until re-registered (models add … --replace)")
     return {"name": record.name, "namespace": record.namespace, "repo_id": record.repo_id,
             "revision": record.revision, "commit": record.commit, "checksum": record.checksum,
             "kinds": list(record.kinds), "engine": record.engine, "created": record.created,
             "updated": record.updated, "by": record.by, "changes": len(record.history),
-            "cache": cache, "card": card, **reps, "problems": problems, "ok": not problems}
+            "cache": cache, "card": card, **reps, "problems": problems, "notes": notes, "ok": not problems}
 
 
 def models_status(cache_dir: Path, *, disk: bool = False, namespace: str | None = None,
@@ -94,11 +101,16 @@ def models_status(cache_dir: Path, *, disk: bool = False, namespace: str | None 
     ``{"cache_dir", "checked_at", "disk_checked", "ok", "models": [...], "unregistered_replicas": [...]}``;
     each model has ``cache`` (tokenizer/full ready), ``card`` (registered / recorded / on-disk
     checksum, drift), ``replicas``, ``agree`` (replicas load one card), ``current`` (it is the
-    registered one), ``skew`` (the groups when not), ``problems`` and ``ok``.
+    registered one), ``skew`` (the groups when not), ``problems``, ``notes`` and ``ok``. An
+    unreadable registry gives ``ok: false`` and ``error`` (``{"error", "message", "hint"}``).
     """
     cache_dir = Path(cache_dir)
     now = time.time()
-    registry = RegistryStore(cache_dir).read()
+    try:
+        registry = RegistryStore(cache_dir).read()
+    except ModelCacheError as exc:  # an unreadable registry: say so, as data
+        return {"cache_dir": str(cache_dir), "checked_at": now, "disk_checked": disk, "ok": False,
+                "error": exc.to_dict(), "models": [], "unregistered_replicas": []}
     replicas = live_replicas(cache_dir, now)
     known = {m.key for m in registry.models}
     models = [

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache.activity import activity
+from .cache.activity import activity, repo_guard
 from .cache.layout import RepoLayout
 from .cache.locks import FileLock
 from .cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
@@ -76,10 +76,11 @@ def ensure_files(
     lease), so GC can never slip in between the download and its first user."""
     commit = record.commit
     ensure_repo_dirs(layout)
-    publish_record(layout, record)
     marker = activity(layout, commit, settings.lock_stale_after)
-    marker.try_acquire()
+    with repo_guard(layout, settings.lock_stale_after):  # GC removes nothing in progress from here on
+        marker.try_acquire()
     try:
+        publish_record(layout, record)
         plan = plan_transfer(entries, {e.path: local_state(layout, commit, e) for e in entries})
         partial_bytes = sum(_size(layout.partial(fp.entry.etag)) or 0 for fp in plan.to_fetch)
         check_room(layout.cache_dir, max(0, plan.bytes_to_fetch - partial_bytes), layout.repo_id)

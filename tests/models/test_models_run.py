@@ -85,26 +85,27 @@ def test_run_leases_while_the_child_runs_and_returns_its_code(cached: Cached, tm
     assert not cached.snapshot(cached.v1).exists()
 
 
-def test_run_downloads_first_then_offline_fails_clearly(tmp_path: Path, demo_model: Path) -> None:
+def test_run_downloads_first_and_offline_fails_clearly(tmp_path: Path, demo_model: Path) -> None:
     source, node = tmp_path / "source", tmp_path / "node"
     ModelCache(Settings(cache_dir=source, offline=True)).import_folder(demo_model, REPO)
     seen, go = tmp_path / "seen.json", tmp_path / "go"
     go.touch()
-
-    proc = modelcache(node, "--offline", "run", REPO, "--", sys.executable, "-c", CHILD, str(seen), str(go), ".")
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 1 and "offline and not cached" in err and "hint:" in err, err
-    assert not seen.exists()
-
     with live_server(source) as url:
-        proc = modelcache(node, "run", REPO, "--profile", "tokenizer", "--",
-                          sys.executable, "-c", CHILD, str(seen), str(go), "{snapshot}", endpoint=url)
-        out, err = proc.communicate(timeout=30)
+        ModelCache(Settings(cache_dir=node, endpoint=url)).download(REPO, profile="tokenizer")  # incomplete
+
+        proc = modelcache(node, "--offline", "run", REPO, "--", sys.executable, "-c", CHILD, str(seen), str(go), ".")
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "offline and not cached" in err and "hint:" in err, err
+        assert "model-00001-of-00002.safetensors" in err and not seen.exists()
+
+        proc = modelcache(node, "run", REPO, "--", sys.executable, "-c", CHILD, str(seen), str(go), "{snapshot}",
+                          endpoint=url)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
     files = json.loads(seen.read_text())["files"]
-    assert "tokenizer.json" in files and "config.json" in files
-    assert not any(f.endswith(".safetensors") for f in files)  # the tokenizer profile only
-    assert ModelCache(Settings(cache_dir=node, offline=True)).leases() == []
+    assert "tokenizer.json" in files and "model-00002-of-00002.safetensors" in files
+    mc = ModelCache(Settings(cache_dir=node, offline=True))
+    assert mc.check(REPO).ready and mc.leases() == []
 
 
 def test_run_forwards_sigterm_and_reports_the_signal(cached: Cached, tmp_path: Path) -> None:

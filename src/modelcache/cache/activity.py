@@ -8,12 +8,29 @@ died is recognised as dead like any lock.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import CacheError
 from .layout import RepoLayout
 from .locks import FileLock, fs_now, lock_is_dead, read_lock
 
-__all__ = ["activity", "in_progress", "sweep_dead_markers"]
+__all__ = ["activity", "in_progress", "repo_guard", "sweep_dead_markers"]
+
+
+@contextmanager
+def repo_guard(layout: RepoLayout, stale_after: float = 30.0, timeout: float = 120.0) -> Iterator[None]:
+    """Make "GC checks a revision is unprotected, then removes it" atomic against "a download
+    marks it in progress" and "a lease is taken": all three happen under this short lock."""
+    lock = FileLock(layout.repo_lock, purpose="repo guard", stale_after=stale_after, heartbeat=1.0)
+    if not lock.acquire(timeout=timeout, poll=0.02):
+        raise CacheError(f"{layout.repo_id}: the repo lock {layout.repo_lock} is held for over {timeout:.0f}s",
+                         "is a `modelcache gc` stuck? it is taken over automatically once its holder dies")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def activity(layout: RepoLayout, commit: str, stale_after: float = 30.0) -> FileLock:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._format import human_size
-from .activity import in_progress, sweep_dead_markers
+from .activity import in_progress, repo_guard, sweep_dead_markers
 from .layout import RepoLayout, parse_folder_name
 from .leases import active_leases, is_pinned, sweep_expired
 from .locks import fs_now, lock_is_dead, read_lock
@@ -228,12 +228,15 @@ def execute_gc(plan: GcPlan, stale_after: float = 30.0) -> list[str]:
     for d in plan.remove:
         r = d.revision
         layout = RepoLayout(r.cache_dir, r.repo_type, r.repo_id)
-        if is_pinned(layout, r.commit) or active_leases(layout, r.commit) or in_progress(layout, r.commit, stale_after):
-            skipped.append(f"{r.repo_id}@{r.commit[:12]}: became protected, kept")
-            continue
-        execute_removal(layout, plan_removal(layout, [r.commit]))
-        for sub in ("used", "pins"):
-            (layout.state / sub / r.commit).unlink(missing_ok=True)
+        with repo_guard(layout, stale_after):  # no download or lease can claim it between check and removal
+            if is_pinned(layout, r.commit) or active_leases(layout, r.commit) or in_progress(layout, r.commit,
+                                                                                               stale_after):
+                skipped.append(f"{r.repo_id}@{r.commit[:12]}: became protected, kept")
+                continue
+            # never the whole repo folder: a download of another revision may be starting in it
+            execute_removal(layout, plan_removal(layout, [r.commit], keep_folder=True))
+            for sub in ("used", "pins"):
+                (layout.state / sub / r.commit).unlink(missing_ok=True)
     return skipped
 
 

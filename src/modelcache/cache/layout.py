@@ -91,6 +91,11 @@ class RepoLayout:
         """``<cache>/.locks/<repo folder>/``: where HF keeps its lock files; ours sit beside them."""
         return self.cache_dir / ".locks" / self.folder.name
 
+    @property
+    def repo_lock(self) -> Path:
+        """Held for a moment while GC removes a revision, or a download/lease claims one."""
+        return self.locks / "repo.mc-lock"
+
     def blob_lock(self, etag: str) -> Path:
         self.blob(etag)
         return self.locks / f"{etag}.mc-lock"

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, NotCached
 from .layout import RepoLayout, atomic_write_bytes
 
 __all__ = ["Lease", "LeaseInfo", "acquire_lease", "active_leases", "is_pinned", "list_pins", "pin", "release_lease",
@@ -57,12 +57,20 @@ def _write(layout: RepoLayout, info: LeaseInfo) -> None:
 
 
 def acquire_lease(layout: RepoLayout, commit: str, holder: str, ttl: float, now: float | None = None) -> LeaseInfo:
+    """Take a lease on a revision that is in the cache now (checked under the repo guard, so a
+    GC cannot remove it between the check and the lease)."""
+    from .activity import repo_guard
+
     if ttl <= 0:
         raise InvalidInput(f"invalid lease ttl {ttl}", "give a positive number of seconds")
-    now = now or time.time()
-    info = LeaseInfo(uuid.uuid4().hex, layout.repo_id, commit, holder[:200], now + ttl, now,
-                     socket.gethostname(), os.getpid())
-    _write(layout, info)
+    with repo_guard(layout):
+        if not layout.snapshot(commit).is_dir():
+            raise NotCached(f"{layout.repo_id}@{commit[:12]} is not in the cache (removed meanwhile?)",
+                            "download it again, then take the lease")
+        now = now or time.time()
+        info = LeaseInfo(uuid.uuid4().hex, layout.repo_id, commit, holder[:200], now + ttl, now,
+                         socket.gethostname(), os.getpid())
+        _write(layout, info)
     return info
 
 

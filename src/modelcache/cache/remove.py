@@ -45,8 +45,9 @@ def _blobs_of(layout: RepoLayout, commit: str) -> set[Path]:
     return out
 
 
-def plan_removal(layout: RepoLayout, commits: list[str]) -> RemovalPlan:
-    """Remove ``commits``; blobs still used by another snapshot are kept."""
+def plan_removal(layout: RepoLayout, commits: list[str], keep_folder: bool = False) -> RemovalPlan:
+    """Remove ``commits``; blobs still used by another snapshot are kept. ``keep_folder``: leave
+    the repo folder (and its state) even when no revision remains."""
     remaining = [c for c in layout.commits() if c not in commits]
     keep: set[Path] = set()
     for c in remaining:
@@ -72,7 +73,7 @@ def plan_removal(layout: RepoLayout, commits: list[str]) -> RemovalPlan:
         records=tuple(layout.tree_record(c) for c in commits),
         blobs=tuple(sorted(drop)),
         expected_freed_size=size,
-        whole_repo=not remaining,
+        whole_repo=not remaining and not keep_folder,
     )
 
 

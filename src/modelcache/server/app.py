@@ -37,6 +37,7 @@ from ..cache.detect import resolve_commit
 from ..cache.layout import RepoLayout
 from ..cache.records import FileEntry, read_record
 from ..errors import GatedRepo, InvalidInput, RepoNotFound, RevisionNotFound
+from ..models import models_status
 from ..refs import is_commit, validate_repo_id, validate_repo_path, validate_revision
 from ._access import AccessPolicy, bearer_token
 from ._http import (
@@ -118,6 +119,13 @@ class _Handlers:
             kind = "metrics"
             body = await anyio.to_thread.run_sync(self.metrics.render)
             response: Response = Response(body, media_type=METRICS_CONTENT_TYPE)
+        elif path == "/modelcache/models":
+            kind = "models"
+            q = request.query_params
+            status = await anyio.to_thread.run_sync(
+                lambda: models_status(self.cache_dir, disk=q.get("disk") in _TRUE, namespace=q.get("namespace"),
+                                      name=q.get("name")))
+            response = JSONResponse(status, status_code=200)
         elif path == "/readyz":
             kind = "readyz"
             ready = os.access(self.cache_dir, os.R_OK | os.X_OK) and self.cache_dir.is_dir()

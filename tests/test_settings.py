@@ -63,3 +63,49 @@ def test_token_file_is_reread(tmp_path: Path) -> None:
 def test_token_not_in_repr() -> None:
     s = Settings.from_env({"HF_TOKEN": "hf_secretvalue123"})
     assert "hf_secretvalue123" not in repr(s)
+
+
+def test_proxy_and_ca_bundle_from_the_environment() -> None:
+    s = Settings.from_env({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "internal.example,.corp",
+                           "REQUESTS_CA_BUNDLE": "/etc/ca.pem"})
+    n = s.network
+    assert n.proxy_for("huggingface.co") == "http://proxy:3128"
+    assert n.proxy_for("127.0.0.1") is None and n.proxy_for("localhost") is None
+    assert n.proxy_for("internal.example") is None and n.proxy_for("hub.corp") is None
+    assert n.ca_bundle == "/etc/ca.pem"
+    assert Settings.from_env({}).network.proxy_for("huggingface.co") is None
+
+
+def test_downloads_go_through_the_proxy(tmp_path: Path) -> None:
+    """A forward proxy on loopback sees the request for a non-loopback endpoint name."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            body = b'{"error": "proxied"}'
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        from modelcache import ModelCache
+        from modelcache.errors import RepoNotFound
+
+        s = Settings.from_env({"HTTP_PROXY": f"http://127.0.0.1:{httpd.server_address[1]}"},
+                              cache_dir=tmp_path / "c", endpoint="http://hub.invalid")
+        with pytest.raises(RepoNotFound):
+            ModelCache(s).download("org/m")
+        assert seen and seen[0].startswith("http://hub.invalid/api/models/org/m/revision/main")
+    finally:
+        httpd.shutdown()

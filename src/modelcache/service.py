@@ -21,7 +21,7 @@ from .cache.publish import ensure_repo_dirs
 from .cache.records import TreeRecord, read_record
 from .cache.remove import RemovalPlan, execute_removal, plan_removal
 from .cache.usage import record_use
-from .errors import InvalidInput, NotCached
+from .errors import EndpointUnreachable, InvalidInput, NotCached
 from .fetch import ensure_files, os_error
 from .hub.client import HubClient
 from .lifecycle import Lifecycle
@@ -47,6 +47,7 @@ class DownloadResult:
     bytes_resumed: int
     seconds: float
     lease_id: str | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         d = dict(self.__dict__)
@@ -82,11 +83,7 @@ class ModelCache(Lifecycle):
     @property
     def client(self) -> HubClient:
         if self._client is None:
-            s = self.settings
-            self._client = HubClient(
-                s.endpoint, s.token, http=self._http, timeout=s.timeout, connections=s.connections,
-                allow_insecure_token=s.allow_insecure_token,
-            )
+            self._client = HubClient.for_settings(self.settings, http=self._http)
         return self._client
 
     def close(self) -> None:
@@ -167,7 +164,20 @@ class ModelCache(Lifecycle):
                                   0, 0, 0, 0, 0, time.monotonic() - started, lease_id)
 
         client = self.client
-        info = client.revision_info(repo_type, repo_id, revision)
+        try:
+            info = client.revision_info(repo_type, repo_id, revision)
+        except EndpointUnreachable as exc:
+            # like huggingface_hub: an unreachable endpoint falls back to what the cache has
+            cached = check_revision(layout, revision, profile)
+            if not cached.ready or not cached.commit:
+                raise
+            record_use(layout, cached.commit)
+            lease_id = acquire_lease(layout, cached.commit, *lease).lease_id if lease else None
+            progress.finish({"ok": True, "cached": True})
+            return DownloadResult(repo_id, revision, cached.commit, profile, cached.snapshot or layout.folder,
+                                  0, 0, 0, 0, 0, time.monotonic() - started, lease_id,
+                                  note=f"endpoint unreachable ({exc.message}); using the cached {revision} "
+                                       f"({cached.commit[:12]}), which may be behind")
         commit = info.commit
         tree = read_record(layout.tree_record(commit), commit)
         if tree is None:

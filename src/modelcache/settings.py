@@ -24,7 +24,7 @@ from pathlib import Path
 from .errors import InvalidInput
 from .tokens import TokenSource
 
-__all__ = ["DEFAULT_ENDPOINT", "Settings", "TokenSource", "parse_duration", "parse_size"]  # TokenSource: re-export
+__all__ = ["DEFAULT_ENDPOINT", "Network", "Settings", "TokenSource", "parse_duration", "parse_size"]  # TokenSource: re-export
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_SECRET_DIR = "/var/run/secrets/huggingface"
@@ -80,6 +80,39 @@ def _expand(path: str, environ: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
+class Network:
+    """How to reach the endpoint: a proxy (``HTTPS_PROXY``…), hosts that bypass it (``NO_PROXY``),
+    and a CA bundle for TLS (``REQUESTS_CA_BUNDLE`` / ``SSL_CERT_FILE``), as requests and
+    huggingface_hub honour them. Read once, at the entry point."""
+
+    proxy: str | None = None
+    no_proxy: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Network:
+        def first(*names: str) -> str | None:
+            return next((env[n] for n in names if env.get(n)), None)
+
+        no_proxy = first("NO_PROXY", "no_proxy") or ""
+        return cls(
+            proxy=first("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"),
+            no_proxy=tuple(h.strip().lower() for h in no_proxy.split(",") if h.strip()),
+            ca_bundle=first("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"),
+        )
+
+    def proxy_for(self, host: str) -> str | None:
+        """The proxy to use for ``host`` (never for loopback or a ``NO_PROXY`` match)."""
+        host = host.lower()
+        if not self.proxy or host in ("localhost", "127.0.0.1", "::1") or host.startswith("127."):
+            return None
+        for pattern in self.no_proxy:
+            if pattern == "*" or host == pattern.lstrip(".") or host.endswith("." + pattern.lstrip(".")):
+                return None
+        return self.proxy
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything modelcache needs to know about where and how it works."""
 
@@ -107,6 +140,8 @@ class Settings:
     """Seconds without a heartbeat after which another host may take over a download lock."""
     allow_insecure_token: bool = False
     """Send the token over plain HTTP to a non-loopback endpoint (off: it would travel in clear)."""
+    network: Network = field(default_factory=Network)
+    """Proxy and CA bundle from the environment."""
 
     def with_overrides(self, **changes: object) -> Settings:
         changes = {k: v for k, v in changes.items() if v is not None}
@@ -189,4 +224,5 @@ class Settings:
             timeout=timeout,
             checkpoint_bytes=checkpoint,
             allow_insecure_token=bool(allow_insecure_token),
+            network=Network.from_env(env),
         )

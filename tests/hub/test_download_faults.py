@@ -309,3 +309,16 @@ def test_auth_failures_are_not_retried(tmp_path: Path, status: int, exc: str) ->
             mc.download(repo.repo_id)
         assert sum(1 for e in srv.log if e.path.endswith("model.safetensors")) == 1
         assert TOKEN not in str(err.value)
+
+
+def test_unreachable_endpoint_falls_back_to_the_cache(tmp_path: Path) -> None:
+    repo = make_repo()
+    with fault_server(repo) as srv, cache_for(tmp_path, srv.url) as mc:
+        mc.download(repo.repo_id)
+        url = srv.url
+    with cache_for(tmp_path, url) as mc:  # the server is gone now
+        res = mc.download(repo.repo_id)
+        assert res.commit == repo.commit and res.bytes_fetched == 0
+        assert res.note and "unreachable" in res.note
+        with pytest.raises(EndpointUnreachable):
+            mc.download("org/never-cached")

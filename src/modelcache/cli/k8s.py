@@ -105,7 +105,7 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
     settings = _settings(ctx)
     source = TokenSource(value=token, origin="--token-file") if token is not None else settings.token
     hub = HubClient(settings.endpoint, source, timeout=settings.timeout,
-                    allow_insecure_token=settings.allow_insecure_token)
+                    allow_insecure_token=settings.allow_insecure_token, network=settings.network)
     try:
         resolved = resolve(repo_id, revision, size, kw["profile"], offline=settings.offline, hub=hub)
     finally:

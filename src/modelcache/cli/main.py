@@ -90,6 +90,8 @@ def download(ctx: click.Context, repo_id: str, revision: str, profile: str, incl
     with _cache(ctx) as mc:
         result = mc.download(repo_id, revision, profile=profile, include=include, exclude=exclude,
                              repo_type=repo_type, progress=progress, refs=refs)
+    if result.note and not as_json:
+        click.echo(f"warning: {result.note}", err=True)
     if as_json:
         emit(result.to_dict())
     else:
@@ -281,8 +283,7 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
         from ..hub.client import HubClient
         from ..server._mirror import Mirror
 
-        client = HubClient(upstream.rstrip("/"), settings.token, timeout=settings.timeout, connections=32,
-                           allow_insecure_token=settings.allow_insecure_token)
+        client = HubClient.for_settings(settings, upstream.rstrip("/"), connections=32)
         mirror = Mirror(settings.cache_dir, client, ttl=parse_duration(revision_ttl, "--revision-ttl"),
                         offline=settings.offline, allow=allow, deny=deny, chunk_size=settings.chunk_size,
                         retries=settings.retries)

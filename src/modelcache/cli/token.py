@@ -44,8 +44,7 @@ def run_checks(settings, repo: str | None) -> list[Check]:  # type: ignore[no-un
     for note in report.notes:
         checks.append(Check("token-file", "readable by every user" not in note, note,
                             "chmod 600 the token file" if "readable" in note else ""))
-    client = HubClient(settings.endpoint, settings.token, timeout=min(settings.timeout, 15.0),
-                       allow_insecure_token=settings.allow_insecure_token)
+    client = HubClient.for_settings(settings, timeout=min(settings.timeout, 15.0))
     try:
         if report.present:
             client.auth_headers(settings.endpoint + "/")

@@ -115,8 +115,7 @@ def _network(settings: Settings, options: DoctorOptions, token_checks: TokenChec
         up.findings = [Finding("endpoint", "skip", "offline (--offline / HF_HUB_OFFLINE): no network checks"),
                        *local_token_findings(report, configured, "offline"), *_repo_skip(repo, "offline")]
         return up
-    client = HubClient(settings.endpoint, settings.token, timeout=options.probe_timeout,
-                       allow_insecure_token=settings.allow_insecure_token)
+    client = HubClient.for_settings(settings, timeout=options.probe_timeout)
     try:
         endpoint, reachable = _probe(client, settings.endpoint, options, up)
         if not reachable:

@@ -27,6 +27,7 @@ from ..errors import (
     TransientError,
 )
 from ..refs import is_commit, validate_repo_id, validate_repo_type, validate_revision
+from ..settings import Network, Settings
 from ..tokens import TokenSource
 
 __all__ = ["HubClient", "RevisionInfo", "error_for_response", "origin_of", "parse_retry_after"]
@@ -128,19 +129,31 @@ class HubClient:
         timeout: float = 30.0,
         connections: int = 8,
         allow_insecure_token: bool = False,
+        network: Network | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._origin = origin_of(self.endpoint)
         self._token = token or TokenSource()
         self._allow_insecure = allow_insecure_token
         self.token_withheld = False  # a token exists but the transport is unsafe: it was not sent
+        network = network or Network()
         self.http = http or httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=connections + 4, max_keepalive_connections=connections + 4),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
-            trust_env=False,
+            trust_env=False,  # the environment was read once, into ``network``
+            proxy=network.proxy_for(self._origin[1]),
+            verify=network.ca_bundle or True,
         )
+
+    @classmethod
+    def for_settings(cls, settings: Settings, endpoint: str | None = None, **kw: object) -> HubClient:
+        """A client for ``settings`` (its endpoint unless another is given): token, timeouts, proxy."""
+        kw.setdefault("timeout", settings.timeout)
+        kw.setdefault("connections", settings.connections)
+        return cls(endpoint or settings.endpoint, settings.token, allow_insecure_token=settings.allow_insecure_token,
+                   network=settings.network, **kw)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.http.close()

@@ -8,6 +8,8 @@ HTTP elsewhere needs ``allow_insecure_token``); it never appears in an error mes
 from __future__ import annotations
 
 import ipaddress
+import os
+import ssl
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -144,7 +146,7 @@ class HubClient:
             follow_redirects=False,
             trust_env=False,  # the environment was read once, into ``network``
             proxy=network.proxy_for(self._origin[1]),
-            verify=network.ca_bundle or True,
+            verify=_tls_context(network.ca_bundle),
         )
 
     @classmethod
@@ -269,6 +271,14 @@ class HubClient:
     def whoami(self) -> dict[str, object]:
         data, _ = self._json(f"{self.endpoint}/api/whoami-v2", what="whoami", repo_id="(token)")
         return data if isinstance(data, dict) else {}
+
+
+def _tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    if not ca_bundle or not os.path.exists(ca_bundle):
+        return True
+    if os.path.isdir(ca_bundle):
+        return ssl.create_default_context(capath=ca_bundle)
+    return ssl.create_default_context(cafile=ca_bundle)
 
 
 def _host_of(url: str) -> str:

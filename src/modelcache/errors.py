@@ -14,8 +14,11 @@ The tree::
     ├── TransientError               worth retrying: connection drop, timeout, 5xx, 429
     │   └── EndpointUnreachable      nothing answers at the endpoint
     ├── IntegrityError               bytes that do not match their declared size or sha256
+    │   └── models.CardMismatch      files an engine would load differ from the registered card
     ├── CacheError                   the cache directory cannot be used (permissions, disk full)
-    └── NotCached                    offline, and the cache does not have what was asked
+    ├── NotCached                    offline, and the cache does not have what was asked
+    ├── models.ModelConflict         a registration that would change what a served name means
+    └── models.UnknownModel          no served name of that name in that namespace
 
 The CLI maps these to exit codes in exactly one place (``cli.main``); ``exit_code`` is the
 documented number. No message ever contains a token: messages are built from repo ids,

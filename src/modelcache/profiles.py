@@ -42,6 +42,7 @@ TOKENIZER_FILES = (
     "merges.txt",
     "chat_template.json",
     "chat_template.jinja",
+    "*.jinja",  # e.g. additional_chat_templates/tool_use.jinja
     "preprocessor_config.json",
     "processor_config.json",
 )

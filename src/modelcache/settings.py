@@ -142,6 +142,8 @@ class Settings:
     """Send the token over plain HTTP to a non-loopback endpoint (off: it would travel in clear)."""
     network: Network = field(default_factory=Network)
     """Proxy and CA bundle from the environment."""
+    raw_http: bool = True
+    """File bodies over modelcache's minimal socket client (faster); ``MODELCACHE_RAW_HTTP=0``: httpx."""
 
     def with_overrides(self, **changes: object) -> Settings:
         changes = {k: v for k, v in changes.items() if v is not None}
@@ -225,4 +227,5 @@ class Settings:
             checkpoint_bytes=checkpoint,
             allow_insecure_token=bool(allow_insecure_token),
             network=Network.from_env(env),
+            raw_http=env.get("MODELCACHE_RAW_HTTP", "1").strip().lower() not in ("0", "false", "no", "off"),
         )

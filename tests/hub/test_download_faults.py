@@ -40,9 +40,10 @@ def make_repo(size: int = 300_000) -> Repo:
 
 
 def cache_for(tmp_path: Path, url: str, token: str | None = TOKEN, retries: int = 5,
-              chunk_size: int = 16 * 1024 * 1024, connections: int = 8, timeout: float = 5) -> ModelCache:
+              chunk_size: int = 16 * 1024 * 1024, connections: int = 8, timeout: float = 5,
+              raw_http: bool = True) -> ModelCache:
     s = Settings(cache_dir=tmp_path / "cache", endpoint=url, token=TokenSource(value=token, origin="test"),
-                 retries=retries, timeout=timeout, chunk_size=chunk_size, connections=connections)
+                 retries=retries, timeout=timeout, chunk_size=chunk_size, connections=connections, raw_http=raw_http)
     return ModelCache(s)
 
 
@@ -79,11 +80,12 @@ def snapshot_files(mc: ModelCache, repo: Repo) -> dict[str, bytes]:
     ids=["truncated", "corrupt-byte", "5xx", "429-retry-after", "wrong-content-range", "ignored-range", "too-long"],
 )
 @pytest.mark.parametrize("chunk", [16 * 1024 * 1024, 64 * 1024], ids=["whole", "chunked"])
-def test_transient_faults_end_complete_and_verified(tmp_path: Path, faults: Faults, chunk: int) -> None:
+@pytest.mark.parametrize("raw_http", [True, False], ids=["socket", "httpx"])
+def test_transient_faults_end_complete_and_verified(tmp_path: Path, faults: Faults, chunk: int, raw_http: bool) -> None:
     repo = make_repo()
     with fault_server(repo) as srv:
         srv.faults["model.safetensors"] = faults
-        with cache_for(tmp_path, srv.url, chunk_size=chunk, connections=4) as mc:
+        with cache_for(tmp_path, srv.url, chunk_size=chunk, connections=4, raw_http=raw_http) as mc:
             result = mc.download(repo.repo_id)
         assert result.commit == repo.commit
         assert_snapshot_matches(mc, repo)
@@ -179,11 +181,12 @@ def test_wrong_declared_size_is_rejected(tmp_path: Path) -> None:
         assert "config.json" not in snapshot_files(mc, repo)
 
 
-def test_cross_origin_redirect_drops_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("raw_http", [True, False], ids=["socket", "httpx"])
+def test_cross_origin_redirect_drops_token(tmp_path: Path, raw_http: bool) -> None:
     repo = make_repo()
     with fault_server(repo) as hub, fault_server(repo) as cdn:
         hub.redirect_to = cdn.url
-        with cache_for(tmp_path, hub.url) as mc:
+        with cache_for(tmp_path, hub.url, raw_http=raw_http) as mc:
             mc.download(repo.repo_id)
         assert_snapshot_matches(mc, repo)
         assert any(e.path.endswith("model.safetensors") for e in cdn.log)
@@ -285,11 +288,12 @@ def test_chunked_resume_uses_recorded_ranges(tmp_path: Path) -> None:
         assert_snapshot_matches(mc, repo)
 
 
-def test_stalled_stream_is_retried(tmp_path: Path) -> None:
+@pytest.mark.parametrize("raw_http", [True, False], ids=["socket", "httpx"])
+def test_stalled_stream_is_retried(tmp_path: Path, raw_http: bool) -> None:
     repo = make_repo(1_000_000)
     with fault_server(repo) as srv:
         srv.faults["model.safetensors"] = Faults(stall=1, stall_seconds=3)
-        with cache_for(tmp_path, srv.url, timeout=0.5) as mc:
+        with cache_for(tmp_path, srv.url, timeout=0.5, raw_http=raw_http) as mc:
             res = mc.download(repo.repo_id)
         # (the stalled request is still asleep on the server side, so only the retry is logged)
         retry = [e for e in srv.log if e.path.endswith("model.safetensors") and e.method == "GET"][0]

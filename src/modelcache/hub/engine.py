@@ -14,7 +14,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -25,6 +25,7 @@ from ..errors import IntegrityError, ModelCacheError, ProtocolError, TransientEr
 from .assembly import Assembly
 from .chunks import DEFAULT_CHUNK
 from .client import HubClient, error_for_response
+from .rawhttp import RawResponse, Unsupported, iter_body
 
 __all__ = ["Backoff", "EngineStats", "FileJob", "TransferEngine"]
 
@@ -108,6 +109,7 @@ class TransferEngine:
         self._error: BaseException | None = None
         self._remaining = 0
         self._cv = threading.Condition()
+        self._local = threading.local()  # one read buffer per connection thread
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, jobs: list[FileJob]) -> EngineStats:
@@ -272,7 +274,7 @@ class TransferEngine:
                 if asm.no_ranges and pos > 0:
                     pos = recorded = 0
                     end = entry.size
-                for data in resp.iter_raw():
+                for data in self._body(resp):
                     if self._abort.is_set():
                         break
                     n = len(data)
@@ -306,13 +308,29 @@ class TransferEngine:
             raise TransientError(f"{entry.path}: body ended at byte {pos} of {end}", "retrying")
         return max(pos, c.end) if end == entry.size and pos >= end else pos
 
-    def _open(self, url: str, headers: dict[str, str], entry: FileEntry) -> httpx.Response:
+    def _body(self, resp: httpx.Response | RawResponse) -> Iterator[bytes | memoryview]:
+        if isinstance(resp, RawResponse):
+            buf = getattr(self._local, "buf", None)
+            if buf is None:
+                buf = self._local.buf = memoryview(bytearray(1 << 20))
+            return iter_body(resp, buf)
+        return resp.iter_raw()  # no re-chunking: a buffer would be lost on a drop
+
+    def _open(self, url: str, headers: dict[str, str], entry: FileEntry) -> httpx.Response | RawResponse:
         """A streaming GET, redirects followed by hand: the token goes only to the endpoint."""
         client = self.client
         for _ in range(6):
+            hdrs = {**headers, **client.auth_headers(url)}
             try:
-                req = client.http.build_request("GET", url, headers={**headers, **client.auth_headers(url)})
-                resp = client.http.send(req, stream=True)
+                resp: httpx.Response | RawResponse | None = None
+                pool = client.raw_pool_for(url)
+                if pool is not None:
+                    try:
+                        resp = pool.get(url, hdrs)
+                    except Unsupported:
+                        resp = None  # e.g. a chunked body: httpx handles it
+                if resp is None:
+                    resp = client.http.send(client.http.build_request("GET", url, headers=hdrs), stream=True)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 raise TransientError(f"{entry.path}: {type(exc).__name__} connecting", "retrying") from None
             if resp.is_redirect and "Location" in resp.headers:

@@ -124,7 +124,7 @@ class Settings:
     """Where the access token comes from; read lazily."""
     offline: bool = False
     """Never touch the network (``HF_HUB_OFFLINE``)."""
-    connections: int = 8
+    connections: int = 16
     """Parallel HTTP connections for downloads."""
     timeout: float = 30.0
     """Seconds without progress before a request is retried (``HF_HUB_DOWNLOAD_TIMEOUT``)."""
@@ -222,7 +222,7 @@ class Settings:
             endpoint=ep,
             token=token,
             offline=bool(offline),
-            connections=connections or 8,
+            connections=connections or 16,
             timeout=timeout,
             checkpoint_bytes=checkpoint,
             allow_insecure_token=bool(allow_insecure_token),

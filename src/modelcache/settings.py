@@ -130,7 +130,7 @@ class Settings:
     """Seconds without progress before a request is retried (``HF_HUB_DOWNLOAD_TIMEOUT``)."""
     retries: int = 5
     """How many times in a row a transient failure is retried before giving up."""
-    chunk_size: int = 16 * 1024 * 1024
+    chunk_size: int = 8 * 1024 * 1024
     """Bytes per ranged request; big files are fetched by several connections at once."""
     checkpoint_bytes: int = 8 * 1024 * 1024
     """Resume granularity: progress is recorded every this many bytes (and every second) per
@@ -213,7 +213,7 @@ class Settings:
                 raise InvalidInput("invalid MODELCACHE_CHECKPOINT_BYTES", "give a number of bytes") from None
         if connections is not None and not 1 <= connections <= 256:
             raise InvalidInput(f"invalid --connections {connections}", "give a number from 1 to 256")
-        chunk = parse_size(chunk_size, "--chunk-size") if chunk_size is not None else 16 * 1024 * 1024
+        chunk = parse_size(chunk_size, "--chunk-size") if chunk_size is not None else 8 * 1024 * 1024
         if not 64 * 1024 <= chunk <= 1024**3:
             raise InvalidInput(f"invalid --chunk-size {chunk}", "give a size from 64KiB to 1GiB, e.g. 16MiB")
         return cls(

@@ -88,6 +88,51 @@ def lock_is_dead(info: LockInfo, now: float, stale_after: float = DEFAULT_STALE)
     return now - info.mtime > stale_after
 
 
+class _Heartbeat:
+    """One thread per process touches every lock it holds (not one thread per lock: a download
+    of thousands of small files holds thousands of locks)."""
+
+    def __init__(self) -> None:
+        self._paths: dict[str, float] = {}  # path -> interval
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._last: dict[str, float] = {}
+
+    def add(self, path: Path, interval: float) -> None:
+        with self._lock:
+            self._paths[str(path)] = interval
+            self._last[str(path)] = time.monotonic()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="mc-lock-heartbeat", daemon=True)
+                self._thread.start()
+
+    def remove(self, path: Path) -> None:
+        with self._lock:
+            self._paths.pop(str(path), None)
+            self._last.pop(str(path), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._paths:
+                    self._thread = None
+                    return
+                now = time.monotonic()
+                due = [p for p, every in self._paths.items() if now - self._last.get(p, 0) >= every]
+                tick = min(self._paths.values())
+                for p in due:
+                    self._last[p] = now
+            for p in due:
+                try:
+                    os.utime(p)
+                except OSError:
+                    pass
+            time.sleep(min(tick, 1.0))
+
+
+_HEARTBEAT = _Heartbeat()
+
+
 class FileLock:
     """``with FileLock(path):`` — or ``try_acquire()`` / ``release()``; heartbeats while held."""
 
@@ -98,8 +143,6 @@ class FileLock:
         self.stale_after = stale_after
         self.heartbeat = min(heartbeat, stale_after / 3)
         self.token = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.held = False
 
     def try_acquire(self) -> bool:
@@ -157,10 +200,7 @@ class FileLock:
         return info is not None and info.token == self.token
 
     def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        _HEARTBEAT.remove(self.path)
         if self.held and self.still_mine():
             try:
                 self.path.unlink()
@@ -169,17 +209,7 @@ class FileLock:
         self.held = False
 
     def _start_heartbeat(self) -> None:
-        self._stop.clear()
-
-        def beat() -> None:
-            while not self._stop.wait(self.heartbeat):
-                try:
-                    os.utime(self.path)
-                except OSError:
-                    return
-
-        self._thread = threading.Thread(target=beat, name=f"mc-lock-{self.path.name}", daemon=True)
-        self._thread.start()
+        _HEARTBEAT.add(self.path, self.heartbeat)
 
     def __enter__(self) -> FileLock:
         self.acquire()

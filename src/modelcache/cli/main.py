@@ -54,7 +54,7 @@ def _cache(ctx: click.Context) -> ModelCache:
 @click.option("--token-file", type=click.Path(path_type=Path), help="File holding the access token (a mounted Secret). Never pass a token as an argument.")
 @click.option("--offline", is_flag=True, default=None, help="Never touch the network (also HF_HUB_OFFLINE=1).")
 @click.option("--connections", type=int, help="Parallel connections for downloads (default 16).")
-@click.option("--chunk-size", type=str, help="Bytes per ranged request, e.g. 16MiB (default); big files use several connections.")
+@click.option("--chunk-size", type=str, help="Bytes per ranged request, e.g. 8MiB (default); big files use several connections.")
 @click.option("--allow-insecure-token", is_flag=True, default=None,
               help="Send the token over plain HTTP to a non-loopback endpoint (off: it would travel in clear).")
 @click.version_option(package_name="modelcache")

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 __all__ = ["DEFAULT_CHUNK", "add_range", "contiguous_prefix", "merge", "missing", "split"]
 
-DEFAULT_CHUNK = 16 * 1024 * 1024
+DEFAULT_CHUNK = 8 * 1024 * 1024
 
 Range = tuple[int, int]
 

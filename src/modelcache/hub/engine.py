@@ -274,10 +274,13 @@ class TransferEngine:
                 if asm.no_ranges and pos > 0:
                     pos = recorded = 0
                     end = entry.size
+                body_len = _int(resp.headers.get("content-length"))
+                got = 0
                 for data in self._body(resp):
                     if self._abort.is_set():
                         break
                     n = len(data)
+                    got += n
                     if pos + n > end:
                         if whole or end == entry.size:
                             raise TransientError(
@@ -294,8 +297,9 @@ class TransferEngine:
                     if pos - recorded >= self.checkpoint_bytes or now - last_ckpt >= self.checkpoint_interval:
                         asm.record((recorded, pos))
                         recorded, last_ckpt = pos, now
-                    if pos >= end:
-                        break
+                    if pos >= end and (body_len is None or got < body_len):
+                        break  # more body than we need: drop it (and the connection)
+                # (a body read to its end lets httpx put the connection back in its pool)
             finally:
                 resp.close()
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
@@ -339,6 +343,13 @@ class TransferEngine:
                 continue
             return resp
         raise ProtocolError(f"{entry.path}: too many redirects", "is the endpoint HF-compatible?")
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _content_range(value: str | None, size: int) -> tuple[int, int] | None:

@@ -68,7 +68,7 @@ class Fill:
 class Mirror:
     def __init__(self, cache_dir: Path, client: HubClient, *, ttl: float = 60.0, offline: bool = False,
                  allow: Sequence[str] = (), deny: Sequence[str] = (), connections: int = 4,
-                 chunk_size: int = 16 * 1024 * 1024, retries: int = 3) -> None:
+                 chunk_size: int = 8 * 1024 * 1024, retries: int = 3) -> None:
         self.cache_dir = Path(cache_dir)
         self.client = client
         self.ttl = ttl

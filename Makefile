@@ -24,8 +24,11 @@ test: install-test
 # Download benchmark (benchmarks/RESULTS.md); installs huggingface_hub, hf_transfer and aria2 if missing.
 # BENCH_ARGS: e.g. --scale 0.05 for a smoke run, --scenarios 1,3, --repeat 1.
 BENCH_ARGS ?= --repeat 3
-bench: $(BIN)/python
+bench: install
+	$(BIN)/python -m pip install --quiet aiohttp
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/serve_bench.py
+	$(BIN)/python benchmarks/http_stack.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

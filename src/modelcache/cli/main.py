@@ -7,6 +7,7 @@ said no (repo, revision or file not found); 4 auth or gated; 5 network (after re
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -264,10 +265,12 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
 @click.option("--allow", multiple=True, metavar="PATTERN", help="Mirror: serve only repos matching (repeatable, e.g. 'Qwen/*').")
 @click.option("--deny", multiple=True, metavar="PATTERN", help="Mirror: never serve repos matching (repeatable).")
 @click.option("--log-json", is_flag=True, help="One JSON line per request on stderr (method, path, status, bytes, ms).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes (use the cores: e.g. 2-4); not with --upstream.")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
           auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
-          log_json: bool) -> None:
+          log_json: bool, workers: int) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
     from ..cache.usage import ThrottledUseRecorder
     from ..server import TokenListPolicy, UpstreamPolicy
@@ -295,6 +298,19 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
                            "download or import a model first, or pass --cache-dir")
     what = f"mirroring {upstream} into {settings.cache_dir}" if upstream else f"serving {settings.cache_dir}"
     click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
+    if workers > 1:
+        if upstream:
+            raise InvalidInput("--workers > 1 with --upstream would fetch a file once per worker",
+                               "run the mirror with one worker (it streams while filling), or serve a cache")
+        import uvicorn
+
+        from .serve_worker import ENV, spec_for
+
+        os.environ[ENV] = spec_for(settings.cache_dir, auth_upstream=auth_upstream, auth_tokens=auth_tokens,
+                                   auth_ttl=parse_duration(auth_ttl, "--auth-ttl"), log_json=log_json)
+        uvicorn.run("modelcache.cli.serve_worker:app_factory", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", access_log=False)
+        return
     run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder(), access=access,
                mirror=mirror, log_json=log_json)
 

@@ -1,0 +1,657 @@
+#!/usr/bin/env python3
+"""A throttled, Hugging Face-compatible upstream on loopback, for download benchmarks.
+
+Serves ONE repo generated on disk (a folder of files) with the endpoints the HF clients use:
+
+- ``GET /api/models/{repo}/revision/{rev}``  -> ``{"id", "sha", "siblings": [{"rfilename"}]}``
+  (``?blobs=true`` adds ``size``, ``blobId``, ``lfs``)
+- ``GET /api/models/{repo}/tree/{rev}[/{dir}]?recursive=true`` -> file/directory entries
+  (paginated at 1000 entries with ``Link: <...>; rel="next"``)
+- ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` -> ``ETag``, ``X-Repo-Commit``, ``X-Linked-Etag``,
+  ``X-Linked-Size``, ``Content-Length``, ``Accept-Ranges``; ``Range: bytes=a-b | a- | -n`` -> 206.
+
+Files >= 1 MiB or ``*.safetensors`` are LFS files (ETag = sha256 of the content, tree ``oid`` =
+git sha1 of the LFS pointer); the others are regular files (ETag = git blob sha1). Hashes are
+computed once and cached in a JSON sidecar next to the repo folder (``<root>.hashes.json``).
+
+Bodies go out with ``loop.sendfile`` (``os.sendfile``) in pieces, so the server costs little CPU.
+Throttling: a token bucket per TCP connection (``--per-conn-bps``) and one shared by all
+connections (``--aggregate-bps``); ``--latency-ms`` sleeps before answering every request.
+
+CLI::
+
+    python benchmarks/upstream.py --root DIR --repo org/name --port P \
+        --per-conn-bps N --aggregate-bps N --latency-ms N
+    python benchmarks/upstream.py gen --root DIR --count 4 --size 536870912 --pattern 'model-{i:05d}.safetensors'
+
+With ``--port 0`` a free port is chosen. Once listening, the server prints one JSON line on
+stdout: ``{"url": ..., "port": ..., "commit": ...}``.
+
+Importable: :func:`generate_repo`, :func:`start_subprocess` (preferred: the server's CPU is not
+charged to the measured tool), :func:`serve_in_thread`, :class:`Upstream`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+__all__ = [
+    "FileInfo",
+    "Repo",
+    "TokenBucket",
+    "Upstream",
+    "generate_repo",
+    "serve_in_thread",
+    "start_subprocess",
+]
+
+LFS_THRESHOLD = 1 << 20
+PAGE_SIZE = 1000  # tree entries per page, like the Hub
+HASH_BLOCK = 4 << 20
+
+
+# ------------------------------------------------------------------------------------------------
+# The repo on disk
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileInfo:
+    path: str  # repo-relative, '/'-separated
+    size: int
+    lfs: bool
+    sha256: str | None  # LFS files only
+    blob_oid: str  # git blob sha1 of the content (regular) or of the LFS pointer (LFS)
+    pointer_size: int | None
+
+    @property
+    def etag(self) -> str:
+        return self.sha256 if self.lfs and self.sha256 else self.blob_oid
+
+    def tree_item(self) -> dict[str, object]:
+        item: dict[str, object] = {"type": "file", "oid": self.blob_oid, "size": self.size, "path": self.path}
+        if self.lfs:
+            item["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": self.pointer_size}
+        return item
+
+
+def _is_lfs(path: str, size: int) -> bool:
+    return size >= LFS_THRESHOLD or path.endswith(".safetensors")
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def git_blob_sha1(data: bytes) -> str:
+    h = hashlib.sha1(b"blob %d\0" % len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+def _hash_file(path: Path, size: int, lfs: bool) -> tuple[str | None, str, int | None]:
+    if lfs:
+        h = hashlib.sha256()
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                b = f.read(HASH_BLOCK)
+                if not b:
+                    break
+                h.update(b)
+        sha = h.hexdigest()
+        ptr = lfs_pointer(sha, size)
+        return sha, git_blob_sha1(ptr), len(ptr)
+    h = hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(HASH_BLOCK)
+            if not b:
+                break
+            h.update(b)
+    return None, h.hexdigest(), None
+
+
+def sidecar_for(root: Path) -> Path:
+    return root.parent / f"{root.name}.hashes.json"
+
+
+class Repo:
+    """A folder served as one repo revision. Hashes come from (and go to) the JSON sidecar."""
+
+    def __init__(self, root: str | os.PathLike[str], repo_id: str) -> None:
+        self.root = Path(root).resolve()
+        self.repo_id = repo_id
+        if not self.root.is_dir():
+            raise SystemExit(f"repo root {self.root} is not a directory")
+        self.files: dict[str, FileInfo] = {}
+        self._load()
+        manifest = "\n".join(f"{p} {f.etag} {f.size}" for p, f in sorted(self.files.items()))
+        self.commit = hashlib.sha1(f"{repo_id}\n{manifest}".encode()).hexdigest()
+        dirs: set[str] = set()
+        for p in self.files:
+            parts = p.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                dirs.add("/".join(parts[:i]))
+        self.dirs = sorted(dirs)
+
+    def _load(self) -> None:
+        side = sidecar_for(self.root)
+        try:
+            cached = json.loads(side.read_text())
+        except (OSError, ValueError):
+            cached = {}
+        changed = False
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                full = Path(dirpath) / name
+                rel = full.relative_to(self.root).as_posix()
+                st = full.stat()
+                c = cached.get(rel)
+                if c and c.get("size") == st.st_size and c.get("mtime_ns") == st.st_mtime_ns:
+                    sha, oid, psize = c.get("sha256"), c["blob_oid"], c.get("pointer_size")
+                else:
+                    sha, oid, psize = _hash_file(full, st.st_size, _is_lfs(rel, st.st_size))
+                    cached[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha,
+                                   "blob_oid": oid, "pointer_size": psize}
+                    changed = True
+                self.files[rel] = FileInfo(rel, st.st_size, _is_lfs(rel, st.st_size), sha, oid, psize)
+        for rel in list(cached):
+            if rel not in self.files:
+                del cached[rel]
+                changed = True
+        if changed:
+            tmp = side.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cached, indent=0, sort_keys=True))
+            os.replace(tmp, side)
+
+    def manifest(self) -> dict[str, dict[str, object]]:
+        return {p: {"size": f.size, "etag": f.etag, "lfs": f.lfs} for p, f in self.files.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Generation of scenario repos
+# ------------------------------------------------------------------------------------------------
+def write_random_file(path: Path, size: int) -> None:
+    """Incompressible bytes (os.urandom, 1 MiB blocks): every file differs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".gen-tmp")
+    block = 1 << 20
+    with open(tmp, "wb", buffering=0) as f:
+        left = size
+        while left > 0:
+            n = min(block, left)
+            f.write(os.urandom(n))
+            left -= n
+    os.replace(tmp, path)
+
+
+def _json_blob(size: int, seed: int) -> bytes:
+    """A JSON document of about ``size`` bytes (a fake vocab), distinct per seed."""
+    out = ['{"version":"1.0","seed":%d,"model":{"type":"BPE","vocab":{' % seed]
+    n, i = len(out[0]), 0
+    while n < size - 64:
+        tok = hashlib.blake2b(b"%d:%d" % (seed, i), digest_size=6).hexdigest()
+        piece = f'"{tok}":{i},'
+        out.append(piece)
+        n += len(piece)
+        i += 1
+    out.append('"<eos>":%d}}}\n' % i)
+    return "".join(out).encode()
+
+
+def generate_repo(root: str | os.PathLike[str], files: list[tuple[str, int]], *,
+                  text_files: dict[str, bytes] | None = None) -> bool:
+    """Create ``root`` with ``files`` (path, size) of random bytes plus ``text_files``.
+
+    Re-uses what is already there with the right size (so repeated runs do not regenerate);
+    removes stray files. Returns True when something was (re)written.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    wanted: set[str] = set()
+    changed = False
+    for rel, size in files:
+        wanted.add(rel)
+        p = root / rel
+        if p.is_file() and p.stat().st_size == size:
+            continue
+        write_random_file(p, size)
+        changed = True
+    for rel, data in (text_files or {}).items():
+        wanted.add(rel)
+        p = root / rel
+        if p.is_file() and p.read_bytes() == data:
+            continue
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        changed = True
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel not in wanted:
+                os.unlink(Path(dirpath) / name)
+                changed = True
+    return changed
+
+
+def model_text_files(shards: list[str], tokenizer_size: int = 512 * 1024, seed: int = 0) -> dict[str, bytes]:
+    """config.json, tokenizer.json (+ a safetensors index when there are shards)."""
+    cfg = {"architectures": ["BenchForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+           "num_hidden_layers": 32, "vocab_size": 32000, "torch_dtype": "bfloat16", "seed": seed}
+    out = {"config.json": (json.dumps(cfg, indent=2) + "\n").encode(),
+           "tokenizer.json": _json_blob(tokenizer_size, seed)}
+    if shards:
+        weight_map = {f"model.layers.{i}.weight": shards[i % len(shards)] for i in range(4 * len(shards))}
+        out["model.safetensors.index.json"] = (json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)
+                                               + "\n").encode()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Throttling
+# ------------------------------------------------------------------------------------------------
+class TokenBucket:
+    """Bytes/s limiter for asyncio (single loop). Debt model: take first, then sleep off the debt."""
+
+    def __init__(self, rate: float, burst_s: float = 0.05, min_burst: int = 256 * 1024) -> None:
+        self.rate = float(rate)
+        self.capacity = max(float(min_burst), self.rate * burst_s)
+        self.tokens = self.capacity
+        self.t = time.monotonic()
+
+    async def take(self, n: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        self.tokens -= n
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
+# ------------------------------------------------------------------------------------------------
+# The HTTP/1.1 server
+# ------------------------------------------------------------------------------------------------
+_REASON = {200: "OK", 206: "Partial Content", 400: "Bad Request", 404: "Not Found",
+           405: "Method Not Allowed", 416: "Range Not Satisfiable", 500: "Internal Server Error"}
+
+
+class _Reply(Exception):
+    def __init__(self, status: int, code: str = "", message: str = "") -> None:
+        self.status, self.code, self.message = status, code, message
+
+
+def parse_range(value: str, size: int) -> tuple[int, int] | None | str:
+    """``bytes=a-b`` -> (a, b+1); None = ignore (serve 200); 'unsatisfiable' -> 416."""
+    if not value.startswith("bytes=") or "," in value:
+        return None
+    spec = value[6:].strip()
+    a, sep, b = spec.partition("-")
+    if not sep:
+        return None
+    try:
+        if a == "":
+            n = int(b)
+            if n <= 0:
+                return "unsatisfiable"
+            return max(0, size - n), size
+        start = int(a)
+        end = int(b) + 1 if b else size
+    except ValueError:
+        return None
+    if start >= size or end <= start:
+        return "unsatisfiable"
+    return start, min(end, size)
+
+
+class Upstream:
+    def __init__(self, repo: Repo, *, per_conn_bps: float = 0, aggregate_bps: float = 0,
+                 latency_ms: float = 0, piece_size: int | None = None) -> None:
+        self.repo = repo
+        self.per_conn_bps = per_conn_bps
+        self.aggregate_bps = aggregate_bps
+        self.latency = latency_ms / 1000.0
+        throttled = bool(per_conn_bps or aggregate_bps)
+        self.piece = piece_size or ((512 * 1024) if throttled else (8 << 20))
+        self.aggregate: TokenBucket | None = None
+        self.requests = 0
+        self.bytes_sent = 0
+        self.connections = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        if self.aggregate_bps:
+            self.aggregate = TokenBucket(self.aggregate_bps)
+        self._server = await asyncio.start_server(self._conn, host, port, backlog=1024, reuse_address=True)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        async with self._server:
+            await self._server.serve_forever()
+
+    # -- connections ------------------------------------------------------------------------
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        bucket = TokenBucket(self.per_conn_bps) if self.per_conn_bps else None
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    break
+                lines = head.decode("latin-1").split("\r\n")
+                try:
+                    method, target, version = lines[0].split(" ", 2)
+                except ValueError:
+                    await self._send_head(writer, 400, {}, keep=False)
+                    break
+                headers: dict[str, str] = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, _, v = line.partition(":")
+                        headers[k.strip().lower()] = v.strip()
+                clen = int(headers.get("content-length", "0") or 0)
+                if clen:
+                    await reader.readexactly(clen)
+                conn_hdr = headers.get("connection", "").lower()
+                keep = (version == "HTTP/1.1" and "close" not in conn_hdr) or (
+                    version == "HTTP/1.0" and "keep-alive" in conn_hdr)
+                self.requests += 1
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                await self._dispatch(method, target, headers, writer, bucket, keep)
+                if not keep:
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception as exc:  # pragma: no cover - log and drop the connection
+            print(f"upstream: error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    async def _send_head(self, writer: asyncio.StreamWriter, status: int, headers: dict[str, str],
+                         keep: bool) -> None:
+        out = [f"HTTP/1.1 {status} {_REASON.get(status, 'Unknown')}",
+               f"Date: {formatdate(usegmt=True)}", "Server: modelcache-bench-upstream"]
+        out += [f"{k}: {v}" for k, v in headers.items()]
+        out.append("Connection: keep-alive" if keep else "Connection: close")
+        writer.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1"))
+
+    async def _send_bytes(self, writer: asyncio.StreamWriter, status: int, body: bytes,
+                          headers: dict[str, str], keep: bool, head_only: bool = False) -> None:
+        headers = {**headers, "Content-Length": str(len(body))}
+        await self._send_head(writer, status, headers, keep)
+        if not head_only:
+            writer.write(body)
+        await writer.drain()
+
+    async def _send_json(self, writer, obj, keep, head_only=False, extra=None) -> None:  # type: ignore[no-untyped-def]
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        await self._send_bytes(writer, 200, body, {"Content-Type": "application/json", **(extra or {})},
+                               keep, head_only)
+
+    async def _dispatch(self, method: str, target: str, headers: dict[str, str],
+                        writer: asyncio.StreamWriter, bucket: TokenBucket | None, keep: bool) -> None:
+        head_only = method == "HEAD"
+        try:
+            if method not in ("GET", "HEAD"):
+                raise _Reply(405, "", "only GET and HEAD")
+            parts = urlsplit(target)
+            segs = parts.path.split("/")  # raw (still percent-encoded) segments
+            query = parse_qs(parts.query)
+            if parts.path == "/healthz":
+                await self._send_json(writer, {"ok": True}, keep, head_only)
+                return
+            if len(segs) >= 7 and segs[1] == "api" and segs[2] == "models":
+                repo_id = f"{unquote(segs[3])}/{unquote(segs[4])}"
+                self._check_repo(repo_id)
+                kind, rev = segs[5], unquote(segs[6])
+                self._check_rev(rev)
+                if kind == "revision" and len(segs) == 7:
+                    await self._send_json(writer, self._revision(query), keep, head_only)
+                    return
+                if kind == "tree":
+                    sub = unquote("/".join(segs[7:])).strip("/")
+                    await self._tree(writer, parts, query, sub, keep, head_only)
+                    return
+                raise _Reply(404, "EntryNotFound", "unknown API path")
+            if len(segs) >= 6 and segs[3] == "resolve":
+                repo_id = f"{unquote(segs[1])}/{unquote(segs[2])}"
+                self._check_repo(repo_id)
+                rev = unquote(segs[4])
+                self._check_rev(rev)
+                path = unquote("/".join(segs[5:]))
+                info = self.repo.files.get(path)
+                if info is None:
+                    raise _Reply(404, "EntryNotFound", f"{path} does not exist at {rev}")
+                await self._resolve(writer, info, headers, bucket, keep, head_only)
+                return
+            raise _Reply(404, "RepoNotFound", "unknown path")
+        except _Reply as r:
+            h = {"Content-Type": "application/json"}
+            if r.code:
+                h["X-Error-Code"] = r.code
+                h["X-Error-Message"] = r.message
+            if r.code == "EntryNotFound":
+                h["X-Repo-Commit"] = self.repo.commit
+            await self._send_bytes(writer, r.status, json.dumps({"error": r.message}).encode(), h, keep, head_only)
+
+    def _check_repo(self, repo_id: str) -> None:
+        if repo_id != self.repo.repo_id:
+            raise _Reply(404, "RepoNotFound", f"Repository {repo_id} not found")
+
+    def _check_rev(self, rev: str) -> None:
+        if rev not in ("main", self.repo.commit):
+            raise _Reply(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+
+    def _revision(self, query: dict[str, list[str]]) -> dict[str, object]:
+        blobs = query.get("blobs", ["false"])[0].lower() == "true"
+        siblings = []
+        for p, f in sorted(self.repo.files.items()):
+            s: dict[str, object] = {"rfilename": p}
+            if blobs:
+                s["size"] = f.size
+                s["blobId"] = f.blob_oid
+                if f.lfs:
+                    s["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
+            siblings.append(s)
+        return {"id": self.repo.repo_id, "modelId": self.repo.repo_id, "sha": self.repo.commit,
+                "private": False, "gated": False, "disabled": False, "tags": [], "siblings": siblings}
+
+    async def _tree(self, writer, parts, query, sub: str, keep: bool, head_only: bool) -> None:  # type: ignore[no-untyped-def]
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        prefix = f"{sub}/" if sub else ""
+        if sub and sub not in self.repo.dirs:
+            raise _Reply(404, "EntryNotFound", f"{sub} does not exist")
+
+        def wanted(p: str) -> bool:
+            if not p.startswith(prefix):
+                return False
+            return recursive or "/" not in p[len(prefix):]
+
+        entries: list[dict[str, object]] = []
+        for d in self.repo.dirs:
+            if wanted(d):
+                entries.append({"type": "directory", "path": d,
+                                "oid": hashlib.sha1(f"tree {d}".encode()).hexdigest()})
+        entries += [f.tree_item() for p, f in sorted(self.repo.files.items()) if wanted(p)]
+        try:
+            cursor = int(query.get("cursor", ["0"])[0])
+            limit = min(PAGE_SIZE, int(query.get("limit", [str(PAGE_SIZE)])[0]))
+        except ValueError:
+            raise _Reply(400, "", "bad cursor/limit") from None
+        page = entries[cursor:cursor + limit]
+        extra = {}
+        if cursor + limit < len(entries):
+            q = {k: v[0] for k, v in query.items() if k != "cursor"}
+            q["cursor"] = str(cursor + limit)
+            qs = "&".join(f"{quote(k)}={quote(v)}" for k, v in q.items())
+            extra["Link"] = f'<{parts.path}?{qs}>; rel="next"'
+        await self._send_json(writer, page, keep, head_only, extra)
+
+    async def _resolve(self, writer: asyncio.StreamWriter, info: FileInfo, headers: dict[str, str],
+                       bucket: TokenBucket | None, keep: bool, head_only: bool) -> None:
+        h = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+             "ETag": f'"{info.etag}"', "X-Repo-Commit": self.repo.commit,
+             "X-Linked-Etag": f'"{info.etag}"', "X-Linked-Size": str(info.size)}
+        status, start, end = 200, 0, info.size
+        rng = headers.get("range")
+        if rng:
+            r = parse_range(rng, info.size)
+            if r == "unsatisfiable":
+                h2 = {**h, "Content-Range": f"bytes */{info.size}"}
+                await self._send_bytes(writer, 416, b"", h2, keep, True)
+                return
+            if isinstance(r, tuple):
+                status, (start, end) = 206, r
+                h["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
+        h["Content-Length"] = str(end - start)
+        await self._send_head(writer, status, h, keep)
+        if head_only or end == start:
+            await writer.drain()
+            return
+        await self._send_file(writer, self.repo.root / info.path, start, end - start, bucket)
+
+    async def _send_file(self, writer: asyncio.StreamWriter, path: Path, offset: int, count: int,
+                         bucket: TokenBucket | None) -> None:
+        loop = asyncio.get_running_loop()
+        transport = writer.transport
+        with open(path, "rb", buffering=0) as f:
+            while count > 0:
+                n = min(self.piece, count)
+                if bucket is not None:
+                    await bucket.take(n)
+                if self.aggregate is not None:
+                    await self.aggregate.take(n)
+                if transport.is_closing():
+                    raise ConnectionResetError("client went away")
+                sent = await loop.sendfile(transport, f, offset, n)
+                if not sent:
+                    raise ConnectionResetError("sendfile sent nothing")
+                offset += sent
+                count -= sent
+                self.bytes_sent += sent
+
+
+# ------------------------------------------------------------------------------------------------
+# Running it
+# ------------------------------------------------------------------------------------------------
+def _run(args: argparse.Namespace) -> None:
+    repo = Repo(args.root, args.repo)
+    up = Upstream(repo, per_conn_bps=args.per_conn_bps, aggregate_bps=args.aggregate_bps,
+                  latency_ms=args.latency_ms, piece_size=args.piece_size or None)
+
+    async def main() -> None:
+        port = await up.start(args.host, args.port)
+        print(json.dumps({"url": f"http://{args.host}:{port}", "port": port, "commit": repo.commit,
+                          "repo": repo.repo_id, "files": len(repo.files), "pid": os.getpid()}), flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.ensure_future(up.serve_forever())
+        await stop.wait()
+        task.cancel()
+        print(json.dumps({"requests": up.requests, "connections": up.connections, "bytes_sent": up.bytes_sent}),
+              file=sys.stderr, flush=True)
+
+    asyncio.run(main())
+
+
+def start_subprocess(root: str | os.PathLike[str], repo_id: str, *, per_conn_bps: float = 0,
+                     aggregate_bps: float = 0, latency_ms: float = 0, port: int = 0,
+                     python: str = sys.executable, timeout: float = 600.0,
+                     stderr: int | None = None) -> tuple[subprocess.Popen[str], dict[str, object]]:
+    """Start the server as a subprocess; returns (process, ready-info with ``url``, ``commit``).
+
+    The first start on a new repo hashes it (the sidecar makes later starts instant).
+    """
+    cmd = [python, str(Path(__file__).resolve()), "--root", str(root), "--repo", repo_id,
+           "--port", str(port), "--per-conn-bps", str(int(per_conn_bps)),
+           "--aggregate-bps", str(int(aggregate_bps)), "--latency-ms", str(latency_ms)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = proc.stdout.readline()
+    if not line or time.monotonic() > deadline:
+        proc.kill()
+        raise RuntimeError(f"upstream did not start (exit {proc.poll()})")
+    return proc, json.loads(line)
+
+
+def serve_in_thread(root: str | os.PathLike[str], repo_id: str, **kw: float) -> tuple[str, Upstream, threading.Thread]:
+    """Start the server in a daemon thread of this process; returns (url, upstream, thread)."""
+    repo = Repo(root, repo_id)
+    up = Upstream(repo, **kw)  # type: ignore[arg-type]
+    ready: dict[str, int] = {}
+    ev = threading.Event()
+
+    def target() -> None:
+        async def main() -> None:
+            ready["port"] = await up.start()
+            ev.set()
+            await up.serve_forever()
+
+        asyncio.run(main())
+
+    t = threading.Thread(target=target, name="bench-upstream", daemon=True)
+    t.start()
+    ev.wait(600)
+    return f"http://127.0.0.1:{ready['port']}", up, t
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "gen":
+        p = argparse.ArgumentParser(prog="upstream.py gen", description="generate a random-content repo")
+        p.add_argument("--root", required=True)
+        p.add_argument("--count", type=int, required=True)
+        p.add_argument("--size", type=int, required=True, help="bytes per file")
+        p.add_argument("--pattern", default="model-{i:05d}-of-{n:05d}.safetensors")
+        p.add_argument("--model-files", action="store_true", help="add config.json, tokenizer.json, index")
+        a = p.parse_args(argv[1:])
+        names = [a.pattern.format(i=i + 1, n=a.count) for i in range(a.count)]
+        text = model_text_files([n for n in names if n.endswith(".safetensors")]) if a.model_files else None
+        generate_repo(a.root, [(n, a.size) for n in names], text_files=text)
+        repo = Repo(a.root, "bench/gen")  # hashes now, into the sidecar
+        print(json.dumps({"root": str(repo.root), "files": len(repo.files)}))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", required=True, help="folder holding the repo's files")
+    p.add_argument("--repo", required=True, help="repo id, org/name")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = any free port (printed on stdout)")
+    p.add_argument("--per-conn-bps", type=float, default=0, help="bytes/s per TCP connection (0 = no cap)")
+    p.add_argument("--aggregate-bps", type=float, default=0, help="bytes/s over all connections (0 = no cap)")
+    p.add_argument("--latency-ms", type=float, default=0, help="sleep before answering each request")
+    p.add_argument("--piece-size", type=int, default=0, help="sendfile piece size (default 512 KiB throttled, 8 MiB not)")
+    _run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -49,6 +49,7 @@ class Assembly:
         self.hasher = BlobHasher(self.size, entry.is_lfs)
         self.hashed = 0
         self._token = False
+        self._owner: int | None = None  # the thread holding the hash token
         self.no_ranges = False  # the server ignores Range: one worker streams the whole file
         self.stream_owner: int | None = None
         self.integrity_failures = 0
@@ -105,7 +106,7 @@ class Assembly:
         """Claim the hash token to hash a stream starting at ``start`` as it arrives."""
         with self.lock:
             if not self._token and start == self.hashed:
-                self._token = True
+                self._token, self._owner = True, threading.get_ident()
                 return True
             return False
 
@@ -114,12 +115,18 @@ class Assembly:
         self.hashed += len(data)
 
     def release(self) -> None:
-        """Give the hash token back, first hashing whatever finished ranges now follow the frontier."""
+        """Give the hash token back, first hashing whatever finished ranges now follow the frontier.
+
+        Only the thread holding the token may release it; from any other thread (or twice) this
+        does nothing, so no caller can take another's token away."""
+        me = threading.get_ident()
         while True:
             with self.lock:
+                if not self._token or self._owner != me:
+                    return
                 target = contiguous_prefix(self.done)
                 if target <= self.hashed:
-                    self._token = False
+                    self._token, self._owner = False, None
                     return
                 start = self.hashed
             self._readback(start, target)
@@ -129,7 +136,7 @@ class Assembly:
         with self.lock:
             if self._token or contiguous_prefix(self.done) <= self.hashed:
                 return
-            self._token = True
+            self._token, self._owner = True, threading.get_ident()
         self.release()
 
     def _readback(self, start: int, end: int) -> None:
@@ -161,7 +168,7 @@ class Assembly:
             self.done = []
             self.hasher = BlobHasher(self.size, self.entry.is_lfs)
             self.hashed = 0
-            self._token = False
+            self._token, self._owner = False, None
             self.no_ranges = False
             self.stream_owner = None
             self.finalizing = False

@@ -272,6 +272,10 @@ class TransferEngine:
                     resp.read()
                     raise error_for_response(resp, entry.path, self.repo_id, repo_known=True)
                 if asm.no_ranges and pos > 0:
+                    # no ranges: the whole body again from byte 0; its bytes are not where an
+                    # inline hash would expect them, so the readback hashes them instead
+                    asm.release()
+                    inline = False
                     pos = recorded = 0
                     end = entry.size
                 body_len = _int(resp.headers.get("content-length"))

@@ -149,35 +149,33 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
         totals["fetched"] += stats.bytes_fetched
         totals["resumed"] += stats.bytes_resumed
 
+    def sort(fp: FilePlan, mine: list[FilePlan], theirs: list[FilePlan]) -> None:
+        """Ours to fetch (claimed), done meanwhile (linked), or another process's (wait)."""
+        if not claim(fp):
+            theirs.append(fp)
+        elif blob_ready(fp.entry):  # finished by another process a moment ago
+            locks.pop(fp.entry.etag).release()
+            link(fp)
+        else:
+            mine.append(fp)
+
     try:
-        mine, theirs = [], []
+        mine: list[FilePlan] = []
+        theirs: list[FilePlan] = []
         for fp in files:
-            if fp.action != "fetch":
-                continue
-            if claim(fp):
-                if blob_ready(fp.entry):  # finished by another process a moment ago
-                    locks.pop(fp.entry.etag).release()
-                    link(fp)
-                else:
-                    mine.append(fp)
-            else:
-                theirs.append(fp)
+            if fp.action == "fetch":
+                sort(fp, mine, theirs)
         fetch(mine)
         while theirs:
-            waiting, batch = [], []
+            waiting: list[FilePlan] = []
+            batch: list[FilePlan] = []
             for fp in theirs:
                 if blob_ready(fp.entry):
                     link(fp)
                     totals["waited"] += fp.entry.size
                     progress.advance(fp.entry.path, fp.entry.size)
-                elif claim(fp):  # the other process is done or dead: take over (resuming its partial)
-                    if blob_ready(fp.entry):
-                        locks.pop(fp.entry.etag).release()
-                        link(fp)
-                    else:
-                        batch.append(fp)
-                else:
-                    waiting.append(fp)
+                else:  # the other process may be done or dead: take over (resuming its partial)
+                    sort(fp, batch, waiting)
             fetch(batch)
             theirs = waiting
             if theirs and not batch:

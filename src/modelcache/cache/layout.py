@@ -11,6 +11,7 @@ import os
 import tempfile
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import InvalidInput
@@ -61,37 +62,40 @@ class RepoLayout:
     repo_type: str
     repo_id: str
 
-    @property
+    def __post_init__(self) -> None:
+        folder_name(self.repo_type, self.repo_id)  # validates both, once
+
+    @cached_property
     def folder(self) -> Path:
         return self.cache_dir / folder_name(self.repo_type, self.repo_id)
 
-    @property
+    @cached_property
     def blobs(self) -> Path:
         return self.folder / "blobs"
 
-    @property
+    @cached_property
     def snapshots(self) -> Path:
         return self.folder / "snapshots"
 
-    @property
+    @cached_property
     def refs(self) -> Path:
         return self.folder / "refs"
 
-    @property
+    @cached_property
     def trees(self) -> Path:
         return self.folder / "trees"
 
-    @property
+    @cached_property
     def state(self) -> Path:
         """Our own per-repo state (last use, partial-download records); invisible to HF tools."""
         return self.folder / ".modelcache"
 
-    @property
+    @cached_property
     def locks(self) -> Path:
         """``<cache>/.locks/<repo folder>/``: where HF keeps its lock files; ours sit beside them."""
         return self.cache_dir / ".locks" / self.folder.name
 
-    @property
+    @cached_property
     def repo_lock(self) -> Path:
         """Held for a moment while GC removes a revision, or a download/lease claims one."""
         return self.locks / "repo.mc-lock"

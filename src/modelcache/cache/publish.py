@@ -43,8 +43,14 @@ def ensure_repo_dirs(layout: RepoLayout) -> None:
 def install_blob(layout: RepoLayout, etag: str, verified_tmp: Path) -> Path:
     """Rename an already verified file into ``blobs/<etag>`` (atomic; idempotent)."""
     target = layout.blob(etag)
-    os.chmod(verified_tmp, FILE_MODE)
-    os.replace(verified_tmp, target)
+    try:
+        os.chmod(verified_tmp, FILE_MODE)
+        os.replace(verified_tmp, target)
+    except FileNotFoundError:
+        # Another writer of the same partial (a lock taken over from a slow, not dead, holder)
+        # installed it first: blobs are content-addressed and verified, so theirs is ours.
+        if not target.is_file():
+            raise
     return target
 
 

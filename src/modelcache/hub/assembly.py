@@ -90,13 +90,14 @@ class Assembly:
                     return b
             return pos
 
-    def record(self, r: Range) -> None:
-        """Mark bytes ``r`` as written in the state file."""
+    def record(self, r: Range, persist: bool = True) -> None:
+        """Mark bytes ``r`` as written (and, unless ``persist`` is off, in the state file)."""
         if r[1] <= r[0]:
             return
         with self.lock:
             self.done = add_range(self.done, r)
-            self._save_state()
+            if persist:
+                self._save_state()
 
     # -- writing and hashing ----------------------------------------------------------------------
     def write(self, offset: int, data: bytes | memoryview) -> None:

@@ -83,6 +83,7 @@ def raw_client(url: str, sink: Sink) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per client and work; the median is reported")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     import upstream  # noqa: E402  (benchmarks/upstream.py)
@@ -109,25 +110,29 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name, fn in clients:
             for verify in (False, True):
-                sink = Sink(verify)
-                t0, c0 = time.perf_counter(), _cpu()
+                runs = []
                 try:
-                    fn(sink)
+                    for _ in range(args.repeat):
+                        sink = Sink(verify)
+                        t0, c0 = time.perf_counter(), _cpu()
+                        fn(sink)
+                        n = sink.close()
+                        dt, dc = time.perf_counter() - t0, _cpu() - c0
+                        runs.append((n / dt / 1e6, dc))
                 except ImportError as exc:
                     rows.append((name, verify, None, None, f"not installed ({exc.name})"))
                     break
-                n = sink.close()
-                dt, dc = time.perf_counter() - t0, _cpu() - c0
-                rows.append((name, verify, n / dt / 1e6, dc, ""))
-                print(f"{name:42s} {'+sha256+pwrite' if verify else 'body only':15s} {n / dt / 1e6:7.0f} MB/s "
-                      f"CPU {dc:.2f} s")
+                mbs = sorted(r[0] for r in runs)[len(runs) // 2]
+                cpu = sorted(r[1] for r in runs)[len(runs) // 2]
+                rows.append((name, verify, mbs, cpu, ""))
+                print(f"{name:42s} {'+sha256+pwrite' if verify else 'body only':15s} {mbs:7.0f} MB/s CPU {cpu:.2f} s")
     finally:
         proc.terminate()
         (WORK / "out").unlink(missing_ok=True)
     lines = ["# HTTP stack for file bodies", "",
              f"`benchmarks/http_stack.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: one "
              f"{args.size_mib} MiB GET from `benchmarks/upstream.py` (sendfile) on loopback, one connection; "
-             "CPU = the client process's user+sys seconds.", "",
+             f"CPU = the client process's user+sys seconds; medians of {args.repeat} runs.", "",
              "| client | work | MB/s | client CPU s |", "|---|---|---:|---:|"]
     for name, verify, mbs, cpu, note in rows:
         work = "sha256 + pwrite" if verify else "read the body"

@@ -126,3 +126,26 @@ def test_run_command_not_found(cached: Cached) -> None:
     proc = modelcache(cached.dir, "run", f"{REPO}@{cached.v1}", "-q", "--", "/nonexistent/engine")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 127 and "command not found" in err
+
+
+def test_child_does_not_outlive_a_killed_run(cached: Cached, tmp_path: Path) -> None:
+    """`modelcache run` killed with SIGKILL: its lease will expire, so the engine must stop too."""
+    started = tmp_path / "pid"
+    child = f"import os, pathlib, time; pathlib.Path({str(started)!r}).write_text(str(os.getpid())); time.sleep(60)"
+    proc = modelcache(cached.dir, "--offline", "run", f"{REPO}@v2", "-q", "--", sys.executable, "-c", child)
+    deadline = time.monotonic() + 20
+    while not started.exists() or not started.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    pid = int(started.read_text())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError("the child outlived `modelcache run`")

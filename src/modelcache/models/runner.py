@@ -46,10 +46,23 @@ def _terminal_foreground() -> bool:
         return False
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM if ``modelcache run`` dies (even by SIGKILL), so an engine
+    never outlives the lease that protects its files."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_child(argv: Sequence[str], env: Mapping[str, str]) -> int:
     """Run ``argv`` to completion with ``env``, forwarding signals; return a shell-style exit status."""
     try:
-        proc = subprocess.Popen(list(argv), env=dict(env))
+        proc = subprocess.Popen(list(argv), env=dict(env),
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     except FileNotFoundError:
         print(f"error: command not found: {argv[0]}", file=sys.stderr)
         return 127

@@ -76,26 +76,25 @@ def lease_ls(ctx: click.Context, repo_id: str | None, as_json: bool) -> None:
         click.echo("(no active leases)")
 
 
-@click.command(context_settings=CONTEXT)
-@click.argument("ref", metavar="REPO_ID@REV")
-@json_option
-@click.pass_context
-def pin(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Pin a revision: GC never removes it."""
-    r = parse_repo_ref(ref)
-    commit = _mc(ctx).pin(r.repo_id, r.revision or "main")
-    emit({"repo_id": r.repo_id, "commit": commit, "pinned": True}) if as_json else click.echo(f"pinned {r.repo_id}@{commit}")
+def _pin_command(name: str, pinned: bool, doc: str) -> click.Command:
+    @click.command(name=name, context_settings=CONTEXT, help=doc)
+    @click.argument("ref", metavar="REPO_ID@REV")
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, ref: str, as_json: bool) -> None:
+        r = parse_repo_ref(ref)
+        mc = _mc(ctx)
+        commit = (mc.pin if pinned else mc.unpin)(r.repo_id, r.revision or "main")
+        if as_json:
+            emit({"repo_id": r.repo_id, "commit": commit, "pinned": pinned})
+        else:
+            click.echo(f"{name}ned {r.repo_id}@{commit}")
+
+    return command
 
 
-@click.command(context_settings=CONTEXT)
-@click.argument("ref", metavar="REPO_ID@REV")
-@json_option
-@click.pass_context
-def unpin(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Remove a pin."""
-    r = parse_repo_ref(ref)
-    commit = _mc(ctx).unpin(r.repo_id, r.revision or "main")
-    emit({"repo_id": r.repo_id, "commit": commit, "pinned": False}) if as_json else click.echo(f"unpinned {r.repo_id}@{commit}")
+pin = _pin_command("pin", True, "Pin a revision: GC never removes it.")
+unpin = _pin_command("unpin", False, "Remove a pin.")
 
 
 @click.command(context_settings=CONTEXT)

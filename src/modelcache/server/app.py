@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..cache.access import read_access
+from ..cache.access import Access, read_access
 from ..cache.detect import resolve_commit
 from ..cache.layout import RepoLayout
 from ..cache.records import FileEntry, read_record
@@ -106,6 +106,7 @@ class _Handlers:
         self.indexes = IndexCache(self.cache_dir)
         self.access = access
         self.mirror = mirror
+        self._access_cache: dict[Path, tuple[Access, int | None]] = {}
         self.metrics = Metrics(self.cache_dir, mirror.stats if mirror is not None else None)
         self.log_json = log_json
 
@@ -213,10 +214,22 @@ class _Handlers:
         except GatedRepo as exc:
             raise HttpError(403, "GatedRepo", exc.message) from None
 
+    def _access_of(self, layout: RepoLayout) -> Access:
+        """``access.json`` of a repo, parsed again only when the file changes (one ``stat`` per request)."""
+        try:
+            stamp = os.stat(layout.state / "access.json").st_mtime_ns
+        except OSError:
+            stamp = None
+        hit = self._access_cache.get(layout.folder)
+        if hit is None or hit[1] != stamp:
+            hit = (read_access(layout), stamp)
+            self._access_cache[layout.folder] = hit
+        return hit[0]
+
     async def _authorize(self, request: Request, target: Target) -> None:
         """Gated repos: files only for allowed tokens. Private repos: nothing without one."""
         layout, cand = self._pick(target)
-        restriction = read_access(layout)
+        restriction = self._access_of(layout)
         if not restriction.restricted or (target.kind == "api" and not restriction.private):
             return
         token = bearer_token(request.headers.get("authorization"))
@@ -282,7 +295,7 @@ class _Handlers:
                 if isinstance(lfs, dict):
                     sib["lfs"] = {"sha256": lfs["oid"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]}
             siblings.append(sib)
-        access = read_access(layout)
+        access = self._access_of(layout)
         key = f"{layout.repo_type}/{layout.repo_id}".encode()
         out: dict[str, object] = {
             "_id": hashlib.sha1(key, usedforsecurity=False).hexdigest()[:24],

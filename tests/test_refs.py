@@ -5,12 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelcache.errors import InvalidInput
-from modelcache.refs import (
-    parse_repo_ref,
-    validate_repo_id,
-    validate_repo_path,
-    validate_revision,
-)
+from modelcache.validation import parse_repo_ref, validate_repo_id, validate_repo_path, validate_revision
 
 
 @pytest.mark.parametrize("good", ["gpt2", "Qwen/Qwen3-32B", "meta-llama/Llama-3.3-70B-Instruct", "a_b/c.d", "x/y-1.5"])

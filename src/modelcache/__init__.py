@@ -5,10 +5,10 @@
 >>> mc.download("Qwen/Qwen3-0.6B", profile="tokenizer").snapshot                  # doctest: +SKIP
 """
 
-from .cache.detect import CheckResult
+from .cache.readiness import CheckResult
 from .errors import ModelCacheError
 from .models import ModelManager
-from .service import DownloadResult, ModelCache
+from .service.model_cache import DownloadResult, ModelCache
 from .settings import Settings
 from .tokens import TokenSource
 

@@ -17,7 +17,7 @@ import pytest
 from helpers.fault_server import Repo, fault_server
 
 from modelcache import ModelCache, Settings, TokenSource
-from modelcache.cache.detect import check_revision
+from modelcache.cache.readiness import check_revision
 from modelcache.errors import CacheError
 
 MiB = 1024 * 1024

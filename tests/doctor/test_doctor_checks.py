@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcache.cache.detect import CheckResult
+from modelcache.cache.readiness import CheckResult
 from modelcache.doctor.checks import (
     can_access,
     check_cache,

@@ -20,8 +20,8 @@ from modelcache.errors import (
     RepoNotFound,
     TransientError,
 )
-from modelcache.hub.assembly import state_path_for
-from modelcache.hub.engine import Backoff
+from modelcache.hub.download.assembly import state_path_for
+from modelcache.hub.download.engine import Backoff
 
 TOKEN = "hf_testTOKENdownloadFaults0123456789"
 

@@ -1,5 +1,5 @@
-from modelcache.cache.records import FileEntry
-from modelcache.hub.plan import LocalState, plan_transfer
+from modelcache.protocol import FileEntry
+from modelcache.hub.download.plan import LocalState, plan_transfer
 
 
 def entry(path: str, size: int, etag: str) -> FileEntry:

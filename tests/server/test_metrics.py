@@ -15,7 +15,7 @@ from helpers.live_server import import_demo
 from modelcache import ModelCache, Settings
 from modelcache.cache.activity import activity
 from modelcache.hub.client import HubClient
-from modelcache.server._mirror import Mirror
+from modelcache.server.mirror import Mirror
 from modelcache.server.background import running_server
 
 REPO = "modelcache/tiny-llama"

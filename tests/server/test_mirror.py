@@ -13,7 +13,7 @@ from helpers.fault_server import Repo, fault_server
 
 from modelcache import ModelCache, Settings
 from modelcache.hub.client import HubClient
-from modelcache.server._mirror import Mirror
+from modelcache.server.mirror import Mirror
 from modelcache.server.background import running_server
 
 MiB = 1024 * 1024

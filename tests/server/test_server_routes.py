@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelcache.cache.records import FileEntry
+from modelcache.protocol import FileEntry
 from modelcache.server._index import CommitIndex
 from modelcache.server._routes import Candidate, parse_target
 

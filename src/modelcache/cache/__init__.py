@@ -1,13 +1,13 @@
-"""The cache on disk: layout, completeness records, detection, inventory, publishing."""
+"""The cache on disk: layout, completeness records, readiness, inventory, publishing, GC."""
 
-from .detect import CheckResult, check_revision, resolve_commit
+from .readiness import CheckResult, check_revision, resolve_commit
 from .importer import import_folder
 from .layout import RepoLayout, folder_name, parse_folder_name
-from .records import FileEntry, TreeRecord, read_record, write_record
+from ..protocol import FileEntry
+from .records import TreeRecord, read_record, write_record
 
 __all__ = [
     "CheckResult",
-    "FileEntry",
     "RepoLayout",
     "TreeRecord",
     "check_revision",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .layout import RepoLayout, atomic_write_bytes
+from .layout import RepoLayout
+from ..files import atomic_write_bytes
 
 __all__ = ["Access", "read_access", "write_access"]
 

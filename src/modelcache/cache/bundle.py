@@ -18,16 +18,11 @@ from typing import IO
 
 from ..errors import IntegrityError, InvalidInput
 from ..hashing import BlobHasher
-from ..refs import (
-    is_commit,
-    validate_repo_id,
-    validate_repo_path,
-    validate_repo_type,
-    validate_revision,
-)
+from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_repo_type, validate_revision
 from .layout import RepoLayout
 from .publish import ensure_repo_dirs, install_blob, link_file, publish_record
-from .records import FileEntry, TreeRecord
+from ..protocol import FileEntry
+from .records import TreeRecord
 
 __all__ = ["BundleInfo", "export_bundle", "import_bundle"]
 

@@ -297,7 +297,8 @@ def record_gc_freed(cache_dir: Path, freed: int) -> None:
     """Add to the all-time bytes freed in this root (read by ``serve``'s ``/metrics``)."""
     import json
 
-    from .layout import atomic_write_bytes, root_state
+    from ..files import atomic_write_bytes
+    from .layout import root_state
 
     path = root_state(cache_dir) / "gc-stats.json"
     try:

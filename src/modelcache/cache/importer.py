@@ -13,10 +13,11 @@ from pathlib import Path
 
 from ..errors import InvalidInput
 from ..hashing import CHUNK, BlobHasher, git_blob_sha1, lfs_pointer
-from ..refs import validate_repo_path
+from ..validation import validate_repo_path
 from .layout import RepoLayout
 from .publish import copy_into_blob, ensure_repo_dirs, link_file, publish_record
-from .records import FileEntry, TreeRecord
+from ..protocol import FileEntry
+from .records import TreeRecord
 
 __all__ = ["ImportPlanItem", "commit_id_for", "import_folder", "is_lfs_path", "plan_import"]
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .detect import check_revision
+from .readiness import check_revision
 from .layout import RepoLayout, parse_folder_name
 from .records import read_record
 from .usage import last_used

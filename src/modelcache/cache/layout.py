@@ -7,27 +7,17 @@ folder. Our own state lives in ``<repo folder>/.modelcache/``, where HF tools ne
 
 from __future__ import annotations
 
-import os
-import tempfile
-import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ..refs import (
-    validate_repo_id,
-    validate_repo_path,
-    validate_repo_type,
-    validate_revision,
-)
+from ..files import atomic_write_bytes
+from ..validation import validate_repo_id, validate_repo_path, validate_repo_type, validate_revision
 
 __all__ = [
     "RepoLayout",
     "root_state",
-    "shared_mkdir",
-    "atomic_write_bytes",
-    "atomic_symlink",
     "folder_name",
     "parse_folder_name",
 ]
@@ -164,69 +154,3 @@ class RepoLayout:
 def root_state(cache_dir: Path) -> Path:
     """Cache-wide state (quota): inside ``.locks/``, the one root entry HF's scanner skips."""
     return cache_dir / ".locks" / "modelcache"
-
-
-SHARED_DIR_MODE = 0o2775  # group-writable, new entries inherit the group (shared volumes, fsGroup)
-
-
-def shared_mkdir(path: Path) -> None:
-    """``mkdir -p`` whose new folders are group-writable, so every pod of the group can lock and lease."""
-    missing = []
-    p = path
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
-    for d in missing:
-        try:
-            os.chmod(d, SHARED_DIR_MODE)
-        except OSError:
-            pass
-
-
-def _tmp_sibling(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664, fsync: bool = True) -> None:
-    """Write to a temp file next to ``target``, fsync, then ``os.replace``: readers see old or new."""
-    shared_mkdir(target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_symlink(link: Path, target: Path, tmp_dir: Path | None = None) -> None:
-    """Make ``link`` a *relative* symlink to ``target``, replacing any previous entry atomically.
-
-    The temporary link is made in ``tmp_dir`` (same filesystem) when given, so a crash never
-    leaves a stray entry inside a snapshot folder.
-    """
-    link.parent.mkdir(parents=True, exist_ok=True)
-    rel = os.path.relpath(target, link.parent)
-    if tmp_dir is not None:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / f"link.{uuid.uuid4().hex}.tmp"
-    else:
-        tmp = _tmp_sibling(link)
-    os.symlink(rel, tmp)
-    try:
-        os.replace(tmp, link)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

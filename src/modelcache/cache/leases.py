@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInput, NotCached
-from .layout import RepoLayout, atomic_write_bytes
+from .layout import RepoLayout
+from ..files import atomic_write_bytes
 
 __all__ = ["Lease", "LeaseInfo", "acquire_lease", "active_leases", "is_pinned", "list_pins", "pin", "release_lease",
            "renew_lease", "unpin"]

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import shared_mkdir
+from ..files import shared_mkdir
 
 __all__ = ["FileLock", "LockInfo", "fs_now", "read_lock", "lock_is_dead"]
 

@@ -13,8 +13,10 @@ import uuid
 from pathlib import Path
 
 from ..errors import CacheError
-from .layout import RepoLayout, atomic_symlink, shared_mkdir
-from .records import FileEntry, TreeRecord, write_record
+from .layout import RepoLayout
+from ..files import atomic_symlink, shared_mkdir
+from ..protocol import FileEntry
+from .records import TreeRecord, write_record
 
 __all__ = ["ensure_repo_dirs", "install_blob", "link_file", "publish_record", "copy_into_blob"]
 

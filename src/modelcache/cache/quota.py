@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .._format import human_size
 from ..errors import CacheError, InvalidInput
-from .layout import atomic_write_bytes, parse_folder_name, root_state
+from ..files import atomic_write_bytes
+from .layout import parse_folder_name, root_state
 
 __all__ = ["Usage", "cache_usage", "check_room", "read_budget", "write_budget"]
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-from .layout import RepoLayout, atomic_write_bytes
+from .layout import RepoLayout
+from ..files import atomic_write_bytes
 
 __all__ = ["ThrottledUseRecorder", "last_used", "record_use"]
 

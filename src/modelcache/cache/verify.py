@@ -9,7 +9,8 @@ from pathlib import Path
 from ..hashing import file_digest
 from ..profiles import is_tokenizer_file
 from .layout import RepoLayout
-from .records import FileEntry, read_record
+from ..protocol import FileEntry
+from .records import read_record
 
 __all__ = ["FileProblem", "VerifyReport", "verify_revision"]
 

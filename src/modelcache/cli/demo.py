@@ -15,7 +15,7 @@ import click
 from .._format import human_size
 from ..errors import ModelCacheError
 from ..server.background import running_server
-from ..service import ModelCache
+from ..service.model_cache import ModelCache
 from ..settings import Settings, TokenSource
 
 __all__ = ["DEMO_REPO", "demo_model_dir", "run_demo"]

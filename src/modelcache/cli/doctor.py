@@ -10,7 +10,7 @@ import click
 from ..doctor import DoctorOptions, Report, run_doctor
 from ..errors import InvalidInput
 from ..profiles import PROFILES
-from ..refs import parse_repo_ref
+from ..validation import parse_repo_ref
 from .common import CONTEXT, emit, json_option, settings_of
 from .token import run_checks
 

@@ -228,7 +228,7 @@ def status(repo_id: str, namespace: str, tenant: str | None, kubeconfig: str | N
     from ..k8s.apply import explain, job_progress, job_state
     from ..k8s.cluster import KubeApi
     from ..k8s.names import check_label, label_value
-    from ..refs import validate_repo_id
+    from ..validation import validate_repo_id
 
     validate_repo_id(repo_id)
     check_label(namespace, "namespace", "--namespace")

@@ -10,8 +10,8 @@ import click
 
 from .._format import human_size, human_time
 from ..profiles import PROFILES
-from ..refs import parse_repo_ref
-from ..service import ModelCache
+from ..validation import parse_repo_ref
+from ..service.model_cache import ModelCache
 from ..settings import parse_duration, parse_size
 from .common import CONTEXT, emit, json_option, settings_of
 

@@ -18,8 +18,8 @@ from ..errors import InvalidInput, ModelCacheError
 from ..profiles import PROFILES
 from ..progress import for_stream
 from ..redact import install as install_redaction
-from ..refs import parse_repo_ref, validate_repo_id, validate_revision
-from ..service import ModelCache
+from ..validation import parse_repo_ref, validate_repo_id, validate_revision
+from ..service.model_cache import ModelCache
 from ..settings import parse_duration
 from .common import CONTEXT, json_option, settings_of
 from .doctor import register as register_doctor
@@ -284,7 +284,7 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
     mirror = None
     if upstream:
         from ..hub.client import HubClient
-        from ..server._mirror import Mirror
+        from ..server.mirror import Mirror
 
         client = HubClient.for_settings(settings, upstream.rstrip("/"), connections=32)
         mirror = Mirror(settings.cache_dir, client, ttl=parse_duration(revision_ttl, "--revision-ttl"),

@@ -15,7 +15,7 @@ from ..models.names import DEFAULT_KINDS, DEFAULT_NAMESPACE, ENGINES, KINDS
 from ..models.runner import child_env, run_child, substitute
 from ..profiles import PROFILES
 from ..progress import for_stream
-from ..refs import parse_repo_ref
+from ..validation import parse_repo_ref
 from ..settings import parse_duration
 from .common import CONTEXT, emit, json_option, settings_of
 

@@ -15,7 +15,7 @@ from ..errors import (
     RepoNotFound,
 )
 from ..hub.client import HubClient
-from ..refs import parse_repo_ref
+from ..validation import parse_repo_ref
 from .common import CONTEXT, emit, json_option, settings_of
 
 __all__ = ["register"]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .._format import human_size
-from ..cache.detect import CheckResult
+from ..cache.readiness import CheckResult
 from .findings import Finding
 from .mounts import Mount, describe_fs
 from .system import Owner, User

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import httpx
 
-from ..cache.detect import check_revision, resolve_commit
+from ..cache.readiness import check_revision, resolve_commit
 from ..cache.layout import RepoLayout
 from ..cache.quota import cache_usage
-from ..cache.records import FileEntry, read_record
+from ..protocol import FileEntry
+from ..cache.records import read_record
 from ..errors import (
     EndpointUnreachable,
     HubError,
@@ -25,10 +26,10 @@ from ..errors import (
     ProtocolError,
     TransientError,
 )
-from ..fetch import local_state
+from ..service.ensure import local_state
 from ..hub.client import HubClient, RevisionInfo
 from ..profiles import select, validate_profile
-from ..refs import validate_repo_id, validate_revision
+from ..validation import validate_repo_id, validate_revision
 from ..settings import Settings
 from .checks import (
     can_access,

@@ -15,7 +15,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
-from ..cache.records import FileEntry
+from ..protocol import FileEntry
 from ..errors import (
     AuthError,
     EndpointUnreachable,
@@ -28,7 +28,7 @@ from ..errors import (
     RevisionNotFound,
     TransientError,
 )
-from ..refs import is_commit, validate_repo_id, validate_repo_type, validate_revision
+from ..validation import is_commit, validate_repo_id, validate_repo_type, validate_revision
 from ..settings import Network, Settings
 from ..tokens import TokenSource
 from .rawhttp import RawPool

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..refs import is_commit
+from ..validation import is_commit
 from .options import RenderOptions, Target
 
 __all__ = [

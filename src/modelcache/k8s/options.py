@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidInput
 from ..profiles import validate_profile
-from ..refs import is_commit, validate_repo_id, validate_revision
+from ..validation import is_commit, validate_repo_id, validate_revision
 from .names import check_label, check_name, label_value, slug
 from .sizing import GIB
 

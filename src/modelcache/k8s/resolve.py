@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..cache.records import FileEntry
+from ..protocol import FileEntry
 from ..errors import InvalidInput
 from ..profiles import select
-from ..refs import is_commit, validate_repo_id, validate_revision
+from ..validation import is_commit, validate_repo_id, validate_revision
 from .sizing import parse_quantity, volume_size_for
 
 __all__ = ["Resolved", "resolve"]

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cache.detect import check_revision, resolve_commit
+from ..cache.readiness import check_revision, resolve_commit
 from ..cache.layout import RepoLayout
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, release_lease
 from ..errors import NotCached
 from ..profiles import validate_profile
 from ..progress import Progress
-from ..refs import is_commit, parse_repo_ref, validate_repo_id, validate_revision
-from ..service import ModelCache
+from ..validation import is_commit, parse_repo_ref, validate_repo_id, validate_revision
+from ..service.model_cache import ModelCache
 from ..settings import Settings
 from .card import DiskCard, disk_card
 from .checksum import short

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cache.detect import check_revision
+from ..cache.readiness import check_revision
 from ..cache.layout import RepoLayout
 from ..errors import ModelCacheError
-from ..refs import is_commit
+from ..validation import is_commit
 from .card import disk_card, recorded_card
 from .checksum import short
 from .registry import ModelRecord

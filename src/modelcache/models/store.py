@@ -16,7 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from ..cache.layout import atomic_write_bytes, root_state
+from ..files import atomic_write_bytes
+from ..cache.layout import root_state
 from ..cache.locks import FileLock, read_lock
 from ..errors import CacheError
 from .registry import Registry

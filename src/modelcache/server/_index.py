@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..cache.layout import RepoLayout
-from ..cache.records import FileEntry, TreeRecord, read_record
+from ..protocol import FileEntry
+from ..cache.records import TreeRecord, read_record
 from ..errors import InvalidInput
 from ..hashing import file_digest, git_blob_sha1, lfs_pointer
 

@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..cache.layout import RepoLayout
-from ..cache.records import FileEntry
+from ..protocol import FileEntry
 from ._http import HttpError
-from ._mirror import Fill, Mirror
+from .mirror import Fill, Mirror
 
 __all__ = ["stream_fill"]
 

@@ -33,12 +33,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..cache.access import Access, read_access
-from ..cache.detect import resolve_commit
+from ..cache.readiness import resolve_commit
 from ..cache.layout import RepoLayout
-from ..cache.records import FileEntry, read_record
+from ..protocol import FileEntry
+from ..cache.records import read_record
 from ..errors import GatedRepo, InvalidInput, RepoNotFound, RevisionNotFound
 from ..models import models_status
-from ..refs import is_commit, validate_repo_id, validate_repo_path, validate_revision
+from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_revision
 from ._access import AccessPolicy, bearer_token
 from ._http import (
     HttpError,
@@ -51,7 +52,7 @@ from ._http import (
 from ._index import CommitIndex, IndexCache
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import Metrics
-from ._mirror import Mirror
+from .mirror import Mirror
 from ._routes import Candidate, Target, parse_target
 from ._stream import stream_fill
 

@@ -24,12 +24,13 @@ from pathlib import Path
 from ..cache.access import Access, write_access
 from ..cache.layout import RepoLayout
 from ..cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
-from ..cache.records import FileEntry, TreeRecord, read_record
+from ..protocol import FileEntry
+from ..cache.records import TreeRecord, read_record
 from ..cache.usage import record_use
 from ..errors import EndpointUnreachable, ModelCacheError, TransientError
-from ..hub.assembly import Assembly
+from ..hub.download.assembly import Assembly
 from ..hub.client import HubClient
-from ..hub.engine import Backoff, FileJob, TransferEngine
+from ..hub.download.engine import Backoff, FileJob, TransferEngine
 
 __all__ = ["Fill", "Mirror", "MirrorStats"]
 

@@ -1,6 +1,6 @@
 """The transfer engine: many keep-alive connections, ranges across and within files.
 
-Every file is cut into chunks (``chunk_size``, default 16 MiB); one queue feeds ``connections``
+Every file is cut into chunks (``chunk_size``, default 8 MiB); one queue feeds ``connections``
 worker threads, files in order and chunks in order, so a big shard is fetched by several
 connections at once while small files fill the gaps. Faults are per chunk: a transient one
 (connection drop, stall, 5xx, 429, a wrong ``Content-Range``) is retried from the byte where it
@@ -20,12 +20,12 @@ from urllib.parse import urljoin
 
 import httpx
 
-from ..cache.records import FileEntry
-from ..errors import IntegrityError, ModelCacheError, ProtocolError, TransientError
+from ...protocol import FileEntry
+from ...errors import IntegrityError, ModelCacheError, ProtocolError, TransientError
 from .assembly import Assembly
-from .chunks import DEFAULT_CHUNK
-from .client import HubClient, error_for_response
-from .rawhttp import RawResponse, Unsupported, iter_body
+from .ranges import DEFAULT_CHUNK
+from ..client import HubClient, error_for_response
+from ..rawhttp import RawResponse, Unsupported, iter_body
 
 __all__ = ["Backoff", "EngineStats", "FileJob", "TransferEngine"]
 

@@ -11,24 +11,24 @@ from pathlib import Path
 
 import httpx
 
-from .cache.access import Access, write_access
-from .cache.detect import CheckResult, check_revision, resolve_commit
-from .cache.importer import import_folder
-from .cache.inventory import RepoInfo, scan_cache, scan_repo
-from .cache.layout import RepoLayout
-from .cache.leases import Lease, LeaseInfo, acquire_lease, find_lease
-from .cache.publish import ensure_repo_dirs
-from .cache.records import TreeRecord, read_record
-from .cache.remove import RemovalPlan, execute_removal, plan_removal
-from .cache.usage import record_use
-from .errors import EndpointUnreachable, InvalidInput, NotCached
-from .fetch import ensure_files, os_error
-from .hub.client import HubClient
+from ..cache.access import Access, write_access
+from ..cache.readiness import CheckResult, check_revision, resolve_commit
+from ..cache.importer import import_folder
+from ..cache.inventory import RepoInfo, scan_cache, scan_repo
+from ..cache.layout import RepoLayout
+from ..cache.leases import Lease, LeaseInfo, acquire_lease, find_lease
+from ..cache.publish import ensure_repo_dirs
+from ..cache.records import TreeRecord, read_record
+from ..cache.remove import RemovalPlan, execute_removal, plan_removal
+from ..cache.usage import record_use
+from ..errors import EndpointUnreachable, InvalidInput, NotCached
+from .ensure import ensure_files, os_error
+from ..hub.client import HubClient
 from .lifecycle import Lifecycle
-from .profiles import select, validate_profile
-from .progress import NullProgress, Progress
-from .refs import is_commit, validate_repo_id, validate_repo_type, validate_revision
-from .settings import Settings
+from ..profiles import select, validate_profile
+from ..progress import NullProgress, Progress
+from ..validation import is_commit, validate_repo_id, validate_repo_type, validate_revision
+from ..settings import Settings
 
 __all__ = ["DownloadResult", "ModelCache"]
 

@@ -12,37 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .cache.bundle import BundleInfo, export_bundle, import_bundle
-from .cache.detect import resolve_commit
-from .cache.gc import (
-    GcPlan,
-    execute_gc,
-    plan_gc,
-    record_gc_freed,
-    scan_revisions,
-    sweep,
-)
-from .cache.layout import RepoLayout, parse_folder_name
-from .cache.leases import (
-    Lease,
-    LeaseInfo,
-    acquire_lease,
-    active_leases,
-    is_pinned,
-    list_pins,
-    pin,
-    release_lease,
-)
-from .cache.leases import renew_lease as _renew
-from .cache.leases import unpin as _unpin
-from .cache.quota import Usage, cache_usage, read_budget, write_budget
-from .cache.records import read_record
-from .cache.verify import VerifyReport, verify_revision
-from .errors import InvalidInput, NotCached
-from .progress import NullProgress
+from ..cache.bundle import BundleInfo, export_bundle, import_bundle
+from ..cache.readiness import resolve_commit
+from ..cache.gc import GcPlan, execute_gc, plan_gc, record_gc_freed, scan_revisions, sweep
+from ..cache.layout import RepoLayout, parse_folder_name
+from ..cache.leases import Lease, LeaseInfo, acquire_lease, active_leases, is_pinned, list_pins, pin, release_lease
+from ..cache.leases import renew_lease as _renew
+from ..cache.leases import unpin as _unpin
+from ..cache.quota import Usage, cache_usage, read_budget, write_budget
+from ..cache.records import read_record
+from ..cache.verify import VerifyReport, verify_revision
+from ..errors import InvalidInput, NotCached
+from ..progress import NullProgress
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 __all__ = ["GcReport", "Lifecycle"]
 
@@ -158,7 +142,7 @@ class Lifecycle:
         return reports
 
     def _repair(self, layout: RepoLayout, commit: str, report: VerifyReport) -> None:
-        from .fetch import ensure_files
+        from .ensure import ensure_files
 
         record = read_record(layout.tree_record(commit), commit)
         if record is None:

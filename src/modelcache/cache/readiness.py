@@ -17,7 +17,7 @@ from ..profiles import (
     validate_profile,
     weight_files,
 )
-from ..refs import is_commit, validate_revision
+from ..validation import is_commit, validate_revision
 from .layout import RepoLayout
 from .records import read_record
 

@@ -20,10 +20,10 @@ import os
 import threading
 from pathlib import Path
 
-from ..cache.layout import atomic_write_bytes
-from ..cache.records import FileEntry
-from ..hashing import BlobHasher
-from .chunks import Range, add_range, contiguous_prefix, merge, missing, split
+from ...files import atomic_write_bytes
+from ...protocol import FileEntry
+from ...hashing import BlobHasher
+from .ranges import Range, add_range, contiguous_prefix, merge, missing, split
 
 __all__ = ["Assembly", "state_path_for"]
 

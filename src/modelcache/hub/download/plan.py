@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..cache.records import FileEntry
+from ...protocol import FileEntry
 
 __all__ = ["FilePlan", "LocalState", "TransferPlan", "plan_transfer"]
 

@@ -19,18 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache.activity import activity, repo_guard
-from .cache.layout import RepoLayout
-from .cache.locks import FileLock
-from .cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
-from .cache.quota import check_room
-from .cache.records import FileEntry, TreeRecord
-from .errors import CacheError
-from .hub.client import HubClient
-from .hub.engine import Backoff, FileJob, TransferEngine
-from .hub.plan import FilePlan, LocalState, plan_transfer
-from .progress import Progress
-from .settings import Settings
+from ..cache.activity import activity, repo_guard
+from ..cache.layout import RepoLayout
+from ..cache.locks import FileLock
+from ..cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
+from ..cache.quota import check_room
+from ..protocol import FileEntry
+from ..cache.records import TreeRecord
+from ..errors import CacheError
+from ..hub.client import HubClient
+from ..hub.download.engine import Backoff, FileJob, TransferEngine
+from ..hub.download.plan import FilePlan, LocalState, plan_transfer
+from ..progress import Progress
+from ..settings import Settings
 
 __all__ = ["FetchOutcome", "ensure_files"]
 

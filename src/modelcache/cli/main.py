@@ -15,7 +15,7 @@ import click
 
 from ..cache.access import Access
 from ..errors import InvalidInput, ModelCacheError
-from ..profiles import PROFILES
+from ..profiles import ACCEPT, PROFILES
 from ..progress import for_stream
 from ..redact import install as install_redaction
 from ..validation import parse_repo_ref, validate_repo_id, validate_revision
@@ -109,28 +109,38 @@ def download(ctx: click.Context, repo_id: str, revision: str, profile: str, incl
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("repo_id")
-@click.option("--revision", default="main", show_default=True)
-@click.option("--profile", type=click.Choice(PROFILES), default="full", show_default=True)
+@click.option("--revision", default="main", show_default=True,
+              help="Branch, tag or commit the engine asks for (a branch or tag must be in refs/).")
+@click.option("--profile", type=click.Choice(PROFILES), default="full", show_default=True,
+              help="full: config, tokenizer, weights and every asked file; tokenizer: config and tokenizer.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Judge by this ask, as given to download (default: what downloads of it asked).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Idem, files skipped (repeatable).")
+@click.option("--accept", multiple=True, type=click.Choice(ACCEPT), metavar="FORMAT",
+              help="Also count gguf, consolidated (Mistral), adapter (LoRA) or sentencepiece files (repeatable).")
 @click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Poll until ready or SECONDS pass (for init containers).")
 @click.option("--interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True, help="Seconds between polls.")
 @json_option
 @click.pass_context
-def check(ctx: click.Context, repo_id: str, revision: str, profile: str, repo_type: str,
-          wait_s: float | None, interval: float, as_json: bool) -> None:
+def check(ctx: click.Context, repo_id: str, revision: str, profile: str, include: tuple[str, ...],
+          exclude: tuple[str, ...], accept: tuple[str, ...], repo_type: str, wait_s: float | None, interval: float,
+          as_json: bool) -> None:
     """Is REPO_ID ready for an engine? Local disk only. Exit 0 ready, 1 not."""
     validate_repo_id(repo_id)
     validate_revision(revision)
-    mc = ModelCache(_settings(ctx))
+    mc = _cache(ctx)
+    asked = {"include": include, "exclude": exclude} if include or exclude else {}
     if wait_s:
         def note(r):  # type: ignore[no-untyped-def]
             if not as_json:
                 click.echo(f"waiting: {r.reason}", err=True)
 
-        result = mc.wait(repo_id, revision, profile, repo_type, timeout=wait_s, interval=interval, on_wait=note)
+        result = mc.wait(repo_id, revision, profile, repo_type, timeout=wait_s, interval=interval, on_wait=note,
+                         accept=accept, **asked)
     else:
-        result = mc.check(repo_id, revision, profile, repo_type)
+        result = mc.check(repo_id, revision, profile, repo_type, accept=accept, **asked)
     if as_json:
         emit(result.to_dict())
     else:

@@ -19,6 +19,7 @@ from ..cache.layout import RepoLayout
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, find_lease
 from ..cache.publish import ensure_repo_dirs
 from ..cache.records import TreeRecord, read_record
+from ..cache.requests import record_request
 from ..cache.remove import RemovalPlan, execute_removal, plan_removal
 from ..cache.usage import record_use
 from ..errors import EndpointUnreachable, InvalidInput, NotCached
@@ -99,21 +100,29 @@ class ModelCache(Lifecycle):
 
     # -- runtime check ------------------------------------------------------------------------
     def check(self, repo_id: str, revision: str = "main", profile: str = "full", repo_type: str = "model",
-              record: bool = True) -> CheckResult:
-        """Can an engine start on this now? Local disk only; never the network."""
+              record: bool = True, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+              accept: Sequence[str] = ()) -> CheckResult:
+        """Can an engine start on this now? Local disk only; never the network.
+
+        Judged by what was asked for the revision (recorded by ``download``), or by ``include``/
+        ``exclude`` when given; ``accept`` adds formats (gguf, consolidated, adapter, sentencepiece).
+        """
         layout = self.layout(repo_id, repo_type)
-        result = check_revision(layout, revision, profile)
+        result = check_revision(layout, revision, profile, include, exclude, accept)
         if record and result.ready and result.commit:
             record_use(layout, result.commit)
         return result
 
     def wait(self, repo_id: str, revision: str = "main", profile: str = "full", repo_type: str = "model",
              timeout: float = 0.0, interval: float = 2.0, on_wait: Callable[[CheckResult], None] | None = None,
-             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> CheckResult:
+             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+             include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+             accept: Sequence[str] = ()) -> CheckResult:
         """``check`` until ready or ``timeout`` seconds have passed (for init containers)."""
         deadline = clock() + max(0.0, timeout)
         while True:
-            result = self.check(repo_id, revision, profile, repo_type)
+            result = self.check(repo_id, revision, profile, repo_type, include=include, exclude=exclude,
+                                accept=accept)
             if result.ready or clock() >= deadline:
                 return result
             if on_wait:
@@ -201,6 +210,7 @@ class ModelCache(Lifecycle):
         except BaseException:
             progress.finish({"ok": False})
             raise
+        record_request(layout, commit, profile, include, exclude)  # what was asked: `check` judges by it
         for name in {revision, *refs} - {commit}:
             layout.write_ref(name, commit)
         write_access(layout, Access(gated=info.gated, private=info.private))

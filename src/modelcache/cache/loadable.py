@@ -1,0 +1,148 @@
+"""Is a cached file what an engine can load? Safe ``stat`` and cheap parsing, for ``check``.
+
+A snapshot entry is trusted only when it is a regular file, or a symlink into the repo's own
+``blobs/`` whose target is a regular file (a co-tenant's link to ``/etc/…``, a FIFO or a device
+is a problem, never opened). Parsing (JSON; tiktoken's ``<base64> <rank>`` lines) is cached in
+process on (file, size, mtime), so a polling init container or ``ls`` parses each blob once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import stat
+from dataclasses import dataclass
+
+__all__ = ["MAX_PARSE_BYTES", "FileStat", "SnapshotReader", "parse_problem"]
+
+MAX_PARSE_BYTES = 64 * 1024 * 1024
+"""Bigger files are not parsed (a note says so): a check stays in milliseconds."""
+
+_TIKTOKEN_LINE = re.compile(rb"[A-Za-z0-9+/]*={0,2} [0-9]+")
+_PARSED: dict[tuple[str, int, int], str | None] = {}
+_PARSED_MAX = 4096
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What a snapshot entry is: ``size`` when usable, else ``problem`` (None and None: missing)."""
+
+    size: int | None
+    problem: str | None
+    real: str | None = None
+    mtime_ns: int = 0
+
+
+class SnapshotReader:
+    """``stat`` files of one snapshot without following anything out of the repo folder."""
+
+    def __init__(self, snapshot: str, blobs: str) -> None:
+        self.snapshot = snapshot
+        self.blobs = blobs.rstrip("/") + "/"
+        self._dirs: dict[str, str | None] = {"": None}
+
+    def _dir_problem(self, folder: str) -> str | None:
+        """None when every folder from the snapshot down to ``folder`` is a real directory."""
+        if folder in self._dirs:
+            return self._dirs[folder]
+        parent_problem = self._dir_problem(posixpath.dirname(folder))
+        if parent_problem is not None:
+            self._dirs[folder] = parent_problem
+            return parent_problem
+        try:
+            st = os.lstat(posixpath.join(self.snapshot, folder))
+            problem = None if stat.S_ISDIR(st.st_mode) else f"folder {folder}/ is not a directory (a link?)"
+        except FileNotFoundError:
+            problem = ""  # missing: files below it are missing, not broken
+        except OSError as exc:
+            problem = f"folder {folder}/ cannot be read ({exc.strerror})"
+        self._dirs[folder] = problem
+        return problem
+
+    def stat(self, path: str) -> FileStat:
+        """Size of ``path`` in the snapshot, following at most one link, and only into ``blobs/``."""
+        folder = posixpath.dirname(path)
+        if folder:
+            problem = self._dir_problem(folder)
+            if problem == "":
+                return FileStat(None, None)
+            if problem is not None:
+                return FileStat(None, problem)
+        full = posixpath.join(self.snapshot, path)
+        try:
+            st = os.lstat(full)
+            real = full
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(full)
+                real = posixpath.normpath(posixpath.join(posixpath.dirname(full), target))
+                if posixpath.isabs(target) or not real.startswith(self.blobs) or "/" in real[len(self.blobs):]:
+                    return FileStat(None, f"links outside the repo's blobs ({target})")
+                st = os.lstat(real)
+        except FileNotFoundError:
+            return FileStat(None, None)
+        except OSError as exc:
+            return FileStat(None, f"cannot be read ({exc.strerror})")
+        if not stat.S_ISREG(st.st_mode):
+            return FileStat(None, "not a regular file")
+        return FileStat(st.st_size, None, real, st.st_mtime_ns)
+
+
+def _read(real: str, size: int) -> bytes:
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        chunks, left = [], size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _judge(path: str, data: bytes) -> tuple[str | None, object]:
+    if path.endswith(".json"):
+        try:
+            return None, json.loads(data)
+        except (ValueError, RecursionError):
+            return "not valid JSON", None
+    if path.endswith((".tiktoken", "tiktoken.model")):
+        lines = data.splitlines()
+        if not any(lines):
+            return "an empty tiktoken file", None
+        for n, line in enumerate(lines, 1):
+            if line and not _TIKTOKEN_LINE.fullmatch(line):
+                return f"not in tiktoken format (line {n})", None
+        return None, None
+    return None, None
+
+
+def parse_problem(path: str, fs: FileStat, want_value: bool = False) -> tuple[str | None, object]:
+    """(problem, parsed JSON when ``want_value``) for a present file; JSON and tiktoken files only.
+
+    Verdicts are cached on (real path, size, mtime); values are not (the caller keeps what it needs).
+    """
+    if fs.real is None or fs.size is None:
+        return None, None
+    if not path.endswith((".json", ".tiktoken", "tiktoken.model")):
+        return None, None
+    if fs.size > MAX_PARSE_BYTES:
+        return None, None
+    key = (fs.real, fs.size, fs.mtime_ns)
+    if not want_value and key in _PARSED:
+        return _PARSED[key], None
+    try:
+        data = _read(fs.real, fs.size)
+    except OSError as exc:
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})", None
+    problem, value = _judge(path, data)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = problem
+    return problem, value

@@ -82,8 +82,10 @@ def check_room(cache_dir: Path, needed: int, repo_id: str) -> Usage:
         raise CacheError(
             f"{repo_id} needs {human_size(needed)} but the cache at {cache_dir} uses {human_size(usage.used)} "
             f"of its {human_size(usage.budget)} budget ({human_size(max(0, usage.budget - usage.used))} left)",
-            f"free space with `modelcache gc --max-size {human_size(max(0, usage.budget - needed)).replace(' ', '')}`, "
-            "or raise the budget with `modelcache quota set SIZE`",
+            (f"free space with `modelcache gc --max-size {human_size(usage.budget - needed).replace(' ', '')}`, "
+             "or raise the budget with `modelcache quota set SIZE`") if needed < usage.budget else
+            f"the budget is smaller than the download: raise it with `modelcache quota set SIZE` "
+            f"(at least {human_size(needed).replace(' ', '')}), or download less (--profile, --include/--exclude)",
         )
     if needed > usage.disk_free:
         raise CacheError(

@@ -25,6 +25,7 @@ from ..profiles import (
     config_candidates,
     is_tokenizer_file,
     needs_config_and_tokenizer,
+    filter_paths,
     select,
     tokenizer_candidates,
     validate_accept,
@@ -37,7 +38,7 @@ from .loadable import MAX_PARSE_BYTES, FileStat, SnapshotReader, parse_problem
 from .records import read_record
 from .requests import asked_paths, read_requests
 
-__all__ = ["CheckResult", "check_revision", "resolve_commit"]
+__all__ = ["CheckResult", "check_revision", "download_warnings", "resolve_commit"]
 
 
 @dataclass(frozen=True)
@@ -275,3 +276,16 @@ def check_revision(layout: RepoLayout, revision: str, profile: str, include: Seq
         f"{layout.repo_id}@{revision} ({commit[:12]}) ready for profile {profile}: {required} files",
         **kw,  # type: ignore[arg-type]
     )
+
+
+def download_warnings(layout: RepoLayout, commit: str, tree_paths: Sequence[str], profile: str,
+                      include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
+    """What a finished download should warn about: a pattern or profile that matched no file,
+    or a result an engine cannot load (an index naming a shard the commit lacks, …)."""
+    out = [f"--include {p!r} matches no file of the commit" for p in include if not filter_paths(tree_paths, [p])]
+    if not select(tree_paths, profile, include, exclude):
+        out.append(f"profile {profile} matches no file of {layout.repo_id}@{commit[:12]}")
+    result = check_revision(layout, commit, profile, tuple(include), tuple(exclude))
+    if not result.ready:
+        out.append(result.reason.replace(f"@{commit} ", " ", 1) + " (see `modelcache check`)")
+    return out

@@ -183,15 +183,14 @@ def _print_ls(mc: ModelCache, repo_id: str | None, repo_type: str, show_root: bo
     if not repos:
         click.echo(f"(nothing cached{' for ' + repo_id if repo_id else ''} in {mc.cache_dir})")
         return
-    rows = [("REPO", "REVISION", "REFS", "SIZE", "FILES", "STATE", "LAST USED")]
+    rows = [("REPO", "REVISION", "REFS", "SIZE", "FILES", "STATE", "PINNED", "LAST USED", "ASKED")]
     for repo in repos:
         for r in repo.revisions:
             files = f"{r.files}/{r.expected_files}" if r.expected_files is not None else str(r.files)
-            state = "complete" if r.complete else ("tokenizer" if r.tokenizer_ready else "partial")
             rows.append((repo.repo_id, r.commit[:12], ",".join(r.refs) or "-", human_size(r.size_on_disk), files,
-                         state, human_time(r.last_used)))
+                         r.state, "pinned" if r.pinned else "-", human_time(r.last_used), r.asked or "-"))
         if not repo.revisions:
-            rows.append((repo.repo_id, "-", "-", human_size(repo.size_on_disk), "0", "empty", "-"))
+            rows.append((repo.repo_id, "-", "-", human_size(repo.size_on_disk), "0", "empty", "-", "-", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

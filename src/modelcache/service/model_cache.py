@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 
 from ..cache.access import Access, write_access
-from ..cache.readiness import CheckResult, check_revision, resolve_commit
+from ..cache.quota import check_room
+from ..cache.readiness import CheckResult, check_revision, download_warnings, resolve_commit
 from ..cache.importer import import_folder
 from ..cache.inventory import RepoInfo, scan_cache, scan_repo
 from ..cache.layout import RepoLayout
@@ -27,6 +28,7 @@ from .ensure import ensure_files, os_error
 from ..hub.client import HubClient
 from .lifecycle import Lifecycle
 from ..profiles import select, validate_profile
+from ..protocol import FileEntry
 from ..progress import NullProgress, Progress
 from ..validation import is_commit, validate_repo_id, validate_repo_type, validate_revision
 from ..settings import Settings
@@ -198,6 +200,7 @@ class ModelCache(Lifecycle):
                 "check the patterns against the repo's file list",
             )
         entries = [tree.files[p] for p in wanted]
+        _refuse_early_if_no_room(layout, entries)  # before any folder, record or progress line exists
 
         held: list[LeaseInfo] = []
 
@@ -215,6 +218,7 @@ class ModelCache(Lifecycle):
             layout.write_ref(name, commit)
         write_access(layout, Access(gated=info.gated, private=info.private))
         record_use(layout, commit)
+        warnings = download_warnings(layout, commit, list(tree.files), profile, include, exclude)
         result = DownloadResult(
             repo_id=repo_id,
             revision=revision,
@@ -228,6 +232,7 @@ class ModelCache(Lifecycle):
             bytes_resumed=outcome.bytes_resumed,
             seconds=time.monotonic() - started,
             lease_id=held[0].lease_id if held else None,
+            note="; ".join(warnings) or None,
         )
         progress.finish(result.to_dict())
         return result
@@ -291,3 +296,17 @@ class ModelCache(Lifecycle):
         except OSError as exc:
             raise os_error(exc, layout) from None
 
+
+
+def _refuse_early_if_no_room(layout: RepoLayout, entries: Sequence[FileEntry]) -> None:
+    """The budget/disk check of ``ensure_files``, made before it creates anything: a refused
+    download leaves no empty snapshot folder, record or progress line behind."""
+    needed = 0
+    for e in entries:
+        if layout.blob(e.etag).exists():
+            continue
+        try:
+            needed += max(0, e.size - os.stat(layout.partial(e.etag)).st_size)
+        except OSError:
+            needed += e.size
+    check_room(layout.cache_dir, needed, layout.repo_id)

@@ -15,7 +15,7 @@ import re
 import stat
 from dataclasses import dataclass
 
-__all__ = ["MAX_PARSE_BYTES", "FileStat", "SnapshotReader", "parse_problem"]
+__all__ = ["MAX_PARSE_BYTES", "FileStat", "SnapshotReader", "parse_problem", "read_regular"]
 
 MAX_PARSE_BYTES = 64 * 1024 * 1024
 """Bigger files are not parsed (a note says so): a check stays in milliseconds."""
@@ -42,6 +42,7 @@ class SnapshotReader:
         self.snapshot = snapshot
         self.blobs = blobs.rstrip("/") + "/"
         self._dirs: dict[str, str | None] = {"": None}
+        self._top: dict[str, os.DirEntry[str]] | None = None
 
     def _dir_problem(self, folder: str) -> str | None:
         """None when every folder from the snapshot down to ``folder`` is a real directory."""
@@ -61,35 +62,56 @@ class SnapshotReader:
         self._dirs[folder] = problem
         return problem
 
+    def _blob(self, link: str, target: str, depth: int) -> FileStat:
+        """The blob a snapshot link points at, if it is one: ``../`` × (depth + 2) + ``blobs/<name>``."""
+        prefix = "../" * (depth + 2) + "blobs/"
+        name = target[len(prefix):]
+        if not target.startswith(prefix) or not name or "/" in name or name in (".", ".."):
+            return FileStat(None, f"links outside the repo's blobs ({target})")
+        real = self.blobs + name
+        st = os.lstat(real)
+        if not stat.S_ISREG(st.st_mode):
+            return FileStat(None, "not a regular file")
+        return FileStat(st.st_size, None, real, st.st_mtime_ns)
+
     def stat(self, path: str) -> FileStat:
-        """Size of ``path`` in the snapshot, following at most one link, and only into ``blobs/``."""
-        folder = posixpath.dirname(path)
-        if folder:
-            problem = self._dir_problem(folder)
-            if problem == "":
-                return FileStat(None, None)
-            if problem is not None:
-                return FileStat(None, problem)
-        full = posixpath.join(self.snapshot, path)
+        """Size of ``path`` in the snapshot, following at most one link, and only into ``blobs/``.
+
+        Top-level files cost one ``readlink`` and one ``lstat`` (the folder is listed once).
+        """
         try:
-            st = os.lstat(full)
-            real = full
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(full)
-                real = posixpath.normpath(posixpath.join(posixpath.dirname(full), target))
-                if posixpath.isabs(target) or not real.startswith(self.blobs) or "/" in real[len(self.blobs):]:
-                    return FileStat(None, f"links outside the repo's blobs ({target})")
-                st = os.lstat(real)
+            if "/" not in path:
+                if self._top is None:
+                    with os.scandir(self.snapshot) as it:
+                        self._top = {e.name: e for e in it}
+                entry = self._top.get(path)
+                if entry is None:
+                    return FileStat(None, None)
+                if entry.is_symlink():
+                    return self._blob(path, os.readlink(entry.path), 0)
+                st = entry.stat(follow_symlinks=False)
+            else:
+                folder = posixpath.dirname(path)
+                problem = self._dir_problem(folder)
+                if problem == "":
+                    return FileStat(None, None)
+                if problem is not None:
+                    return FileStat(None, problem)
+                full = posixpath.join(self.snapshot, path)
+                st = os.lstat(full)
+                if stat.S_ISLNK(st.st_mode):
+                    return self._blob(path, os.readlink(full), path.count("/"))
         except FileNotFoundError:
             return FileStat(None, None)
         except OSError as exc:
             return FileStat(None, f"cannot be read ({exc.strerror})")
         if not stat.S_ISREG(st.st_mode):
             return FileStat(None, "not a regular file")
-        return FileStat(st.st_size, None, real, st.st_mtime_ns)
+        return FileStat(st.st_size, None, posixpath.join(self.snapshot, path), st.st_mtime_ns)
 
 
-def _read(real: str, size: int) -> bytes:
+def read_regular(real: str, size: int) -> bytes:
+    """Up to ``size`` bytes of a regular file, never blocking on a FIFO or following a final link."""
     fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -121,6 +143,10 @@ def _judge(path: str, data: bytes) -> tuple[str | None, object]:
                 return f"not in tiktoken format (line {n})", None
         return None, None
     return None, None
+
+
+def _read(real: str, size: int) -> bytes:
+    return read_regular(real, size)
 
 
 def parse_problem(path: str, fs: FileStat, want_value: bool = False) -> tuple[str | None, object]:

@@ -13,8 +13,10 @@ the network is never touched, so it answers in milliseconds even for a 1000-shar
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,8 +36,8 @@ from ..profiles import (
 )
 from ..validation import is_commit, validate_repo_path, validate_revision
 from .layout import RepoLayout
-from .loadable import MAX_PARSE_BYTES, FileStat, SnapshotReader, parse_problem
-from .records import read_record
+from .loadable import MAX_PARSE_BYTES, FileStat, SnapshotReader, parse_problem, read_regular
+from .records import FORMAT_VERSION
 from .requests import asked_paths, read_requests
 
 __all__ = ["CheckResult", "check_revision", "download_warnings", "resolve_commit"]
@@ -124,6 +126,45 @@ def _index_shards(index: str, fs: FileStat) -> tuple[str | None, tuple[str, ...]
     return out
 
 
+_BAD_PATH = re.compile(r"[\\\x00-\x1f]|^/|^[A-Za-z]:|(?:^|/)\.{0,2}(?:/|$)")
+_RECORDS: dict[tuple[str, int, int], dict[str, int] | None] = {}
+
+
+def _record_sizes(layout: RepoLayout, commit: str) -> dict[str, int] | None:
+    """``{path: size}`` of the completeness record (``records.read_record``'s rules, paths
+    validated as ``validate_repo_path`` does); None when missing or unusable. Cached on the
+    record's (path, size, mtime): a polling check or ``ls`` parses it once."""
+    path = str(layout.tree_record(commit))
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key in _RECORDS:
+        return _RECORDS[key]
+    out: dict[str, int] | None = None
+    try:
+        data = json.loads(read_regular(path, st.st_size))
+        if data.get("format_version") == FORMAT_VERSION:
+            files = data["files"]
+            out = {}
+            for p, info in files.items():
+                size = info["size"]
+                if (not isinstance(p, str) or len(p) > 1024 or _BAD_PATH.search(p) or type(size) is not int
+                        or size < 0):
+                    out = None
+                    break
+                out[p] = size
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        out = None
+    if len(_RECORDS) > 256:
+        _RECORDS.clear()
+    _RECORDS[key] = out
+    return out
+
+
 def _snapshot_listing(snapshot: Path) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for p in snapshot.rglob("*"):
@@ -158,13 +199,13 @@ def check_revision(layout: RepoLayout, revision: str, profile: str, include: Seq
     if not snap_ok:
         return miss(f"snapshot {commit} is missing (or not a folder)", commit=commit)
 
-    record = read_record(layout.tree_record(commit), commit)
+    record = _record_sizes(layout, commit)
     notes: list[str] = []
     if record is None:
         expected = _snapshot_listing(snapshot)
         notes.append("no completeness record (trees/<commit>.json): sizes and the file list are not verified")
     else:
-        expected = {p: e.size for p, e in record.files.items()}
+        expected = dict(record)
     tree = list(expected)
 
     if include is not None or exclude is not None:

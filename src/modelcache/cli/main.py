@@ -7,30 +7,45 @@ said no (repo, revision or file not found); 4 auth or gated; 5 network (after re
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..cache.access import Access
 from ..errors import InvalidInput, ModelCacheError
 from ..profiles import ACCEPT, PROFILES
-from ..progress import for_stream
-from ..redact import install as install_redaction
 from ..validation import parse_repo_ref, validate_repo_id, validate_revision
-from ..service.model_cache import ModelCache
-from ..settings import parse_duration
 from .common import CONTEXT, json_option, settings_of
-from .doctor import register as register_doctor
-from .lifecycle import register as register_lifecycle
-from .models import register as register_models
 from .output import emit, emit_error, human_size, human_time
-from .token import register as register_token
+
+if TYPE_CHECKING:
+    from ..service.model_cache import ModelCache
 
 __all__ = ["cli", "main"]
 
+# Commands defined elsewhere, imported only when run (or listed by --help): `check` in an init
+# container must not pay for the HTTP stack, rich, the server or the Kubernetes client.
+_LAZY = {
+    "lease": "lifecycle:lease", "pin": "lifecycle:pin", "unpin": "lifecycle:unpin", "gc": "lifecycle:gc",
+    "verify": "lifecycle:verify", "quota": "lifecycle:quota", "export": "lifecycle:export",
+    "models": "models:models", "resolve": "models:resolve", "run": "models:run",
+    "token": "token:token", "doctor": "doctor:doctor", "k8s": "k8s:k8s",
+}
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in _LAZY:
+            module, attr = _LAZY[name].split(":")
+            cmd = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        return cmd
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -46,6 +61,8 @@ _settings = settings_of  # kept for modules that import it from here
 
 
 def _cache(ctx: click.Context) -> ModelCache:
+    from ..service.model_cache import ModelCache
+
     return ModelCache(_settings(ctx))
 
 
@@ -85,6 +102,8 @@ def cli(ctx: click.Context, cache_dir: Path | None, endpoint: str | None, token_
 def download(ctx: click.Context, repo_id: str, revision: str, profile: str, include: tuple[str, ...],
              exclude: tuple[str, ...], repo_type: str, refs: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """Download REPO_ID into the cache, verified and resumable; print the snapshot path."""
+    from ..progress import for_stream
+
     validate_repo_id(repo_id)
     validate_revision(revision)
     progress = None if quiet else for_stream(sys.stderr)
@@ -128,19 +147,29 @@ def check(ctx: click.Context, repo_id: str, revision: str, profile: str, include
           exclude: tuple[str, ...], accept: tuple[str, ...], repo_type: str, wait_s: float | None, interval: float,
           as_json: bool) -> None:
     """Is REPO_ID ready for an engine? Local disk only. Exit 0 ready, 1 not."""
+    # ModelCache.check/wait, without loading the download stack (an init container runs this)
+    import time
+
+    from ..cache.layout import RepoLayout
+    from ..cache.readiness import check_revision
+    from ..cache.usage import record_use
+    from ..validation import validate_repo_type
+
     validate_repo_id(repo_id)
     validate_revision(revision)
-    mc = _cache(ctx)
-    asked = {"include": include, "exclude": exclude} if include or exclude else {}
-    if wait_s:
-        def note(r):  # type: ignore[no-untyped-def]
-            if not as_json:
-                click.echo(f"waiting: {r.reason}", err=True)
-
-        result = mc.wait(repo_id, revision, profile, repo_type, timeout=wait_s, interval=interval, on_wait=note,
-                         accept=accept, **asked)
-    else:
-        result = mc.check(repo_id, revision, profile, repo_type, accept=accept, **asked)
+    validate_repo_type(repo_type)
+    layout = RepoLayout(_settings(ctx).cache_dir, repo_type, repo_id)
+    asked = (include, exclude) if include or exclude else (None, None)
+    deadline = time.monotonic() + (wait_s or 0.0)
+    while True:
+        result = check_revision(layout, revision, profile, *asked, accept=accept)
+        if result.ready or time.monotonic() >= deadline:
+            break
+        if not as_json:
+            click.echo(f"waiting: {result.reason}", err=True)
+        time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
+    if result.ready and result.commit:
+        record_use(layout, result.commit)  # best effort: read-only mounts record nothing
     if as_json:
         emit(result.to_dict())
     else:
@@ -163,6 +192,8 @@ def ls_cmd(ctx: click.Context, repo_id: str | None, repo_type: str, roots: tuple
     """List repos and revisions in the cache: refs, size, files, completeness, last use."""
     if repo_id is not None:
         validate_repo_id(repo_id)
+    from ..service.model_cache import ModelCache
+
     base = _settings(ctx)
     caches = [ModelCache(base.with_overrides(cache_dir=r)) for r in roots] or [ModelCache(base)]
     if as_json:
@@ -205,7 +236,7 @@ def _print_ls(mc: ModelCache, repo_id: str | None, repo_type: str, show_root: bo
 def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, as_json: bool) -> None:
     """Remove a revision (REPO_ID@REV) or a whole repo; blobs shared with other revisions stay."""
     parsed = parse_repo_ref(ref)
-    plan = ModelCache(_settings(ctx)).rm(parsed.repo_id, parsed.revision, repo_type, dry_run=dry_run)
+    plan = _cache(ctx).rm(parsed.repo_id, parsed.revision, repo_type, dry_run=dry_run)
     if as_json:
         emit({**plan.to_dict(), "dry_run": dry_run})
         return
@@ -226,7 +257,9 @@ def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, as_json: boo
 def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: str, repo_type: str,
                gated: bool, private: bool, as_json: bool) -> None:
     """Publish a local model folder (deterministic commit id), or restore a bundle from `export`."""
-    mc = ModelCache(_settings(ctx))
+    from ..cache.access import Access
+
+    mc = _cache(ctx)
     path = Path(source)
     if source == "-" or path.is_file():
         if repo_id:
@@ -281,8 +314,11 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
           auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
           log_json: bool, workers: int) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
+    import os
+
     from ..cache.usage import ThrottledUseRecorder
     from ..server import TokenListPolicy, UpstreamPolicy
+    from ..settings import parse_duration
     from ..server import serve as run_server
 
     if auth_upstream and auth_tokens:
@@ -335,18 +371,9 @@ def demo(ctx: click.Context, workdir: Path | None) -> None:
     ctx.exit(run_demo(workdir))
 
 
-register_lifecycle(cli)
-register_models(cli)
-register_token(cli)
-register_doctor(cli)
-
-
-from .k8s import k8s  # noqa: E402
-
-cli.add_command(k8s)
-
-
 def main(argv: list[str] | None = None) -> None:
+    from ..redact import install as install_redaction
+
     install_redaction()
     cli.main(args=argv, prog_name="modelcache", obj={})
 

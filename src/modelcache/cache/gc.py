@@ -2,7 +2,8 @@
 
 - ``scan_revisions`` reads the disk into frozen ``RevisionState`` records (sizes, blobs, last
   use, pins, leases, in-progress markers).
-- ``plan_gc`` is pure: it picks revisions to remove — never a pinned, leased or in-progress one
+- ``plan_gc`` is pure: it picks revisions to remove — never a pinned, leased, in-progress one, nor
+  one held from outside (a live pod's, a registered model's: ``protect``)
   — by age (``max_age``), count per repo (``keep_last``) and then least-recently-used first until
   the cache fits ``max_size``; each with the reason. Blobs shared with a surviving revision of
   the same repo are kept and not counted as freed.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +27,8 @@ from .locks import fs_now, lock_is_dead, read_lock
 from .remove import execute_removal, plan_removal
 from .usage import last_used
 
-__all__ = ["GcDecision", "GcPlan", "RevisionState", "execute_gc", "plan_gc", "record_gc_freed", "scan_revisions",
-           "sweep"]
+__all__ = ["GcDecision", "GcPlan", "Protection", "RevisionState", "execute_gc", "plan_gc", "record_gc_freed",
+           "registered_revisions", "remove_empty_repos", "scan_revisions", "sweep"]
 
 PARTIAL_MAX_AGE = 24 * 3600.0
 
@@ -45,6 +46,8 @@ class RevisionState:
     pinned: bool
     leased: bool
     in_progress: bool
+    held_by: str | None = None
+    """Protected from outside the cache: ``in use by pod ns/name``, ``registered as model …``."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -54,6 +57,8 @@ class RevisionState:
     def protected_by(self) -> str | None:
         if self.pinned:
             return "pinned"
+        if self.held_by:
+            return self.held_by
         if self.leased:
             return "leased"
         if self.in_progress:
@@ -112,7 +117,43 @@ def _snapshot_blobs(layout: RepoLayout, commit: str) -> frozenset[tuple[str, int
     return frozenset(out)
 
 
-def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0) -> list[RevisionState]:
+Protection = Mapping[tuple[str, str], str]
+"""``{(repo_id, commit): why}``: revisions held from outside the cache (live pods, the model registry)."""
+
+
+def registered_revisions(cache_dir: Path) -> dict[tuple[str, str], str]:
+    """Revisions the model registry (``models add``) points at, protected like pins.
+
+    Raises ``CacheError`` when the registry exists but cannot be read: GC must not guess.
+    """
+    import json
+
+    from ..errors import CacheError
+    from .layout import root_state
+
+    path = root_state(cache_dir) / "models.json"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise CacheError(f"cannot read the model registry {path}: {exc.strerror or exc}",
+                         "gc protects registered revisions and will not run without it; fix the mount") from None
+    try:
+        out: dict[tuple[str, str], str] = {}
+        for m in json.loads(raw)["models"]:
+            out.setdefault((str(m["repo_id"]), str(m["commit"])),
+                           f"registered as model {m['name']} (namespace {m['namespace']})")
+        return out
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CacheError(f"the model registry {path} is unreadable ({type(exc).__name__})",
+                         "gc protects registered revisions and will not run without it; restore the registry") from None
+
+
+def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0,
+                   protect: Protection | None = None) -> list[RevisionState]:
+    """Every revision of every root, with what protects it (``protect``: held from outside)."""
+    protect = protect or {}
     now = time.time()
     out: list[RevisionState] = []
     for cache_dir in cache_dirs:
@@ -138,6 +179,7 @@ def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0) -> lis
                     blobs=_snapshot_blobs(layout, commit), last_used=used,
                     pinned=is_pinned(layout, commit), leased=commit in leased,
                     in_progress=in_progress(layout, commit, stale_after),
+                    held_by=protect.get((layout.repo_id, commit)),
                 ))
     return out
 
@@ -222,15 +264,18 @@ def _dur(seconds: float) -> str:
 
 
 # -- execute ------------------------------------------------------------------------------------------
-def execute_gc(plan: GcPlan, stale_after: float = 30.0) -> list[str]:
-    """Remove the planned revisions, re-checking protection just before each (it may have changed)."""
+def execute_gc(plan: GcPlan, stale_after: float = 30.0, protect: Protection | None = None) -> list[str]:
+    """Remove the planned revisions, re-checking protection just before each (it may have changed).
+
+    ``protect``: a fresh look at what is held from outside (pods listed again just before)."""
     skipped = []
+    protect = protect or {}
     for d in plan.remove:
         r = d.revision
         layout = RepoLayout(r.cache_dir, r.repo_type, r.repo_id)
         with repo_guard(layout, stale_after):  # no download or lease can claim it between check and removal
-            if is_pinned(layout, r.commit) or active_leases(layout, r.commit) or in_progress(layout, r.commit,
-                                                                                               stale_after):
+            if ((r.repo_id, r.commit) in protect or is_pinned(layout, r.commit) or active_leases(layout, r.commit)
+                    or in_progress(layout, r.commit, stale_after)):
                 skipped.append(f"{r.repo_id}@{r.commit[:12]}: became protected, kept")
                 continue
             # never the whole repo folder: a download of another revision may be starting in it
@@ -309,3 +354,48 @@ def record_gc_freed(cache_dir: Path, freed: int) -> None:
         atomic_write_bytes(path, json.dumps({"freed_bytes": total + freed, "at": time.time()}).encode(), fsync=False)
     except OSError:
         pass
+
+
+def remove_empty_repos(cache_dir: Path, *, stale_after: float = 30.0, min_age: float = 60.0,
+                       dry_run: bool = False) -> list[str]:
+    """Repo folders with no revision and no blob left (what GC leaves of a fully collected repo).
+
+    Kept when anything may be starting in it: a lease, a live in-progress marker, a blob or a
+    partial, or a folder created in the last ``min_age`` seconds. Checked under the repo guard.
+    """
+    import shutil
+
+    removed: list[str] = []
+    if not cache_dir.is_dir():
+        return removed
+    for entry in sorted(cache_dir.iterdir()):
+        parsed = parse_folder_name(entry.name)
+        if parsed is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        layout = RepoLayout(cache_dir, *parsed)
+        if layout.commits() or _has_entries(layout.blobs):
+            continue
+        with repo_guard(layout, stale_after):
+            try:  # a folder a download has just created (its own mtime: GC's removals do not touch it)
+                fresh = time.time() - layout.folder.stat().st_mtime < min_age
+            except OSError:
+                continue
+            active = layout.state / "active"
+            if (fresh or layout.commits() or _has_entries(layout.blobs) or active_leases(layout)
+                    or any(in_progress(layout, p.name.split(".")[0], stale_after) for p in _entries(active))):
+                continue
+            removed.append(layout.repo_id)
+            if not dry_run:
+                shutil.rmtree(layout.folder, ignore_errors=True)  # rmtree never follows links inside
+    return removed
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _has_entries(folder: Path) -> bool:
+    return bool(_entries(folder))

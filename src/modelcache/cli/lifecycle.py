@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .._format import human_size, human_time
+from ..errors import InvalidInput
 from ..profiles import PROFILES
 from ..validation import parse_repo_ref
 from ..service.model_cache import ModelCache
@@ -104,16 +105,44 @@ unpin = _pin_command("unpin", False, "Remove a pin.")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed, remove nothing.")
 @click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="Collect in these cache roots (repeatable; default: the cache dir).")
+@click.option("--k8s-namespace", "namespaces", multiple=True, metavar="NS",
+              help="Keep every revision a live pod in NS uses (pods labelled modelcache.io/consumer=true, "
+                   "annotated with repo-id and commit); repeatable. Needs RBAC to list pods.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None,
+              help="With --k8s-namespace: the kubeconfig (default: KUBECONFIG, ~/.kube/config, or in-cluster).")
+@click.option("--context", "kube_context", default=None, help="With --k8s-namespace: the kubeconfig context.")
 @json_option
 @click.pass_context
 def gc(ctx: click.Context, max_size: str | None, max_age: str | None, keep_last: int | None, dry_run: bool,
-       roots: tuple[Path, ...], as_json: bool) -> None:
-    """Collect least recently used revisions; never a pinned, leased or in-progress one."""
+       roots: tuple[Path, ...], namespaces: tuple[str, ...], kubeconfig: str | None, kube_context: str | None,
+       as_json: bool) -> None:
+    """Collect least recently used revisions; never a pinned, leased, in-progress or registered one, nor one a
+    live pod uses (--k8s-namespace). Empty repo folders go too."""
+    in_use = None
+    if namespaces:
+        import os
+
+        from ..k8s.pods import in_use as protection
+        from ..k8s.pods import list_pod_uses
+
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        notes: list[str] = []
+
+        def in_use() -> dict[tuple[str, str], str]:  # asked before planning and again before removing
+            uses, found = list_pod_uses(namespaces, kubeconfig=kubeconfig, context=kube_context, in_cluster=in_cluster)
+            notes[:] = found
+            return protection(uses)
+
+    elif kubeconfig or kube_context:
+        raise InvalidInput("--kubeconfig/--context are for --k8s-namespace", "add --k8s-namespace NS")
     report = _mc(ctx).gc(
         max_size=parse_size(max_size, "--max-size") if max_size else None,
         max_age=parse_duration(max_age, "--max-age") if max_age else None,
-        keep_last=keep_last, dry_run=dry_run, roots=list(roots) or None,
+        keep_last=keep_last, dry_run=dry_run, roots=list(roots) or None, in_use=in_use,
     )
+    if namespaces and not as_json:
+        for n in notes:
+            click.echo(f"note: {n}", err=True)
     if as_json:
         emit(report.to_dict())
         return

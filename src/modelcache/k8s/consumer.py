@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._pod import (
     CACHE_VOLUME,
+    annotations,
     cache_mount,
     cache_volume,
     check_command,
@@ -23,13 +24,15 @@ from ._pod import (
     tmp_volume,
 )
 from .options import RenderOptions, Target
+from .pods import CONSUMER_LABEL
 from .sizing import gib_quantity
 from .workloads import serve_url
 
 __all__ = ["engine_template"]
 
 USAGE = ("Copy initContainers, volumes and the engine container's env and volumeMounts into your engine's pod "
-         "spec; pass the engine the pinned revision (e.g. vLLM --revision $(MODEL_REVISION)).")
+         "spec, and the template's labels and annotations into its pod metadata (GC keeps the revision while "
+         "such a pod lives); pass the engine the pinned revision (e.g. vLLM --revision $(MODEL_REVISION)).")
 _SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
 
 
@@ -72,7 +75,9 @@ def engine_template(o: RenderOptions, target: Target) -> dict[str, object]:
         "metadata": meta(o, f"{target.stem}-engine", "engine", target,
                          extra_annotations={"modelcache.io/usage": USAGE}),
         "template": {
-            "metadata": {"labels": labels(o, "engine", target)},
+            # GC lists pods by this label and keeps the annotated revision while the pod lives
+            "metadata": {"labels": {**labels(o, "engine", target), CONSUMER_LABEL: "true"},
+                         "annotations": annotations(o)},
             "spec": {"securityContext": {"fsGroup": o.fs_group, "fsGroupChangePolicy": "OnRootMismatch"},
                      "initContainers": inits, "containers": [engine], "volumes": volumes},
         },

@@ -16,7 +16,7 @@ from .consumer import engine_template
 from .options import RenderOptions
 from .sizing import GIB, HEADROOM_FRACTION, HEADROOM_MIN
 from .storage import compile_cache_pvcs, model_cache_pvcs, secret
-from .workloads import download_job, gc_cronjob, serve_deployment, serve_service
+from .workloads import download_job, gc_cronjob, gc_rbac, serve_deployment, serve_service
 
 __all__ = ["Manifest", "render", "spec_hash", "to_text", "write"]
 
@@ -91,7 +91,7 @@ def render(o: RenderOptions) -> list[Manifest]:
     ), tuple(engine_template(o, t) for t in targets)))
     if o.gc_schedule is not None:
         out.append(Manifest("gc-cronjob.yaml", (f"modelcache gc on {o.gc_schedule!r}, one per cache volume.",),
-                            tuple(gc_cronjob(o, t) for t in targets)))
+                            tuple(obj for t in targets for obj in (*gc_rbac(o, t), gc_cronjob(o, t)))))
     return out
 
 

@@ -19,7 +19,7 @@ from ._pod import (
 )
 from .options import RenderOptions, Target
 
-__all__ = ["PERMANENT_EXIT_CODES", "download_job", "gc_cronjob", "serve_deployment", "serve_selector",
+__all__ = ["PERMANENT_EXIT_CODES", "download_job", "gc_account", "gc_cronjob", "gc_rbac", "serve_deployment", "serve_selector",
            "serve_service", "serve_url"]
 
 PERMANENT_EXIT_CODES = [2, 3, 4, 7]
@@ -129,13 +129,14 @@ def gc_cronjob(o: RenderOptions, target: Target) -> dict[str, object]:
         "name": "gc",
         "image": o.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["modelcache", "gc", *o.gc_args],
+        "command": ["modelcache", "gc", *o.gc_args, "--k8s-namespace", o.namespace],
         "env": env(HF_HOME=hf_home(o, target, False), HF_HUB_OFFLINE="1"),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": container_security(),
         "volumeMounts": [cache_mount(o, target, read_only=False), tmp_mount()],
     }
-    pod: dict[str, object] = {"restartPolicy": "Never", "securityContext": pod_security(o), "containers": [container],
+    pod: dict[str, object] = {"restartPolicy": "Never", "serviceAccountName": gc_account(target),
+                              "securityContext": pod_security(o), "containers": [container],
                               "volumes": [cache_volume(target, read_only=False), tmp_volume()]}
     if o.serves:
         pod["affinity"] = _near_serve(target)
@@ -157,3 +158,21 @@ def gc_cronjob(o: RenderOptions, target: Target) -> dict[str, object]:
             }},
         },
     }
+
+
+def gc_account(target: Target) -> str:
+    return f"{target.base}-gc"
+
+
+def gc_rbac(o: RenderOptions, target: Target) -> list[dict[str, object]]:
+    """GC's ServiceAccount, allowed only to read pods in its namespace (to keep what they use)."""
+    name = gc_account(target)
+    md = meta(o, name, "gc", target, model=False)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": md},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": md,
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": md,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": o.namespace}]},
+    ]

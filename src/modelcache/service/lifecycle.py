@@ -7,14 +7,23 @@ API of ``ModelCache``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from ..cache.bundle import BundleInfo, export_bundle, import_bundle
 from ..cache.readiness import resolve_commit
-from ..cache.gc import GcPlan, execute_gc, plan_gc, record_gc_freed, scan_revisions, sweep
+from ..cache.gc import (
+    GcPlan,
+    execute_gc,
+    plan_gc,
+    record_gc_freed,
+    registered_revisions,
+    remove_empty_repos,
+    scan_revisions,
+    sweep,
+)
 from ..cache.layout import RepoLayout, parse_folder_name
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, active_leases, is_pinned, list_pins, pin, release_lease
 from ..cache.leases import renew_lease as _renew
@@ -100,17 +109,37 @@ class Lifecycle:
     # -- gc ------------------------------------------------------------------------------------------
     def gc(self, *, max_size: int | None = None, max_age: float | None = None, keep_last: int | None = None,
            dry_run: bool = False, roots: Sequence[Path] | None = None,
-           partial_max_age: float = 24 * 3600.0) -> GcReport:
-        roots = list(roots or [self.settings.cache_dir])
+           partial_max_age: float = 24 * 3600.0,
+           in_use: Callable[[], Mapping[tuple[str, str], str]] | None = None) -> GcReport:
+        """Collect by age / count / size; never a pinned, leased, in-progress or registered revision.
+
+        ``in_use``: asked twice (before planning, and again just before removing) for revisions
+        held from outside the cache, e.g. ``k8s.pods`` — live pods' revisions. If it raises, nothing
+        is removed.
+        """
+        roots = [Path(r) for r in (roots or [self.settings.cache_dir])]
         if max_size is None and len(roots) == 1:
             max_size = read_budget(roots[0])
         if keep_last is not None and keep_last < 0:
             raise InvalidInput(f"invalid --keep-last {keep_last}", "give 0 or more")
         stale = self.settings.lock_stale_after
+
+        def held() -> dict[tuple[str, str], str]:
+            out: dict[tuple[str, str], str] = {}
+            for root in roots:
+                for key, why in registered_revisions(root).items():
+                    out.setdefault(key, why)
+            for key, why in (in_use() if in_use else {}).items():
+                out.setdefault(key, why)
+            return out
+
+        protect = held()
         swept = {str(r): sweep(r, partial_max_age=partial_max_age, stale_after=stale, dry_run=dry_run) for r in roots}
-        revisions = scan_revisions(roots, stale)
+        revisions = scan_revisions(roots, stale, protect)
         plan = plan_gc(revisions, max_size=max_size, max_age=max_age, keep_last=keep_last, now=time.time())
-        skipped = () if dry_run else tuple(execute_gc(plan, stale))
+        skipped = () if dry_run else tuple(execute_gc(plan, stale, held() if plan.remove else protect))
+        for root in roots:  # a repo folder with nothing left in it goes too
+            swept[str(root)]["empty_repos"] = len(remove_empty_repos(root, stale_after=stale, dry_run=dry_run))
         if not dry_run:
             for root in roots:
                 freed = sum(d.freed for d in plan.remove if d.revision.cache_dir == root)

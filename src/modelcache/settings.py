@@ -145,6 +145,11 @@ class Settings:
     raw_http: bool = True
     """File bodies over modelcache's minimal socket client (faster); ``MODELCACHE_RAW_HTTP=0``: httpx."""
 
+    def __post_init__(self) -> None:
+        # ``Settings(cache_dir="/models/hub")``: a str or any PathLike, as everywhere a path is taken
+        if not isinstance(self.cache_dir, Path):
+            object.__setattr__(self, "cache_dir", Path(os.fspath(self.cache_dir)))
+
     def with_overrides(self, **changes: object) -> Settings:
         changes = {k: v for k, v in changes.items() if v is not None}
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ API of ``ModelCache``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -150,7 +151,8 @@ class Lifecycle:
 
     # -- verify ----------------------------------------------------------------------------------------
     def verify(self, repo_id: str | None = None, revision: str | None = None, *, repair: bool = False,
-               profile: str = "full", repo_type: str = "model") -> list[VerifyReport]:
+               profile: str | None = None, repo_type: str = "model") -> list[VerifyReport]:
+        """Re-hash revisions: each judged by what was asked of it (``profile`` None), or by ``profile``."""
         targets: list[tuple[RepoLayout, str]] = []
         if repo_id is None:
             targets = [(lay, c) for lay in _layouts(self.settings.cache_dir) for c in lay.commits()]
@@ -184,11 +186,11 @@ class Lifecycle:
         ensure_files(self.settings, self.client, layout, record, entries, NullProgress())  # type: ignore[attr-defined]
 
     # -- quota ------------------------------------------------------------------------------------------
-    def usage(self, root: Path | None = None) -> Usage:
-        return cache_usage(root or self.settings.cache_dir)
+    def usage(self, root: str | os.PathLike[str] | None = None) -> Usage:
+        return cache_usage(Path(root) if root else self.settings.cache_dir)
 
-    def set_budget(self, max_size: int | None, root: Path | None = None) -> None:
-        root = root or self.settings.cache_dir
+    def set_budget(self, max_size: int | None, root: str | os.PathLike[str] | None = None) -> None:
+        root = Path(root) if root else self.settings.cache_dir
         root.mkdir(parents=True, exist_ok=True)
         write_budget(root, max_size)
 

@@ -169,3 +169,42 @@ def test_lease_release_by_id_alone(cache: Path) -> None:
     code, out, _ = run("--cache-dir", str(cache), "lease", "acquire", REPO)
     code, out, _ = run("--cache-dir", str(cache), "lease", "release", REPO, out.strip(), "--json")
     assert json.loads(out) == {"released": True}
+
+
+def test_demo_json(tmp_path: Path) -> None:
+    code, out, err = run("demo", "--workdir", str(tmp_path / "d"), "--json")
+    assert code == 0 and json.loads(out)["ok"] is True and "[1]" in err
+
+
+def test_every_reporting_command_takes_json() -> None:
+    import click
+
+    ctx = click.Context(cli)
+    missing = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), [*path, name])  # type: ignore[arg-type]
+        elif "--json" not in {o for p in cmd.params for o in getattr(p, "opts", [])}:
+            missing.append(" ".join(path))
+
+    walk(cli, [])
+    # `run` becomes the engine (its output is the engine's); `k8s render/apply` write manifests (README says so)
+    assert sorted(missing) == ["k8s apply", "k8s render", "run"]
+
+
+def test_serve_json_start_up_line(cache: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    proc = subprocess.Popen([sys.executable, "-m", "modelcache", "--cache-dir", str(cache), "serve", "--port", "0",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        data = json.loads(first)
+        assert data["event"] == "serving" and data["cache_dir"] == str(cache)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -314,10 +314,11 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
 @click.option("--log-json", is_flag=True, help="One JSON line per request on stderr (method, path, status, bytes, ms).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes (use the cores: e.g. 2-4); not with --upstream.")
+@json_option
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
           auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
-          log_json: bool, workers: int) -> None:
+          log_json: bool, workers: int, as_json: bool) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
     import os
 
@@ -347,7 +348,13 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
         raise InvalidInput(f"the cache directory {settings.cache_dir} does not exist",
                            "download or import a model first, or pass --cache-dir")
     what = f"mirroring {upstream} into {settings.cache_dir}" if upstream else f"serving {settings.cache_dir}"
-    click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
+    if as_json:  # the start-up line, for a supervisor to parse
+        import json
+
+        click.echo(json.dumps({"event": "serving", "url": f"http://{host}:{port}", "cache_dir": str(settings.cache_dir),
+                               "upstream": upstream, "workers": workers}))  # one line
+    else:
+        click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
     if workers > 1:
         if upstream:
             raise InvalidInput("--workers > 1 with --upstream would fetch a file once per worker",
@@ -368,12 +375,20 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
 @cli.command(context_settings=CONTEXT)
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where to put the demo caches (default: a temporary folder, removed afterwards).")
+@json_option
 @click.pass_context
-def demo(ctx: click.Context, workdir: Path | None) -> None:
+def demo(ctx: click.Context, workdir: Path | None, as_json: bool) -> None:
     """Offline, end to end on the bundled tiny model: import, serve, download, check, list."""
+    import contextlib
+
     from .demo import run_demo
 
-    ctx.exit(run_demo(workdir))
+    if not as_json:
+        ctx.exit(run_demo(workdir))
+    with contextlib.redirect_stdout(sys.stderr):  # the steps go to stderr, the verdict to stdout
+        code = run_demo(workdir)
+    emit({"ok": code == 0, "exit_code": code, "workdir": str(workdir) if workdir else None})
+    ctx.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,3 +83,13 @@ def test_quota_refusal_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not [p for p in cache.iterdir() if p.name.startswith("models--")]
     code, out, _ = run("--cache-dir", str(cache), "ls", "--json")
     assert json.loads(out)["repos"] == []
+
+
+def test_offline_download_of_a_filtered_model_is_judged_by_the_filter(tmp_path: Path) -> None:
+    with fault_server(Repo(REPO, files())) as srv:
+        base = ["--cache-dir", str(tmp_path / "c"), "--endpoint", srv.url]
+        assert run(*base, "download", REPO, "--exclude", "original/*", "--quiet")[0] == 0
+    code, out, err = run("--cache-dir", str(tmp_path / "c"), "--offline", "download", REPO, "--exclude", "original/*")
+    assert code == 0, err
+    code, out, err = run("--cache-dir", str(tmp_path / "c"), "--offline", "download", REPO)
+    assert code == 1 and "original/consolidated.00.pth" in err and "drop --offline" in err

@@ -162,8 +162,9 @@ class ModelCache(Lifecycle):
         layout = self.layout(repo_id, repo_type)
         progress = progress or NullProgress()
 
+        asked = (tuple(include), tuple(exclude))  # offline, "cached" means: what this call asks is there
         if self.settings.offline:
-            result = check_revision(layout, revision, profile)
+            result = check_revision(layout, revision, profile, *asked)
             if not result.ready:
                 raise NotCached(
                     f"offline and not cached: {result.reason}",
@@ -179,7 +180,7 @@ class ModelCache(Lifecycle):
             info = client.revision_info(repo_type, repo_id, revision)
         except EndpointUnreachable as exc:
             # like huggingface_hub: an unreachable endpoint falls back to what the cache has
-            cached = check_revision(layout, revision, profile)
+            cached = check_revision(layout, revision, profile, *asked)
             if not cached.ready or not cached.commit:
                 raise
             record_use(layout, cached.commit)

@@ -57,13 +57,11 @@ class RevisionState:
     def protected_by(self) -> str | None:
         if self.pinned:
             return "pinned"
-        if self.held_by:
-            return self.held_by
         if self.leased:
             return "leased"
         if self.in_progress:
             return "download in progress"
-        return None
+        return self.held_by or None
 
 
 @dataclass(frozen=True)

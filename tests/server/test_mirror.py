@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ def upstream_model(shard: int = MiB) -> Repo:
     for i in range(3):
         block = hashlib.sha256(b"shard%d" % i).digest() * 2048
         files[f"model-0000{i + 1}-of-00003.safetensors"] = (block * (shard // len(block) + 1))[:shard]
+    # shards count as weights only through an index naming them (issue #12)
+    index = {"weight_map": {f"w{i}": f"model-0000{i + 1}-of-00003.safetensors" for i in range(3)}}
+    files["model.safetensors.index.json"] = json.dumps(index).encode()
     return Repo("org/upstream-only", files)
 
 

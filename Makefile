@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/serve_bench.py
 	$(BIN)/python benchmarks/http_stack.py
+	$(BIN)/python benchmarks/check_bench.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

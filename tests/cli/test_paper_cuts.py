@@ -102,7 +102,7 @@ def test_gc_removes_empty_repo_folders(cache: Path) -> None:
 
 
 def test_gc_keeps_a_fresh_or_leased_empty_repo(tmp_path: Path) -> None:
-    from modelcache.cache.gc import remove_empty_repos
+    from modelcache.cache.gc_extras import remove_empty_repos
     from modelcache.cache.layout import RepoLayout
 
     lay = RepoLayout(tmp_path, "model", "org/new")

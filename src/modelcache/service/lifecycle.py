@@ -20,11 +20,10 @@ from ..cache.gc import (
     execute_gc,
     plan_gc,
     record_gc_freed,
-    registered_revisions,
-    remove_empty_repos,
     scan_revisions,
     sweep,
 )
+from ..cache.gc_extras import registered_revisions, remove_empty_repos
 from ..cache.layout import RepoLayout, parse_folder_name
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, active_leases, is_pinned, list_pins, pin, release_lease
 from ..cache.leases import renew_lease as _renew

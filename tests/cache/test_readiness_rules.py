@@ -247,3 +247,23 @@ def test_check_is_o_files_on_a_1000_shard_model(tmp_path: Path, monkeypatch: pyt
     files = n + 3
     assert calls["lstat"] <= 2 * files + 5 and calls["readlink"] <= files  # each file once: link + blob
     assert calls["read"] <= 1  # only the index, for its shard names (verdicts cached)
+
+
+def test_ok_verdicts_outlive_the_process_and_not_a_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelcache.cache import loadable, readiness
+
+    mc, commit = build(tmp_path, base(**{"model.safetensors": b"w"}))
+    assert mc.check(REPO)
+    verdicts = mc.layout(REPO).state / "parsed"
+    assert len(list(verdicts.iterdir())) == 2  # config.json and tokenizer.json blobs
+    reads: list[str] = []
+    real = loadable._read
+    monkeypatch.setattr(loadable, "_read", lambda path, size: reads.append(path) or real(path, size))
+    loadable._PARSED.clear()
+    readiness._RECORDS.clear()  # a new process
+    assert mc.check(REPO) and reads == []
+    blob = Path(os.path.realpath(mc.layout(REPO).snapshot(commit) / "tokenizer.json"))
+    blob.write_bytes(b"{broken" + b" " * (len(TOKENIZER) - 7))  # same size, new mtime: judged again
+    loadable._PARSED.clear()
+    r = mc.check(REPO)
+    assert not r.ready and any("tokenizer.json: not valid JSON" in p for p in r.problems)

@@ -2,8 +2,9 @@
 
 A snapshot entry is trusted only when it is a regular file, or a symlink into the repo's own
 ``blobs/`` whose target is a regular file (a co-tenant's link to ``/etc/…``, a FIFO or a device
-is a problem, never opened). Parsing (JSON; tiktoken's ``<base64> <rank>`` lines) is cached in
-process on (file, size, mtime), so a polling init container or ``ls`` parses each blob once.
+is a problem, never opened). Parsing (JSON; tiktoken's ``<base64> <rank>`` lines) is cached on
+(file, size, mtime) — in process, and as "ok" verdicts per blob beside the repo's own state — so a
+polling init container, ``ls`` or a later ``check`` process parses each blob once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import posixpath
 import re
 import stat
 from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import atomic_write_bytes
 
 __all__ = ["MAX_PARSE_BYTES", "FileStat", "SnapshotReader", "parse_problem", "read_regular"]
 
@@ -33,6 +37,8 @@ class FileStat:
     problem: str | None
     real: str | None = None
     mtime_ns: int = 0
+    blob: str | None = None
+    """The blob's name when the entry links into ``blobs/`` (its content hash)."""
 
 
 class SnapshotReader:
@@ -72,7 +78,7 @@ class SnapshotReader:
         st = os.lstat(real)
         if not stat.S_ISREG(st.st_mode):
             return FileStat(None, "not a regular file")
-        return FileStat(st.st_size, None, real, st.st_mtime_ns)
+        return FileStat(st.st_size, None, real, st.st_mtime_ns, name)
 
     def stat(self, path: str) -> FileStat:
         """Size of ``path`` in the snapshot, following at most one link, and only into ``blobs/``.
@@ -149,10 +155,34 @@ def _read(real: str, size: int) -> bytes:
     return read_regular(real, size)
 
 
-def parse_problem(path: str, fs: FileStat, want_value: bool = False) -> tuple[str | None, object]:
+def _stored_ok(verdicts: str, fs: FileStat) -> bool:
+    try:
+        fd = os.open(posixpath.join(verdicts, fs.blob or ""), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 64) == f"{fs.size} {fs.mtime_ns} ok".encode()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _store_ok(verdicts: str, fs: FileStat) -> None:
+    try:  # best effort: an engine's read-only mount stores nothing
+        atomic_write_bytes(Path(verdicts) / (fs.blob or ""), f"{fs.size} {fs.mtime_ns} ok".encode(), fsync=False)
+    except OSError:
+        pass
+
+
+def parse_problem(path: str, fs: FileStat, want_value: bool = False,
+                  verdicts: str | None = None) -> tuple[str | None, object]:
     """(problem, parsed JSON when ``want_value``) for a present file; JSON and tiktoken files only.
 
-    Verdicts are cached on (real path, size, mtime); values are not (the caller keeps what it needs).
+    Verdicts are cached on (real path, size, mtime) in process, and — for blobs, whose name is
+    their content hash — as "ok" files in ``verdicts`` (``<repo>/.modelcache/parsed/``), so a
+    ``check`` process after the download's own does not parse a 10 MB ``tokenizer.json`` again.
+    Values are not cached (the caller keeps what it needs).
     """
     if fs.real is None or fs.size is None:
         return None, None
@@ -163,6 +193,10 @@ def parse_problem(path: str, fs: FileStat, want_value: bool = False) -> tuple[st
     key = (fs.real, fs.size, fs.mtime_ns)
     if not want_value and key in _PARSED:
         return _PARSED[key], None
+    stored = verdicts is not None and fs.blob is not None
+    if not want_value and stored and _stored_ok(verdicts, fs):  # type: ignore[arg-type]
+        _PARSED[key] = None
+        return None, None
     try:
         data = _read(fs.real, fs.size)
     except OSError as exc:
@@ -171,4 +205,6 @@ def parse_problem(path: str, fs: FileStat, want_value: bool = False) -> tuple[st
     if len(_PARSED) >= _PARSED_MAX:
         _PARSED.clear()
     _PARSED[key] = problem
+    if problem is None and stored:
+        _store_ok(verdicts, fs)  # type: ignore[arg-type]
     return problem, value

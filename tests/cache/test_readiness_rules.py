@@ -267,3 +267,20 @@ def test_ok_verdicts_outlive_the_process_and_not_a_change(tmp_path: Path, monkey
     loadable._PARSED.clear()
     r = mc.check(REPO)
     assert not r.ready and any("tokenizer.json: not valid JSON" in p for p in r.problems)
+
+
+@pytest.mark.parametrize("junk", [b"{", b'{"format_version": 1, "files": {"../../x": {"size": 1}}}',
+                                  b'{"format_version": 1, "files": {"a": {"size": -1}}}', b"fifo"])
+def test_a_corrupt_record_is_not_ready(tmp_path: Path, junk: bytes) -> None:
+    mc, commit = build(tmp_path, base(**{"model.safetensors": b"w"}))
+    record = mc.layout(REPO).tree_record(commit)
+    record.unlink()
+    if junk == b"fifo":
+        os.mkfifo(record)
+    else:
+        record.write_bytes(junk)
+    r = mc.check(REPO)
+    assert not r.ready and "completeness record" in r.reason
+    record.unlink()  # none at all (a cache written by an older client): judged by the listing, with a note
+    r = mc.check(REPO)
+    assert r.ready and any("no completeness record" in n for n in r.notes)

@@ -141,38 +141,39 @@ def _index_shards(index: str, fs: FileStat) -> tuple[str | None, tuple[str, ...]
 
 
 _BAD_PATH = re.compile(r"[\\\x00-\x1f]|^/|^[A-Za-z]:|(?:^|/)\.{0,2}(?:/|$)")
-_RECORDS: dict[tuple[str, int, int], dict[str, int] | None] = {}
+_RECORDS: dict[tuple[str, int, int], dict[str, int] | str | None] = {}
+_CORRUPT = "the completeness record trees/{commit}.json is corrupt ({why}): nothing can be verified"
 
 
-def _record_sizes(layout: RepoLayout, commit: str) -> dict[str, int] | None:
+def _record_sizes(layout: RepoLayout, commit: str) -> dict[str, int] | str | None:
     """``{path: size}`` of the completeness record (``records.read_record``'s rules, paths
-    validated as ``validate_repo_path`` does); None when missing or unusable. Cached on the
-    record's (path, size, mtime): a polling check or ``ls`` parses it once."""
+    validated as ``validate_repo_path`` does); None when there is none (or of another format);
+    a problem (str) when it is there but corrupt. Cached on the record's (path, size, mtime): a
+    polling check or ``ls`` parses it once."""
     path = str(layout.tree_record(commit))
     try:
         st = os.lstat(path)
     except OSError:
         return None
     if not stat.S_ISREG(st.st_mode):
-        return None
+        return _CORRUPT.format(commit=commit, why="not a regular file")
     key = (path, st.st_size, st.st_mtime_ns)
     if key in _RECORDS:
         return _RECORDS[key]
-    out: dict[str, int] | None = None
+    out: dict[str, int] | str | None = None
     try:
         data = json.loads(read_regular(path, st.st_size))
         if data.get("format_version") == FORMAT_VERSION:
-            files = data["files"]
             out = {}
-            for p, info in files.items():
+            for p, info in data["files"].items():
                 size = info["size"]
                 if (not isinstance(p, str) or len(p) > 1024 or _BAD_PATH.search(p) or type(size) is not int
                         or size < 0):
-                    out = None
+                    out = _CORRUPT.format(commit=commit, why=f"invalid entry {p[:80]!r}")
                     break
                 out[p] = size
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        out = None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        out = _CORRUPT.format(commit=commit, why=type(exc).__name__)
     if len(_RECORDS) > 256:
         _RECORDS.clear()
     _RECORDS[key] = out
@@ -214,6 +215,9 @@ def check_revision(layout: RepoLayout, revision: str, profile: str, include: Seq
         return miss(f"snapshot {commit} is missing (or not a folder)", commit=commit)
 
     record = _record_sizes(layout, commit)
+    if isinstance(record, str):
+        return miss(f"{layout.repo_id}@{revision} ({commit[:12]}) not ready: {record}", commit=commit,
+                    snapshot=snapshot, problems=(record,))
     notes: list[str] = []
     if record is None:
         expected = _snapshot_listing(snapshot)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import by_kind, load_all, run
 from fake_apiserver import fake_apiserver, write_kubeconfig
 
@@ -137,3 +138,37 @@ def test_registered_models_are_protected_like_pins(tmp_path: Path, demo_model: P
     assert code == 0 and "registered as model demo" in out and mc.check(REPO, record=False).ready
     ModelManager(mc).remove("demo", force=True)
     assert mc.gc(max_age=86400.0).plan.remove
+
+
+def test_in_cluster_listing_needs_no_client_library(tmp_path: Path, demo_model: Path) -> None:
+    """The CronJob's pod asks with its ServiceAccount token over plain HTTPS (httpx): the image needs
+    no Kubernetes client; a token the API refuses stops GC."""
+    from fake_apiserver import TOKEN
+
+    from modelcache.errors import InvalidInput
+    from modelcache.k8s.cluster import ClusterError
+    from modelcache.k8s.pods import InCluster, in_use, list_pod_uses
+
+    assert InCluster.from_env({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "6443"}).api == \
+        "https://10.0.0.1:6443"
+    assert InCluster.from_env({}) is None
+    cache = tmp_path / "cache"
+    mc = ModelCache(Settings(cache_dir=cache, offline=True))
+    commit = mc.import_folder(demo_model, REPO).commit
+    record_use(mc.layout(REPO), commit, time.time() - 90 * 86400)
+    docs = _render(tmp_path, commit)
+    (template,) = by_kind(docs, "PodTemplate")
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    with fake_apiserver() as srv:
+        srv.objects[("pods", NS, "vllm-0")] = _pod_from(template, "vllm-0", "Pending")  # init container waiting
+        where = InCluster(srv.url, str(token), None)
+        report = mc.gc(max_age=86400.0, in_use=lambda: in_use(list_pod_uses([NS], in_cluster=where)[0]))
+        assert not report.plan.remove and report.plan.kept[0][1] == f"in use by pod {NS}/vllm-0"
+        token.write_text("revoked")
+        with pytest.raises(ClusterError) as err:
+            mc.gc(max_age=86400.0, in_use=lambda: in_use(list_pod_uses([NS], in_cluster=where)[0]))
+        assert "HTTP 401" in err.value.message and "Role" in err.value.hint
+        with pytest.raises(InvalidInput):
+            list_pod_uses(["../../secrets"], in_cluster=where)
+    assert mc.check(REPO, record=False).ready

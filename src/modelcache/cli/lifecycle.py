@@ -143,10 +143,10 @@ def gc(ctx: click.Context, max_size: str | None, max_age: str | None, keep_last:
     if namespaces:
         import os
 
+        from ..k8s.pods import InCluster, list_pod_uses
         from ..k8s.pods import in_use as protection
-        from ..k8s.pods import list_pod_uses
 
-        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        in_cluster = InCluster.from_env(os.environ)  # in the CronJob's pod: its ServiceAccount
         notes: list[str] = []
 
         def in_use() -> dict[tuple[str, str], str]:  # asked before planning and again before removing

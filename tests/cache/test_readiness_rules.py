@@ -284,3 +284,11 @@ def test_a_corrupt_record_is_not_ready(tmp_path: Path, junk: bytes) -> None:
     record.unlink()  # none at all (a cache written by an older client): judged by the listing, with a note
     r = mc.check(REPO)
     assert r.ready and any("no completeness record" in n for n in r.notes)
+
+
+def test_not_ready_says_which_accept_would_count_it(tmp_path: Path) -> None:
+    mc, _ = build(tmp_path, {"model-Q4_K_M.gguf": b"GGUF"})
+    r = mc.check(REPO)
+    assert not r.ready and "model-Q4_K_M.gguf counts only with --accept gguf" in r.reason
+    mc2, _ = build(tmp_path / "a", base(**{"adapter_model.safetensors": b"a"}))
+    assert "--accept adapter" in mc2.check(REPO).reason

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..errors import InvalidInput
 from ..profiles import (
+    ACCEPT,
     config_candidates,
     is_tokenizer_file,
     needs_config_and_tokenizer,
@@ -268,7 +269,9 @@ def check_revision(layout: RepoLayout, revision: str, profile: str, include: Seq
     need_config, need_tokenizer = needs_config_and_tokenizer(source)
     if profile == "full":
         if source is None:
-            missing.append(_WEIGHTS_HINT)
+            other = weight_source(tree, ACCEPT)  # a format only an explicit --accept counts: say which
+            fmt = other and next((a for a in ACCEPT if weight_source(other[1], (a,)) == other), None)
+            missing.append(_WEIGHTS_HINT + (f"; {other[1][0]} counts only with --accept {fmt}" if fmt else ""))
         elif source[0] == "index":
             index = source[1][0]
             if need(index):

@@ -60,7 +60,7 @@ def test_gc_freed_and_mirror_metrics(tmp_path: Path) -> None:
     cache = tmp_path / "c"
     repo = Repo("org/up", {"config.json": b"{}", "tokenizer.json": b'{"x":1}', "model.safetensors": os.urandom(100_000)})
     with fault_server(repo) as up:
-        mirror = Mirror(cache, HubClient(up.url))
+        mirror = Mirror(Settings(cache_dir=cache), HubClient(up.url))
         cache.mkdir()
         with running_server(cache, mirror=mirror) as url:
             r = httpx.get(f"{url}/{repo.repo_id}/resolve/main/model.safetensors", timeout=30)

@@ -49,7 +49,25 @@ def test_serve_process(tmp_path: Path, workers: int) -> None:
         proc.wait(20)
 
 
-def test_workers_refused_with_a_mirror(tmp_path: Path) -> None:
-    p = subprocess.run([sys.executable, "-m", "modelcache", "--cache-dir", str(tmp_path), "serve", "--workers", "2",
-                        "--upstream", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 2 and "--workers" in p.stderr
+def test_serve_on_a_fresh_volume_creates_the_cache_and_is_ready(tmp_path: Path) -> None:
+    cache = tmp_path / "fresh" / "hub"
+    port = _port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    proc = subprocess.Popen([sys.executable, "-m", "modelcache", "--cache-dir", str(cache), "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.json() == {"ready": True}
+        assert cache.is_dir()
+        r = httpx.get(f"http://127.0.0.1:{port}/{REPO}/resolve/main/config.json")
+        assert r.status_code == 404 and r.headers["X-Error-Code"] == "RepoNotFound"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

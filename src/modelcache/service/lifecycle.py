@@ -1,21 +1,23 @@
-"""The cache's lifecycle on ``ModelCache``: leases, pins, GC, verify/repair, quotas, bundles.
+"""The cache's lifecycle: leases, pins, GC, verify/repair, quotas, bundles.
 
-A mixin so ``service.py`` stays about downloading and checking; every method here is public
-API of ``ModelCache``.
+``CacheLifecycle`` is a component of ``ModelCache`` (which exposes each of its public methods
+under the same name), so ``model_cache.py`` stays about downloading and checking.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from collections.abc import Callable
+from typing import IO
 
 from ..cache.bundle import BundleInfo, export_bundle, import_bundle
 from ..cache.readiness import resolve_commit
 from ..cache.gc import GcPlan, execute_gc, plan_gc, record_gc_freed, scan_revisions, sweep
-from ..cache.layout import RepoLayout, parse_folder_name
+from ..cache.layout import RepoLayout, repo_layouts
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, active_leases, is_pinned, list_pins, pin, release_lease
 from ..cache.leases import renew_lease as _renew
 from ..cache.leases import unpin as _unpin
@@ -23,12 +25,12 @@ from ..cache.quota import Usage, cache_usage, read_budget, write_budget
 from ..cache.records import read_record
 from ..cache.verify import VerifyReport, verify_revision
 from ..errors import InvalidInput, NotCached
+from ..hub.client import HubClient
 from ..progress import NullProgress
+from ..settings import Settings
+from .ensure import ensure_files
 
-if TYPE_CHECKING:
-    from ..settings import Settings
-
-__all__ = ["GcReport", "Lifecycle"]
+__all__ = ["CacheLifecycle", "GcReport"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,18 @@ class GcReport:
         return {**self.plan.to_dict(), "dry_run": self.dry_run, "swept": self.swept, "skipped": list(self.skipped)}
 
 
-class Lifecycle:
-    settings: Settings
+class CacheLifecycle:
+    """Leases, pins, GC, verify/repair, quotas and bundles over one cache root.
 
-    def layout(self, repo_id: str, repo_type: str = "model") -> RepoLayout:  # provided by ModelCache
-        raise NotImplementedError
+    ``client`` gives the Hub client (made on first use) that ``verify(repair=True)`` fetches with."""
+
+    def __init__(self, settings: Settings, client: Callable[[], HubClient]) -> None:
+        self.settings = settings
+        self._client = client
+
+    def layout(self, repo_id: str, repo_type: str = "model") -> RepoLayout:
+        """The layout of one repo of this cache (the repo id and type validated)."""
+        return RepoLayout(self.settings.cache_dir, repo_type, repo_id)
 
     def _commit(self, repo_id: str, revision: str, repo_type: str = "model") -> tuple[RepoLayout, str]:
         layout = self.layout(repo_id, repo_type)
@@ -61,7 +70,7 @@ class Lifecycle:
               repo_type: str = "model") -> Lease:
         """``with mc.lease("org/model", holder="vllm-0"):`` — GC keeps the revision while the block runs."""
         layout, commit = self._commit(repo_id, revision, repo_type)
-        return Lease(layout, commit, holder or f"pid-{__import__('os').getpid()}", ttl)
+        return Lease(layout, commit, holder or f"pid-{os.getpid()}", ttl)
 
     def acquire_lease(self, repo_id: str, revision: str = "main", holder: str = "", ttl: float = 3600.0,
                       repo_type: str = "model") -> LeaseInfo:
@@ -75,7 +84,7 @@ class Lifecycle:
         return release_lease(self.layout(repo_id, repo_type), lease_id)
 
     def leases(self, repo_id: str | None = None, repo_type: str = "model") -> list[LeaseInfo]:
-        layouts = [self.layout(repo_id, repo_type)] if repo_id else _layouts(self.settings.cache_dir)
+        layouts = [self.layout(repo_id, repo_type)] if repo_id else repo_layouts(self.settings.cache_dir)
         return [lease for layout in layouts for lease in active_leases(layout)]
 
     def pin(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> str:
@@ -91,7 +100,7 @@ class Lifecycle:
         return commit
 
     def pins(self) -> list[tuple[str, str]]:
-        return [(layout.repo_id, c) for layout in _layouts(self.settings.cache_dir) for c in list_pins(layout)]
+        return [(layout.repo_id, c) for layout in repo_layouts(self.settings.cache_dir) for c in list_pins(layout)]
 
     def is_pinned(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> bool:
         layout, commit = self._commit(repo_id, revision, repo_type)
@@ -124,7 +133,7 @@ class Lifecycle:
                profile: str = "full", repo_type: str = "model") -> list[VerifyReport]:
         targets: list[tuple[RepoLayout, str]] = []
         if repo_id is None:
-            targets = [(lay, c) for lay in _layouts(self.settings.cache_dir) for c in lay.commits()]
+            targets = [(lay, c) for lay in repo_layouts(self.settings.cache_dir) for c in lay.commits()]
         elif revision is None:
             lay = self.layout(repo_id, repo_type)
             targets = [(lay, c) for c in lay.commits()]
@@ -142,8 +151,6 @@ class Lifecycle:
         return reports
 
     def _repair(self, layout: RepoLayout, commit: str, report: VerifyReport) -> None:
-        from .ensure import ensure_files
-
         record = read_record(layout.tree_record(commit), commit)
         if record is None:
             return
@@ -152,7 +159,7 @@ class Lifecycle:
             if any(p.kind != "missing" for p in report.problems if p.path == e.path):
                 layout.blob(e.etag).unlink(missing_ok=True)
             layout.snapshot_file(commit, e.path).unlink(missing_ok=True)
-        ensure_files(self.settings, self.client, layout, record, entries, NullProgress())  # type: ignore[attr-defined]
+        ensure_files(self.settings, self._client(), layout, record, entries, NullProgress())
 
     # -- quota ------------------------------------------------------------------------------------------
     def usage(self, root: Path | None = None) -> Usage:
@@ -173,14 +180,3 @@ class Lifecycle:
 
     def import_bundle(self, src: IO[bytes]) -> BundleInfo:
         return import_bundle(self.settings.cache_dir, src)
-
-
-def _layouts(cache_dir: Path) -> list[RepoLayout]:
-    if not cache_dir.is_dir():
-        return []
-    out = []
-    for entry in sorted(cache_dir.iterdir()):
-        parsed = parse_folder_name(entry.name)
-        if parsed is not None and entry.is_dir():
-            out.append(RepoLayout(cache_dir, *parsed))
-    return out

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -18,16 +19,17 @@ from ..cache.inventory import RepoInfo, scan_cache, scan_repo
 from ..cache.layout import RepoLayout
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, find_lease
 from ..cache.publish import ensure_repo_dirs
-from ..cache.records import TreeRecord, read_record
+from ..cache.records import TreeRecord
 from ..cache.remove import RemovalPlan, execute_removal, plan_removal
 from ..cache.usage import record_use
 from ..errors import EndpointUnreachable, InvalidInput, NotCached
 from .ensure import ensure_files, os_error
+from .remote import fetch_revision, record_revision
 from ..hub.client import HubClient
-from .lifecycle import Lifecycle
+from .lifecycle import CacheLifecycle
 from ..profiles import select, validate_profile
 from ..progress import NullProgress, Progress
-from ..validation import is_commit, validate_repo_id, validate_repo_type, validate_revision
+from ..validation import is_commit, validate_revision
 from ..settings import Settings
 
 __all__ = ["DownloadResult", "ModelCache"]
@@ -56,7 +58,19 @@ class DownloadResult:
         return d
 
 
-class ModelCache(Lifecycle):
+class _Delegated:
+    """``ModelCache.gc`` is ``CacheLifecycle.gc`` of the instance's lifecycle component."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: ModelCache | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return getattr(CacheLifecycle, self.name)
+        return getattr(obj.lifecycle, self.name)
+
+
+class ModelCache:
     """A huggingface_hub-compatible cache plus the endpoint it downloads from.
 
     >>> mc = ModelCache()                       # settings from HF_* variables, like huggingface_hub
@@ -69,6 +83,25 @@ class ModelCache(Lifecycle):
         self.settings = settings if settings is not None else Settings.from_process_env(**overrides)  # type: ignore[arg-type]
         self._http = http
         self._client: HubClient | None = None
+        self.lifecycle = CacheLifecycle(self.settings, lambda: self.client)
+        """Leases, pins, GC, verify, quotas, bundles; each method is also a method of ``ModelCache``."""
+
+    # -- lifecycle (CacheLifecycle's methods, on the instance) --------------------------------
+    lease = _Delegated()
+    acquire_lease = _Delegated()
+    renew_lease = _Delegated()
+    release_lease = _Delegated()
+    leases = _Delegated()
+    pin = _Delegated()
+    unpin = _Delegated()
+    pins = _Delegated()
+    is_pinned = _Delegated()
+    gc = _Delegated()
+    verify = _Delegated()
+    usage = _Delegated()
+    set_budget = _Delegated()
+    export = _Delegated()
+    import_bundle = _Delegated()
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -76,9 +109,8 @@ class ModelCache(Lifecycle):
         return self.settings.cache_dir
 
     def layout(self, repo_id: str, repo_type: str = "model") -> RepoLayout:
-        validate_repo_type(repo_type)
-        validate_repo_id(repo_id)
-        return RepoLayout(self.cache_dir, repo_type, repo_id)
+        """The layout of one repo of this cache (the repo id and type validated)."""
+        return self.lifecycle.layout(repo_id, repo_type)
 
     @property
     def client(self) -> HubClient:
@@ -165,7 +197,7 @@ class ModelCache(Lifecycle):
 
         client = self.client
         try:
-            info = client.revision_info(repo_type, repo_id, revision)
+            info, tree = fetch_revision(client, layout, revision)
         except EndpointUnreachable as exc:
             # like huggingface_hub: an unreachable endpoint falls back to what the cache has
             cached = check_revision(layout, revision, profile)
@@ -179,9 +211,6 @@ class ModelCache(Lifecycle):
                                   note=f"endpoint unreachable ({exc.message}); using the cached {revision} "
                                        f"({cached.commit[:12]}), which may be behind")
         commit = info.commit
-        tree = read_record(layout.tree_record(commit), commit)
-        if tree is None:
-            tree = TreeRecord.of(commit, client.list_files(repo_type, repo_id, commit))
         wanted = select(tree.files, profile, include, exclude)
         if not wanted and (include or exclude):
             raise InvalidInput(
@@ -201,9 +230,7 @@ class ModelCache(Lifecycle):
         except BaseException:
             progress.finish({"ok": False})
             raise
-        for name in {revision, *refs} - {commit}:
-            layout.write_ref(name, commit)
-        write_access(layout, Access(gated=info.gated, private=info.private))
+        record_revision(layout, info, tree, [revision, *refs])
         record_use(layout, commit)
         result = DownloadResult(
             repo_id=repo_id,

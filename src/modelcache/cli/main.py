@@ -23,6 +23,7 @@ from ..service.model_cache import ModelCache
 from ..settings import parse_duration
 from .common import CONTEXT, json_option, settings_of
 from .doctor import register as register_doctor
+from .k8s import k8s
 from .lifecycle import register as register_lifecycle
 from .models import register as register_models
 from .output import emit, emit_error, human_size, human_time
@@ -43,7 +44,7 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-_settings = settings_of  # kept for modules that import it from here
+_settings = settings_of
 
 
 def _cache(ctx: click.Context) -> ModelCache:
@@ -265,15 +266,14 @@ def demo(ctx: click.Context, workdir: Path | None) -> None:
 
 
 register_serve(cli)
+cli.add_command(k8s)
 register_lifecycle(cli)
 register_models(cli)
 register_token(cli)
 register_doctor(cli)
 
 
-from .k8s import k8s  # noqa: E402
 
-cli.add_command(k8s)
 
 
 def main(argv: list[str] | None = None) -> None:

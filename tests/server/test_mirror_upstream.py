@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 from helpers.fault_server import Repo, fault_server
+from helpers.procs import serve_process, stop
 
 from modelcache import ModelCache, Settings
 from modelcache.hub.client import HubClient
@@ -110,50 +106,15 @@ def test_upstream_bytes_metric_counts_what_the_upstream_sent(tmp_path: Path) -> 
             assert mirror.stats.upstream_bytes == up.bytes_served()
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_mirror(cache: Path, upstream: str, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    proc = subprocess.Popen([sys.executable, "-m", "modelcache", "--cache-dir", str(cache), "serve", "--port",
-                             str(port), "--upstream", upstream, *extra], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, (proc.stderr.read() if proc.stderr else b"").decode()
-        time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    return (proc.stderr.read() if proc.stderr else b"").decode()
-
-
 def test_two_mirror_replicas_on_one_volume_fetch_each_blob_once(tmp_path: Path) -> None:
     """HA mirror: replicas (here: two processes, one of them with two workers) share fills
     through the cache's lock files."""
     repo = _repo(8 * MiB)
     cache = tmp_path / "shared"
     with fault_server(repo, chunk=64 * 1024, delay=0.002) as up:
-        a, url_a = _start_mirror(cache, up.url)
-        b, url_b = _start_mirror(cache, up.url, "--workers", "2")
         results: list[tuple[int, bytes]] = []
-        try:
+        with serve_process(cache, "--upstream", up.url) as (_a, url_a), \
+                serve_process(cache, "--upstream", up.url, "--workers", "2") as (_b, url_b):
             def client(url: str) -> None:
                 r = httpx.get(f"{url}/{repo.repo_id}/resolve/main/model.safetensors", timeout=120)
                 results.append((r.status_code, r.content))
@@ -163,9 +124,7 @@ def test_two_mirror_replicas_on_one_volume_fetch_each_blob_once(tmp_path: Path) 
                 t.start()
             for t in threads:
                 t.join(120)
-        finally:
-            err_a, err_b = _stop(a), _stop(b)
-        assert [s for s, _ in results] == [200] * 4, (err_a, err_b)
+        assert [s for s, _ in results] == [200] * 4
         assert all(body == repo.files["model.safetensors"] for _, body in results)
         size = len(repo.files["model.safetensors"])
         assert up.bytes_served("model.safetensors") <= 1.1 * size
@@ -177,8 +136,7 @@ def test_an_upstream_outage_logs_one_line_per_failure(tmp_path: Path) -> None:
     repo = _repo(4 * MiB)
     cache = tmp_path / "c"
     with fault_server(repo, chunk=32 * 1024, delay=0.005) as up:
-        proc, url = _start_mirror(cache, up.url)
-        try:
+        with serve_process(cache, "--upstream", up.url) as (proc, url):
             def kill_soon() -> None:
                 deadline = time.monotonic() + 30
                 while up.live_bytes < MiB and time.monotonic() < deadline:
@@ -193,7 +151,6 @@ def test_an_upstream_outage_logs_one_line_per_failure(tmp_path: Path) -> None:
             except httpx.HTTPError:
                 pass
             killer.join()
-        finally:
-            err = _stop(proc)
+            err = stop(proc)
     assert "Traceback" not in err, err
     assert "aborted a response" in err

@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "modelcache"
 # A part's rank: a module may import parts of lower or equal rank only (equal: within its own part).
 RANK = {
     "cli": 5,
-    "server": 4, "k8s": 4, "doctor": 4,
+    "server": 4, "k8s": 4, "doctor": 4, "sync": 4,
     "models": 3, "service": 3,
     "hub": 2, "cache": 2,
     "files": 1, "progress": 1, "tokens": 1, "redact": 1, "profiles": 1, "hashing": 1, "protocol": 1,

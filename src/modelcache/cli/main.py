@@ -28,6 +28,7 @@ from .lifecycle import register as register_lifecycle
 from .models import register as register_models
 from .output import emit, emit_error, human_size, human_time
 from .serve import register as register_serve
+from .sync import register as register_sync
 from .token import register as register_token
 
 __all__ = ["cli", "main"]
@@ -266,6 +267,7 @@ def demo(ctx: click.Context, workdir: Path | None) -> None:
 
 
 register_serve(cli)
+register_sync(cli)
 cli.add_command(k8s)
 register_lifecycle(cli)
 register_models(cli)

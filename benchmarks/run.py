@@ -239,13 +239,13 @@ def main(argv: list[str] | None = None) -> None:
         raw[n] = {t: [vars(r) | {"cpu": r.cpu} for r in rs] for t, rs in runs.items()}
     serve = mirror = None
     if SERVE in nums:
-        if have("wrk") and have("nginx"):
+        if have("wrk") and have("ab") and have("nginx"):
             from mcbench.serving import run_serve
 
             print(f"== scenario {SERVE}: serving, modelcache vs nginx", flush=True)
             serve = run_serve(args.scale, args.serve_duration, args.serve_connections)
         else:
-            notes.append("scenario 5 skipped: wrk or nginx is not installed")
+            notes.append("scenario 5 skipped: wrk, ab or nginx is not installed")
     if MIRROR in nums:
         from mcbench.mirror import run_mirror
 

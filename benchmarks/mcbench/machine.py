@@ -15,7 +15,7 @@ from .common import GiB, KiB, MODELCACHE, PY, REPO_ROOT, TIME, WORK, modelcache_
 __all__ = ["ensure_deps", "git_state", "have", "machine_info", "source_fingerprint"]
 
 # executable -> Debian package
-APT_TOOLS = {"aria2c": "aria2", "wrk": "wrk", "nginx": "nginx-light", "curl": "curl"}
+APT_TOOLS = {"aria2c": "aria2", "wrk": "wrk", "ab": "apache2-utils", "nginx": "nginx-light", "curl": "curl"}
 
 
 def have(tool: str) -> bool:
@@ -32,7 +32,7 @@ def _apt_install(pkgs: list[str]) -> None:
 
 
 def ensure_deps(install: bool) -> list[str]:
-    """Install what is missing (modelcache, huggingface_hub, hf_transfer; aria2, wrk, nginx with apt).
+    """Install what is missing (modelcache, huggingface_hub, hf_transfer; aria2, wrk, ab, nginx with apt).
 
     Returns notes for the report about tools that are still missing (their rows are skipped).
     """

@@ -48,12 +48,14 @@ def render_serve(serve: dict[str, Any]) -> list[str]:
            "modelcache through its `resolve` route, nginx (`sendfile on`, `worker_processes auto`) aliasing the "
            f"same URLs to the snapshot folder. Load: `wrk -t2 -c{serve.get('connections')} "
            f"-d{serve.get('duration_s'):g}s` on this machine (its CPU competes with the server's, equally for "
-           "both): big = GETs of the shards in rotation (bytes/s), small = HEAD and GET of config.json "
-           "alternating (requests/s).\n",
-           "| server | big files MB/s | small files req/s | server CPU s | peak RSS MB | non-2xx |",
-           "|---|---:|---:|---:|---:|---:|"]
+           "both): big = GETs of the shards in rotation (bytes/s); small = GETs of config.json (wrk) and "
+           "HEADs (`ab -k -i`, wrk cannot time HEAD), the req/s of an even mix = 2 / (1/GET + 1/HEAD).\n",
+           "| server | big files MB/s | small files req/s (HEAD+GET) | GET req/s | HEAD req/s | server CPU s "
+           "| peak RSS MB | non-2xx |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in serve.get("servers", []):
         out.append(f"| {r['server']} | {r['big']['bytes_per_s'] / MB:,.0f} | {r['small']['requests_per_s']:,.0f} "
+                   f"| {r['small'].get('get_requests_per_s', 0):,.0f} | {r['small'].get('head_requests_per_s', 0):,.0f} "
                    f"| {r['server_cpu_s']} | {r['rss_mb']} | {r['big']['non_2xx'] + r['small']['non_2xx']} |")
     return out
 

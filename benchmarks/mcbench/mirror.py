@@ -11,6 +11,8 @@ fetched the model once per client would show it there.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import subprocess
 import time
@@ -48,7 +50,7 @@ def run_mirror(base_sc: Scenario, clients: int = 16, timeout: float = 300) -> di
                                           stderr=fh.fileno())
     expected = {p: f.size for p, f in up.Repo(sc.root, sc.repo_id).files.items()}
     base = str(ready["url"])
-    out: dict[str, Any] = {"clients": clients, "bytes": sc.total_bytes, "ok": False}
+    out: dict[str, Any] = {"clients": clients, "bytes": sc.total_bytes, "ok": False, "cores": os.cpu_count()}
     mirror_proc = None
     work = TARGETS / "mirror"
     try:
@@ -69,6 +71,7 @@ def run_mirror(base_sc: Scenario, clients: int = 16, timeout: float = 300) -> di
         mirror_url = f"http://127.0.0.1:{port}"
         sync()
         cpu0 = tree_cpu_seconds(mirror_proc.pid)
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         procs = [subprocess.Popen(modelcache_cmd(mirror_url, work / f"client-{i:02d}", sc.repo_id), env=clean_env(),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -83,6 +86,8 @@ def run_mirror(base_sc: Scenario, clients: int = 16, timeout: float = 300) -> di
             results.append((p.returncode, stdout, stderr))
         out["last_done_s"] = time.monotonic() - t0
         out["mirror_cpu_s"] = round(tree_cpu_seconds(mirror_proc.pid) - cpu0, 2)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out["clients_cpu_s"] = round(kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime, 2)
         problems = []
         for i, (rc, stdout, stderr) in enumerate(results):
             last = (stderr.strip().splitlines() or [""])[-1]

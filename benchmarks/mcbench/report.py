@@ -67,7 +67,8 @@ def _mirror_lines(m: dict[str, Any]) -> list[str]:
            f"{m.get('direct_cpu_s', 0):.2f} CPU s",
            f"- {m['clients']} `modelcache download` at once through a cold `modelcache serve --upstream`: "
            f"last done after {_f(m.get('last_done_s'))} s; failed clients: {m.get('failed_clients', '—')}; "
-           f"mirror CPU {_f(m.get('mirror_cpu_s'))} s"]
+           f"mirror CPU {_f(m.get('mirror_cpu_s'))} s, the clients' CPU together {_f(m.get('clients_cpu_s'))} s "
+           f"(on this box all clients share its {m.get('cores', '?')} cores; on a cluster each has a node)"]
     if m.get("upstream_bytes_for_mirror") is not None:
         out.append(f"- the upstream sent the mirror {m['upstream_bytes_for_mirror']:,} bytes "
                    f"({m['upstream_bytes_for_mirror'] / max(1, m['bytes']):.2f}× the model)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .common import KiB, MB
+from .common import KiB, MB, MiB
 from .scenarios import Scenario
 
 __all__ = ["RSS_LIMIT_BYTES", "Target", "issue16_targets", "scenario_targets"]
@@ -66,7 +66,9 @@ def issue16_targets(downloads: dict[int, Summary], scenarios: dict[int, Scenario
     """
     out: list[Target] = []
     # serving, big and small
-    w_big, w_small = "serve 4 × big blobs, wrk clients", "serve small cached files (HEAD+GET)"
+    shard = (serve or {}).get("shard_bytes", 256 * MiB)
+    w_big = f"serve 4 × {shard / MiB:,.0f} MiB blobs, {(serve or {}).get('connections', 32)} wrk connections"
+    w_small = "serve small cached files (HEAD+GET)"
     servers = {s["server"]: s for s in (serve or {}).get("servers", [])}
     nginx = servers.get("nginx")
     mcs = [s for name, s in servers.items() if name.startswith("modelcache")]
@@ -97,7 +99,8 @@ def issue16_targets(downloads: dict[int, Summary], scenarios: dict[int, Scenario
                if mw and hw else _missing(w2, "≥ 3× huggingface_hub's speed", ">=", 3.0, "did not run or failed"))
     # capped connections
     res4, sc4 = downloads.get(4), scenarios.get(4)
-    w4 = "download 2 × 128 MiB, 10 MB/s per connection, 80 MB/s cap"
+    w4 = (f"download {len(sc4.files)} × {sc4.files[0][1] / MiB:,.0f} MiB, 10 MB/s per connection, 80 MB/s cap"
+          if sc4 else "download 2 × 128 MiB, 10 MB/s per connection, 80 MB/s cap")
     mw = _wall(res4, "modelcache")
     if mw and sc4:
         tp = sc4.total_bytes / mw

@@ -251,8 +251,12 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"== scenario {MIRROR}: cold mirror, {args.mirror_clients} clients", flush=True)
         mirror = run_mirror(scenarios[4], args.mirror_clients, args.timeout)
-        print(f"   direct {mirror.get('direct_wall_s')} s, last client {mirror.get('last_done_s')} s, "
-              f"ok {mirror.get('ok')} {mirror.get('error', '')}", flush=True)
+        for r in mirror.get("rounds", []):
+            print(f"   {args.mirror_clients} x {r['client']}: last done {r.get('last_done_s', 0):.2f} s "
+                  f"(direct {mirror.get('direct_wall_s') or 0:.2f} s)  {'ok' if r['ok'] else r.get('error', '')}",
+                  flush=True)
+        if not mirror.get("rounds"):
+            print(f"   FAILED: {mirror.get('error', '')}", flush=True)
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     info["noisy_retries"] = noisy[0]
     src_end = source_fingerprint()

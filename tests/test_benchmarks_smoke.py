@@ -112,7 +112,7 @@ def test_report_renders_every_section() -> None:
             "versions": {"modelcache": "0"}, "loadavg_start": [0, 0, 0], "modelcache_default_connections": 16,
             "modelcache_default_chunk_size": Settings(cache_dir=Path(".")).chunk_size, "sha256_cpu_s_per_gb": 2.0}
     mirror_res = {"ok": True, "clients": 16, "direct_wall_s": 3.0, "last_done_s": 9.0, "bytes": 100,
-                  "upstream_bytes_for_mirror": 100, "failed_clients": 0, "mirror_cpu_s": 1, "clients_cpu_s": 9}
+                  "upstream_bytes_per_round": 100, "rounds": [{"client": "modelcache", "ok": True, "last_done_s": 9.0, "failed_clients": 0}, {"client": "curl", "ok": True, "last_done_s": 4.0, "failed_clients": 0}], "cores": 2, "failed_clients": 0, "mirror_cpu_s": 1, "clients_cpu_s": 9}
     serve = _serve(2000, 1000, 60_000, 1_000)
     ts = issue16_targets(results, sc, serve, mirror_res, 2.0)
     opts = {"scenarios": "1,2,3,4,5,6", "scale": 0.5, "repeat": 1, "quick": True, "max_other_load": 0.3}

@@ -63,17 +63,24 @@ def render_serve(serve: dict[str, Any]) -> list[str]:
 def _mirror_lines(m: dict[str, Any]) -> list[str]:
     if not m.get("direct_wall_s"):
         return [f"Did not complete: `{m.get('error', '?')}`"]
-    out = [f"- one `modelcache download` straight from the upstream: {m['direct_wall_s']:.2f} s wall, "
-           f"{m.get('direct_cpu_s', 0):.2f} CPU s",
-           f"- {m['clients']} `modelcache download` at once through a cold `modelcache serve --upstream`: "
-           f"last done after {_f(m.get('last_done_s'))} s; failed clients: {m.get('failed_clients', '—')}; "
-           f"mirror CPU {_f(m.get('mirror_cpu_s'))} s, the clients' CPU together {_f(m.get('clients_cpu_s'))} s "
-           f"(on this box all clients share its {m.get('cores', '?')} cores; on a cluster each has a node)"]
-    if m.get("upstream_bytes_for_mirror") is not None:
-        out.append(f"- the upstream sent the mirror {m['upstream_bytes_for_mirror']:,} bytes "
-                   f"({m['upstream_bytes_for_mirror'] / max(1, m['bytes']):.2f}× the model)")
-    if m.get("error"):
-        out.append(f"- errors: `{m['error']}`")
+    direct = m["direct_wall_s"]
+    out = [f"- one `modelcache download` straight from the upstream: {direct:.2f} s wall, "
+           f"{m.get('direct_cpu_s', 0):.2f} CPU s", ""]
+    out += ["| clients (each from a cold mirror) | last done s | / direct wall | failed clients | mirror CPU s "
+            "| clients' CPU s |", "|---|---:|---:|---:|---:|---:|"]
+    for r in m.get("rounds", []):
+        last = r.get("last_done_s")
+        out.append(f"| {m['clients']} × {'`modelcache download`' if r['client'] == 'modelcache' else '`curl -Z` (information)'} "
+                   f"| {_f(last)} | {_f(last / direct if last else None)} | {r.get('failed_clients', '—')} "
+                   f"| {_f(r.get('mirror_cpu_s'))} | {_f(r.get('clients_cpu_s'))} |")
+    out.append("")
+    out.append(f"On this box all clients share its {m.get('cores', '?')} cores; on a cluster each has a node.")
+    if m.get("upstream_bytes_per_round") is not None:
+        n = m["upstream_bytes_per_round"]
+        out.append(f"The upstream sent each cold mirror {n:,} bytes ({n / max(1, m['bytes']):.2f}× the model).")
+    errors = [f"{r['client']}: {r['error']}" for r in m.get("rounds", []) if r.get("error")]
+    if errors or (m.get("error") and not m.get("rounds")):
+        out.append(f"Errors: `{'; '.join(errors) or m.get('error')}`")
     return out
 
 

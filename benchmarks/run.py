@@ -39,13 +39,24 @@ sys.path.insert(0, str(HERE))
 
 import upstream as up  # noqa: E402
 from mcbench.common import MB, TARGETS, WORK, GiB, MiB, modelcache_defaults  # noqa: E402
-from mcbench.machine import ensure_deps, git_state, have, machine_info, source_fingerprint  # noqa: E402
+from mcbench.machine import (  # noqa: E402
+    ensure_deps,
+    git_state,
+    have,
+    machine_info,
+    source_fingerprint,
+)
 from mcbench.measure import Run, run_tool, sha256_cpu_per_gb, summarize, warm  # noqa: E402
 from mcbench.report import render_report, targets_console  # noqa: E402
 from mcbench.scenarios import (  # noqa: E402
-    ALL_SCENARIOS, DOWNLOAD_SCENARIOS, MIRROR, SERVE, Scenario, build_scenarios,
+    ALL_SCENARIOS,
+    DOWNLOAD_SCENARIOS,
+    MIRROR,
+    SERVE,
+    Scenario,
+    build_scenarios,
 )
-from mcbench.targets import issue16_targets  # noqa: E402
+from mcbench.targets import issue16_targets, scenario_targets  # noqa: E402
 
 QUICK = {"scale": 0.04, "repeat": 1, "noisy_retries": 0, "serve_duration": 2.0}
 _TOOL_BINARIES = {"aria2c": "aria2c", "curl": "curl"}
@@ -54,8 +65,8 @@ _TOOL_BINARIES = {"aria2c": "aria2c", "curl": "curl"}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="modelcache benchmarks, side by side with the peers")
     ap.add_argument("--quick", action="store_true",
-                    help=f"every scenario at small scale (scale {QUICK['scale']}, one run, {QUICK['serve_duration']:g} s "
-                         "per wrk load, modelcache's defaults only): a smoke run of the harness in under 2 minutes; "
+                    help=f"every scenario at small scale (scale {QUICK['scale']}, one run, "
+                         f"{QUICK['serve_duration']:g} s per wrk load, modelcache's defaults only): a smoke run of the harness in under 2 minutes; "
                          "writes _work/RESULTS-quick.md, not RESULTS.md")
     ap.add_argument("--scenarios", default=",".join(map(str, ALL_SCENARIOS)), help="comma-separated: 1,2,3,4,5,6")
     ap.add_argument("--scale", type=float, default=None, help="multiplies file sizes and counts (default 1)")
@@ -76,7 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--serve-connections", type=int, default=32, help="wrk connections")
     ap.add_argument("--mirror-clients", type=int, default=16, help="clients asking the cold mirror at once")
     ap.add_argument("--report-only", action="store_true",
-                    help="rebuild RESULTS.md from results.json (after editing the report code); no runs")
+                    help="rebuild RESULTS.md from results.json (after editing the report code; with --quick: the quick "
+                         "run's files); no runs")
     args = ap.parse_args(argv)
     full = {"scale": 1.0, "repeat": 1, "noisy_retries": 2, "serve_duration": 10.0}
     for key, val in (QUICK if args.quick else full).items():
@@ -172,6 +184,8 @@ def _doc(info: dict[str, Any], args: argparse.Namespace, nums: list[int], scenar
                 "repo_id": scenarios[n].repo_id, "files": scenarios[n].n_files, "bytes": scenarios[n].total_bytes,
                 "per_conn_bps": scenarios[n].per_conn_bps, "aggregate_bps": scenarios[n].aggregate_bps,
                 "latency_ms": scenarios[n].latency_ms, "summary": results[n], "runs": raw.get(n, {}),
+                "targets": [{"target": a, "verdict": b.strip("*"), "figure": c}
+                            for a, b, c in scenario_targets(n, results[n], scenarios[n])],
             } for n in results
         },
         "serve": serve,
@@ -180,9 +194,9 @@ def _doc(info: dict[str, Any], args: argparse.Namespace, nums: list[int], scenar
     }
 
 
-def rebuild_report() -> None:
-    """RESULTS.md again from results.json (no runs)."""
-    md, js = outputs(False)
+def rebuild_report(quick: bool = False) -> None:
+    """RESULTS.md again from results.json (no runs); with ``quick``, the quick run's files."""
+    md, js = outputs(quick)
     doc = json.loads(js.read_text())
     opts = doc["options"]
     info = doc["machine"]
@@ -194,6 +208,8 @@ def rebuild_report() -> None:
         n = int(key)
         scenarios[n].tools = list(sd["summary"])
         results[n] = sd["summary"]
+        sd["targets"] = [{"target": a, "verdict": b.strip("*"), "figure": c}
+                         for a, b, c in scenario_targets(n, results[n], scenarios[n])]
     sha = info.get("sha256_cpu_s_per_gb")
     targets = issue16_targets(results, scenarios, doc.get("serve"), doc.get("mirror"), sha)
     doc["targets"] = [t.as_dict() for t in targets]
@@ -207,7 +223,7 @@ def rebuild_report() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.report_only:
-        rebuild_report()
+        rebuild_report(args.quick)
         return
     lock = _lock()  # noqa: F841  (held until exit)
     shutil.rmtree(WORK / "logs", ignore_errors=True)
@@ -234,7 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     for n in [n for n in nums if n in DOWNLOAD_SCENARIOS]:
         sc = scenarios[n]
         sc.tools = [t for t in sc.tools if (not only or t in only) and _available(t)]
-        runs = run_download(sc, args, t_start, noisy)
+        try:
+            runs = run_download(sc, args, t_start, noisy)
+        except Exception as exc:  # one broken scenario must not lose the others' figures
+            notes.append(f"scenario {n} did not run: {type(exc).__name__}: {exc}")
+            print(f"   FAILED: {type(exc).__name__}: {exc}", flush=True)
+            continue
         results[n] = {t: summarize(rs) for t, rs in runs.items()}
         raw[n] = {t: [vars(r) | {"cpu": r.cpu} for r in rs] for t, rs in runs.items()}
     serve = mirror = None
@@ -243,14 +264,23 @@ def main(argv: list[str] | None = None) -> None:
             from mcbench.serving import run_serve
 
             print(f"== scenario {SERVE}: serving, modelcache vs nginx", flush=True)
-            serve = run_serve(args.scale, args.serve_duration, args.serve_connections)
+            try:
+                serve = run_serve(args.scale, args.serve_duration, args.serve_connections)
+            except Exception as exc:
+                serve = {"error": f"{type(exc).__name__}: {exc}", "servers": []}
+                notes.append(f"scenario {SERVE} failed: {serve['error']}")
+                print(f"   FAILED: {serve['error']}", flush=True)
         else:
             notes.append("scenario 5 skipped: wrk, ab or nginx is not installed")
     if MIRROR in nums:
         from mcbench.mirror import run_mirror
 
         print(f"== scenario {MIRROR}: cold mirror, {args.mirror_clients} clients", flush=True)
-        mirror = run_mirror(scenarios[4], args.mirror_clients, args.timeout)
+        try:
+            mirror = run_mirror(scenarios[4], args.mirror_clients, args.timeout)
+        except Exception as exc:
+            mirror = {"error": f"{type(exc).__name__}: {exc}", "clients": args.mirror_clients, "rounds": []}
+            notes.append(f"scenario {MIRROR} failed: {mirror['error']}")
         for r in mirror.get("rounds", []):
             print(f"   {args.mirror_clients} x {r['client']}: last done {r.get('last_done_s', 0):.2f} s "
                   f"(direct {mirror.get('direct_wall_s') or 0:.2f} s)  {'ok' if r['ok'] else r.get('error', '')}",

@@ -14,9 +14,21 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-from mcbench import common, machine, measure, mirror, peers, report, scenarios, serving, sourcerepo, targets  # noqa: E402,F401
+from mcbench import (  # noqa: E402,F401
+    common,
+    machine,
+    measure,
+    mirror,
+    peers,
+    report,
+    scenarios,
+    serving,
+    sourcerepo,
+    targets,
+)
 from mcbench.scenarios import build_scenarios, modelcache_variants  # noqa: E402
 from mcbench.targets import Target, issue16_targets, scenario_targets  # noqa: E402
+
 from modelcache.settings import Settings  # noqa: E402
 
 MB = 1_000_000
@@ -105,14 +117,31 @@ def test_targets_missed_and_not_applicable() -> None:
     assert _by_goal(issue16_targets(failed, sc, None, None, None))["wall ≤ 1.0× aria2c's"].verdict == "n/a"
 
 
+def test_broken_figures_are_not_applicable_not_a_crash() -> None:
+    sc = build_scenarios(1.0)
+    zero_nginx = _serve(0, 1000, 0, 1000)  # wrk printed nothing we could parse
+    broken_serve = {"error": "RuntimeError: nothing listens on 1234", "servers": []}
+    free_aria = {1: {"modelcache": _ok(4.0, cpu=5.0), "aria2c": _ok(4.0, cpu=0.0)}}
+    failed_mirror = {"error": "direct download failed: exit 1", "clients": 16, "rounds": []}
+    for serve in (zero_nginx, broken_serve):
+        g = _by_goal(issue16_targets(free_aria, sc, serve, failed_mirror, 0.0))
+        assert g["≥ 1.0× nginx (bytes/s)"].verdict == "n/a"
+        assert g["≤ aria2c + sha256 cost"].verdict == "n/a"  # a zero budget is no yardstick
+        assert "direct download failed" in g["last done ≤ 1.1× one direct download"].figure
+    assert "nothing listens" in _by_goal(issue16_targets({}, sc, broken_serve, None, None))[
+        "≥ 1.0× nginx (bytes/s)"].figure
+
+
 def test_report_renders_every_section() -> None:
     sc = build_scenarios(0.5)
     results = {n: {t: _ok(1.0 + i) for i, t in enumerate(sc[n].tools)} for n in (1, 2, 3, 4)}
     info = {"date": "d", "nproc": 2, "cpu": "c", "memory_gib": 1, "kernel": "k", "filesystem": "f", "python": "3",
             "versions": {"modelcache": "0"}, "loadavg_start": [0, 0, 0], "modelcache_default_connections": 16,
             "modelcache_default_chunk_size": Settings(cache_dir=Path(".")).chunk_size, "sha256_cpu_s_per_gb": 2.0}
-    mirror_res = {"ok": True, "clients": 16, "direct_wall_s": 3.0, "last_done_s": 9.0, "bytes": 100,
-                  "upstream_bytes_per_round": 100, "rounds": [{"client": "modelcache", "ok": True, "last_done_s": 9.0, "failed_clients": 0}, {"client": "curl", "ok": True, "last_done_s": 4.0, "failed_clients": 0}], "cores": 2, "failed_clients": 0, "mirror_cpu_s": 1, "clients_cpu_s": 9}
+    rounds = [{"client": "modelcache", "ok": True, "last_done_s": 9.0, "failed_clients": 0},
+              {"client": "curl", "ok": True, "last_done_s": 4.0, "failed_clients": 0}]
+    mirror_res = {"ok": True, "clients": 16, "direct_wall_s": 3.0, "last_done_s": 9.0, "bytes": 100, "cores": 2,
+                  "upstream_bytes_per_round": 100, "rounds": rounds}
     serve = _serve(2000, 1000, 60_000, 1_000)
     ts = issue16_targets(results, sc, serve, mirror_res, 2.0)
     opts = {"scenarios": "1,2,3,4,5,6", "scale": 0.5, "repeat": 1, "quick": True, "max_other_load": 0.3}

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .common import GiB, KiB, MODELCACHE, PY, REPO_ROOT, TIME, WORK, modelcache_defaults
+from .common import MODELCACHE, PY, REPO_ROOT, TIME, WORK, GiB, KiB, modelcache_defaults
 
 __all__ = ["ensure_deps", "git_state", "have", "machine_info", "source_fingerprint"]
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import MiB, TARGETS, TIME, WORK
+from .common import TARGETS, TIME, WORK, MiB
 from .peers import plan_tool, verify
 from .scenarios import Scenario
 

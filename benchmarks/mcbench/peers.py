@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
-from .common import KiB, MODELCACHE, MiB, PY, clean_env
+from .common import MODELCACHE, PY, KiB, MiB, clean_env
 from .scenarios import CEILING, CEILING_RANGES, Scenario
 
 __all__ = ["HF_ENV", "HF_TRANSFER_FILE_WORKERS", "HF_TRANSFER_SETTINGS", "ToolRun", "plan_tool", "url_for", "verify"]

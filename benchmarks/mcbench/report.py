@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import GiB, KiB, MB, MiB
+from .common import MB, GiB, KiB, MiB
 from .scenarios import CEILING, CEILING_RANGES, Scenario
 from .targets import Target, scenario_targets
 
@@ -55,7 +55,8 @@ def render_serve(serve: dict[str, Any]) -> list[str]:
            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in serve.get("servers", []):
         out.append(f"| {r['server']} | {r['big']['bytes_per_s'] / MB:,.0f} | {r['small']['requests_per_s']:,.0f} "
-                   f"| {r['small'].get('get_requests_per_s', 0):,.0f} | {r['small'].get('head_requests_per_s', 0):,.0f} "
+                   f"| {r['small'].get('get_requests_per_s', 0):,.0f} "
+                   f"| {r['small'].get('head_requests_per_s', 0):,.0f} "
                    f"| {r['server_cpu_s']} | {r['rss_mb']} | {r['big']['non_2xx'] + r['small']['non_2xx']} |")
     return out
 
@@ -70,7 +71,8 @@ def _mirror_lines(m: dict[str, Any]) -> list[str]:
             "| clients' CPU s |", "|---|---:|---:|---:|---:|---:|"]
     for r in m.get("rounds", []):
         last = r.get("last_done_s")
-        out.append(f"| {m['clients']} × {'`modelcache download`' if r['client'] == 'modelcache' else '`curl -Z` (information)'} "
+        who = "`modelcache download`" if r["client"] == "modelcache" else "`curl -Z` (information)"
+        out.append(f"| {m['clients']} × {who} "
                    f"| {_f(last)} | {_f(last / direct if last else None)} | {r.get('failed_clients', '—')} "
                    f"| {_f(r.get('mirror_cpu_s'))} | {_f(r.get('clients_cpu_s'))} |")
     out.append("")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import sourcerepo
-from .common import REPOS, GiB, KiB, MB, MiB, modelcache_defaults
+from .common import MB, REPOS, GiB, KiB, MiB, modelcache_defaults
 
 __all__ = [
     "ALL_SCENARIOS", "CEILING", "CEILING_RANGES", "DOWNLOAD_SCENARIOS", "MIRROR", "SERVE", "Scenario",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .common import KiB, MB, MiB
+from .common import MB, KiB, MiB
 from .scenarios import Scenario
 
 __all__ = ["RSS_LIMIT_BYTES", "Target", "issue16_targets", "scenario_targets"]
@@ -72,7 +72,7 @@ def issue16_targets(downloads: dict[int, Summary], scenarios: dict[int, Scenario
     servers = {s["server"]: s for s in (serve or {}).get("servers", [])}
     nginx = servers.get("nginx")
     mcs = [s for name, s in servers.items() if name.startswith("modelcache")]
-    if nginx and mcs:
+    if nginx and mcs and nginx["big"]["bytes_per_s"] > 0 and nginx["small"]["requests_per_s"] > 0:
         best = max(mcs, key=lambda s: s["big"]["bytes_per_s"])
         r = best["big"]["bytes_per_s"] / nginx["big"]["bytes_per_s"]
         out.append(Target(w_big, "≥ 1.0× nginx (bytes/s)", ">=", 1.0, r,
@@ -84,7 +84,8 @@ def issue16_targets(downloads: dict[int, Summary], scenarios: dict[int, Scenario
                           f"{best['server']} {rps:,.0f} req/s vs nginx {nrps:,.0f} req/s"))
         out.append(Target(w_small, "≥ 10,000 req/s", ">=", 1.0, rps / 10_000, f"{rps:,.0f} req/s"))
     else:
-        why = "serve scenario did not run" if not serve else "nginx or modelcache serve missing"
+        why = ("serve scenario did not run" if not serve else
+               str(serve.get("error") or "nginx or modelcache serve missing, or nginx measured nothing"))[:200]
         out += [_missing(w_big, "≥ 1.0× nginx (bytes/s)", ">=", 1.0, why),
                 _missing(w_small, "≥ 0.15× nginx (req/s)", ">=", 0.15, why),
                 _missing(w_small, "≥ 10,000 req/s", ">=", 1.0, why)]
@@ -112,14 +113,17 @@ def issue16_targets(downloads: dict[int, Summary], scenarios: dict[int, Scenario
     res1, sc1 = downloads.get(1), scenarios.get(1)
     w5 = "CPU-s per verified GB (big shards)"
     mc, ac = _cpu(res1, "modelcache"), _cpu(res1, "aria2c")
-    if mc is not None and ac is not None and sc1 and sha256_cpu_per_gb is not None:
-        gb = sc1.total_bytes / 1e9
+    gb = sc1.total_bytes / 1e9 if sc1 else 0.0
+    budget = 0.0
+    if mc is not None and ac is not None and gb and sha256_cpu_per_gb is not None:
         budget = ac / gb + sha256_cpu_per_gb
+    if mc is not None and ac is not None and sha256_cpu_per_gb is not None and budget > 0:
         out.append(Target(w5, "≤ aria2c + sha256 cost", "<=", 1.0, (mc / gb) / budget,
                           f"modelcache {mc / gb:.2f} vs aria2c {ac / gb:.2f} + sha256 {sha256_cpu_per_gb:.2f} "
                           f"= {budget:.2f} CPU-s/GB"))
     else:
-        out.append(_missing(w5, "≤ aria2c + sha256 cost", "<=", 1.0, "needs scenario 1 (modelcache and aria2c) and the sha256 cost of this run"))
+        out.append(_missing(w5, "≤ aria2c + sha256 cost", "<=", 1.0,
+                            "needs scenario 1 (modelcache and aria2c) and the sha256 cost of this run"))
     # cold mirror
     w6 = f"cold mirror, {(mirror or {}).get('clients', 16)} clients ask one uncached model"
     if mirror and mirror.get("ok") and mirror.get("direct_wall_s"):

@@ -123,6 +123,7 @@ def machine_info() -> dict[str, object]:
             "curl": " ".join(first_line(["curl", "--version"]).split()[1:2]),
             "wrk": first_line(["wrk", "-v"]).split(" [")[0].replace("wrk ", "") if have("wrk") else "not installed",
             "nginx": nginx.rsplit("/", 1)[-1] or "not installed",
+            "ab": first_line(["ab", "-V"]).split("Version ")[-1].split(" ")[0] if have("ab") else "not installed",
         },
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "modelcache_git": git_state(),

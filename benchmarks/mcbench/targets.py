@@ -154,7 +154,8 @@ def scenario_targets(num: int, res: Summary, sc: Scenario) -> list[tuple[str, st
         if num in (1, 4):
             cap = sc.aggregate_bps
             share = 0.9
-            rows.append((f"{label}: ≥ {share:.0%} of the {cap / MB:,.0f} MB/s cap", verdict(tp >= share * cap),
+            cap_s = f"{cap / 1e9:g} GB/s" if cap >= 1e9 else f"{cap / MB:,.0f} MB/s"
+            rows.append((f"{label}: ≥ {share:.0%} of the {cap_s} cap", verdict(tp >= share * cap),
                          f"{tp / MB:,.0f} MB/s = {tp / cap:.0%} of cap"))
         if num == 1:
             hw = _wall(res, "huggingface_hub")

@@ -220,11 +220,24 @@ def rebuild_report(quick: bool = False) -> None:
     print(f"rebuilt {md} from {js.name}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def harness_failures(results: dict[int, dict[str, dict[str, Any]]], serve: dict[str, Any] | None,
+                     mirror: dict[str, Any] | None, wanted: list[int]) -> list[str]:
+    """What did not work: failed tool runs, scenarios that did not run or errored (missed targets are not failures)."""
+    out = [f"scenario {n}: {t} failed" for n, res in results.items() for t, r in res.items() if not r.get("ok")]
+    out += [f"scenario {n} did not run" for n in wanted if n in DOWNLOAD_SCENARIOS and n not in results]
+    if SERVE in wanted and (not serve or serve.get("error") or not serve.get("servers")):
+        out.append(f"scenario {SERVE}: {(serve or {}).get('error', 'did not run')}")
+    if MIRROR in wanted and (not mirror or not mirror.get("rounds") or not all(r["ok"] for r in mirror["rounds"])):
+        out.append(f"scenario {MIRROR}: {(mirror or {}).get('error', 'did not run')}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; 0, or (with ``--quick``, a smoke run) 1 when any part of the harness failed."""
     args = parse_args(argv)
     if args.report_only:
         rebuild_report(args.quick)
-        return
+        return 0
     lock = _lock()  # noqa: F841  (held until exit)
     shutil.rmtree(WORK / "logs", ignore_errors=True)
     shutil.rmtree(TARGETS, ignore_errors=True)
@@ -307,7 +320,12 @@ def main(argv: list[str] | None = None) -> None:
                                 notes))
     print(targets_console(targets), flush=True)
     print(f"wrote {md} and {js} in {info['elapsed_s']:.0f} s", flush=True)
+    failures = harness_failures(results, serve, mirror, nums)
+    if failures:
+        print(f"{len(failures)} part(s) of the harness failed (logs in {WORK / 'logs'}): " + "; ".join(failures),
+              flush=True)
+    return 1 if failures and args.quick else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

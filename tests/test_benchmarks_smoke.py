@@ -75,6 +75,17 @@ def test_every_module_imports_and_entry_points_load() -> None:
     assert run.outputs(True)[0].parent.name == "_work"  # a quick run never overwrites RESULTS.md
 
 
+def test_a_quick_run_fails_on_a_broken_part_not_on_a_missed_target() -> None:
+    run = _load("run")
+    good = {2: {"modelcache": _ok(9.0), "aria2c": _ok(1.0)}}  # a missed target is not a harness failure
+    serve, mirror_ok = _serve(1, 1, 1, 1), {"rounds": [{"client": "modelcache", "ok": True}]}
+    assert run.harness_failures(good, serve, mirror_ok, [2, 5, 6]) == []
+    bad = {2: {"modelcache": {"ok": False, "ok_runs": 0, "errors": ["exit 1"]}}}
+    problems = run.harness_failures(bad, {"error": "boom", "servers": []}, {"rounds": []}, [1, 2, 5, 6])
+    assert problems == ["scenario 2: modelcache failed", "scenario 1 did not run", "scenario 5: boom",
+                        "scenario 6: did not run"]
+
+
 def test_defaults_come_from_settings() -> None:
     s = Settings(cache_dir=Path("."))
     assert common.modelcache_defaults() == {"connections": s.connections, "chunk_size": s.chunk_size}

@@ -66,8 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="modelcache benchmarks, side by side with the peers")
     ap.add_argument("--quick", action="store_true",
                     help=f"every scenario at small scale (scale {QUICK['scale']}, one run, "
-                         f"{QUICK['serve_duration']:g} s per wrk load, modelcache's defaults only): a smoke run of the harness in under 2 minutes; "
-                         "writes _work/RESULTS-quick.md, not RESULTS.md")
+                         f"{QUICK['serve_duration']:g} s per wrk load, modelcache's defaults only): a smoke run "
+                         "of the harness in under 2 minutes; writes _work/RESULTS-quick.md, not RESULTS.md; exits 1 "
+                         "when a part of the harness failed")
     ap.add_argument("--scenarios", default=",".join(map(str, ALL_SCENARIOS)), help="comma-separated: 1,2,3,4,5,6")
     ap.add_argument("--scale", type=float, default=None, help="multiplies file sizes and counts (default 1)")
     ap.add_argument("--repeat", type=int, default=None, help="runs per tool; the median is reported (default 1)")

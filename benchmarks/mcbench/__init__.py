@@ -4,6 +4,7 @@ Modules, by concern:
 
 - :mod:`.common` — paths, units, modelcache's defaults (read from ``Settings``)
 - :mod:`.sourcerepo` — the generated source repos (random files, hashes, HF metadata)
+- :mod:`.hubserver`, :mod:`.throttle` — the throttled HF-compatible upstream (run by ``upstream.py``)
 - :mod:`.scenarios` — what each download scenario is (files, caps, latency, tools)
 - :mod:`.peers` — how each tool (modelcache, huggingface_hub, hf_transfer, aria2c, curl) is
   invoked, and how its output is verified

@@ -139,6 +139,7 @@ def test_broken_figures_are_not_applicable_not_a_crash() -> None:
         assert g["≥ 1.0× nginx (bytes/s)"].verdict == "n/a"
         assert g["≤ aria2c + sha256 cost"].verdict == "n/a"  # a zero budget is no yardstick
         assert "direct download failed" in g["last done ≤ 1.1× one direct download"].figure
+    assert report.render_serve(broken_serve) == ["Did not complete: `RuntimeError: nothing listens on 1234`"]
     assert "nothing listens" in _by_goal(issue16_targets({}, sc, broken_serve, None, None))[
         "≥ 1.0× nginx (bytes/s)"].figure
 

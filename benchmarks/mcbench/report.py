@@ -43,6 +43,8 @@ def targets_console(targets: list[Target]) -> str:
 
 def render_serve(serve: dict[str, Any]) -> list[str]:
     """The serving section: one row per server."""
+    if serve.get("error"):
+        return [f"Did not complete: `{serve['error']}`"]
     shard = serve.get("shard_bytes", 0)
     out = [f"4 shards × {shard / MiB:,.0f} MiB and a {serve.get('config_bytes', 0)}-byte config.json in one cache; "
            "modelcache through its `resolve` route, nginx (`sendfile on`, `worker_processes auto`) aliasing the "

@@ -22,6 +22,11 @@ __all__ = ["ServeSpec", "access_policy", "build_app"]
 
 @dataclass(frozen=True)
 class ServeSpec:
+    """How ``modelcache serve`` is set up: access policy, mirror, log format and the ``Settings`` overrides.
+
+    InvalidInput when both access policies are given, or ``allow``/``deny`` without ``upstream``.
+    """
+
     auth_upstream: str | None = None
     """Check callers' tokens for gated/private repos against this Hub."""
     auth_tokens: str | None = None
@@ -45,16 +50,22 @@ class ServeSpec:
             raise InvalidInput("--allow/--deny apply to a mirror", "add --upstream URL")
 
     def to_json(self) -> str:
+        """The spec as a JSON string (an object of its fields), as ``MODELCACHE_SERVE_SPEC`` carries it."""
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> ServeSpec:
+        """The spec from a ``to_json`` string (validated again)."""
         data = json.loads(text)
         data["allow"], data["deny"] = tuple(data["allow"]), tuple(data["deny"])
         return cls(**data)
 
 
 def access_policy(spec: ServeSpec) -> AccessPolicy | None:
+    """The access policy ``spec`` asks for (upstream token check, or a token list); None: no access check.
+
+    InvalidInput when the token list file cannot be read.
+    """
     if spec.auth_upstream:
         return UpstreamPolicy(spec.auth_upstream, spec.auth_ttl)
     if spec.auth_tokens:

@@ -49,6 +49,8 @@ class UpstreamUnavailable(TransientError):
 
 @dataclass
 class MirrorStats:
+    """Counters of the mirror's upstream traffic and fills; change them with ``add`` (thread-safe)."""
+
     upstream_bytes: int = 0
     """Bytes received from the upstream (bytes resumed from a partial on disk are not counted)."""
     upstream_api_calls: int = 0
@@ -58,6 +60,7 @@ class MirrorStats:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **kw: int) -> None:
+        """Add to counters by name, e.g. ``add(fills_done=1)``; thread-safe."""
         with self.lock:
             for k, v in kw.items():
                 setattr(self, k, getattr(self, k) + v)
@@ -84,6 +87,7 @@ class Fill:
 
     @property
     def resets(self) -> int:
+        """How many times the fill's bytes were thrown away and started over (a reader streaming them must abort)."""
         return self.asm.resets if self.asm is not None else 0
 
 
@@ -95,6 +99,11 @@ class _Flight:
 
 
 class Mirror:
+    """A read-through mirror of an upstream Hub into the cache: revision lookups, blob fills, allow/deny.
+
+    Thread-safe. ``refresh`` and ``fill`` block: call them from worker threads, not the event loop.
+    """
+
     def __init__(self, settings: Settings, client: HubClient, *, ttl: float = 60.0,
                  allow: Sequence[str] = (), deny: Sequence[str] = (),
                  clock: object = time.monotonic) -> None:
@@ -113,6 +122,7 @@ class Mirror:
 
     # -- policy ---------------------------------------------------------------------------------
     def permits(self, repo_id: str) -> bool:
+        """Whether ``repo_id`` may be served: no ``deny`` pattern matches, and an ``allow`` one does if any are set."""
         if any(fnmatch.fnmatchcase(repo_id, p) for p in self.deny):
             return False
         return not self.allow or any(fnmatch.fnmatchcase(repo_id, p) for p in self.allow)

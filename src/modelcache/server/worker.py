@@ -17,6 +17,10 @@ ENV = "MODELCACHE_SERVE_SPEC"
 
 
 def app_factory() -> Starlette:
+    """The app of one ``--workers`` process, built from the spec in ``MODELCACHE_SERVE_SPEC``.
+
+    ``Settings`` come from this process's environment. KeyError if the variable is not set.
+    """
     from ..settings import Settings
     from .config import ServeSpec, build_app
 

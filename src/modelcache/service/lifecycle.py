@@ -35,12 +35,18 @@ __all__ = ["CacheLifecycle", "GcReport"]
 
 @dataclass(frozen=True)
 class GcReport:
+    """What ``gc`` did or would do: the plan, the sweep's counts per root, and the removals skipped.
+
+    A removal is skipped when its revision became protected after the plan was made.
+    """
+
     plan: GcPlan
     dry_run: bool
     swept: dict[str, dict[str, int]]
     skipped: tuple[str, ...]
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict: the plan's fields plus ``dry_run``, ``swept`` (per root) and ``skipped``."""
         return {**self.plan.to_dict(), "dry_run": self.dry_run, "swept": self.swept, "skipped": list(self.skipped)}
 
 
@@ -74,25 +80,34 @@ class CacheLifecycle:
 
     def acquire_lease(self, repo_id: str, revision: str = "main", holder: str = "", ttl: float = 3600.0,
                       repo_type: str = "model") -> LeaseInfo:
+        """Lease a cached revision: GC keeps it until released, or ``ttl`` seconds pass without a renewal.
+
+        NotCached if the revision is not in the cache.
+        """
         layout, commit = self._commit(repo_id, revision, repo_type)
         return acquire_lease(layout, commit, holder or "cli", ttl)
 
     def renew_lease(self, repo_id: str, lease_id: str, ttl: float = 3600.0, repo_type: str = "model") -> LeaseInfo:
+        """Make lease ``lease_id`` expire ``ttl`` seconds from now; InvalidInput if there is no such lease."""
         return _renew(self.layout(repo_id, repo_type), lease_id, ttl)
 
     def release_lease(self, repo_id: str, lease_id: str, repo_type: str = "model") -> bool:
+        """Drop lease ``lease_id``; False if there was no such lease."""
         return release_lease(self.layout(repo_id, repo_type), lease_id)
 
     def leases(self, repo_id: str | None = None, repo_type: str = "model") -> list[LeaseInfo]:
+        """The unexpired leases of one repo, or of every repo in the cache."""
         layouts = [self.layout(repo_id, repo_type)] if repo_id else repo_layouts(self.settings.cache_dir)
         return [lease for layout in layouts for lease in active_leases(layout)]
 
     def pin(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> str:
+        """Keep a cached revision from GC until ``unpin``; returns its commit. NotCached if it is not cached."""
         layout, commit = self._commit(repo_id, revision, repo_type)
         pin(layout, commit, note=revision)
         return commit
 
     def unpin(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> str:
+        """Remove the pin of ``revision`` (a ref or a commit); returns the commit. NotCached if not pinned."""
         layout = self.layout(repo_id, repo_type)
         commit = resolve_commit(layout, revision) or revision
         if not _unpin(layout, commit):
@@ -100,9 +115,11 @@ class CacheLifecycle:
         return commit
 
     def pins(self) -> list[tuple[str, str]]:
+        """Every pin in the cache, as ``(repo_id, commit)``."""
         return [(layout.repo_id, c) for layout in repo_layouts(self.settings.cache_dir) for c in list_pins(layout)]
 
     def is_pinned(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> bool:
+        """Whether a cached revision is pinned; NotCached if it is not in the cache."""
         layout, commit = self._commit(repo_id, revision, repo_type)
         return is_pinned(layout, commit)
 
@@ -110,6 +127,12 @@ class CacheLifecycle:
     def gc(self, *, max_size: int | None = None, max_age: float | None = None, keep_last: int | None = None,
            dry_run: bool = False, roots: Sequence[Path] | None = None,
            partial_max_age: float = 24 * 3600.0) -> GcReport:
+        """Sweep stale leftovers, then remove revisions by the policy; ``dry_run`` only reports.
+
+        ``max_size`` in bytes (default: the root's budget when there is one root), ``max_age`` and
+        ``partial_max_age`` in seconds, ``keep_last`` per repo. Pinned, leased and still-downloading
+        revisions are kept, re-checked just before each removal (what became protected is ``skipped``).
+        """
         roots = list(roots or [self.settings.cache_dir])
         if max_size is None and len(roots) == 1:
             max_size = read_budget(roots[0])
@@ -131,6 +154,11 @@ class CacheLifecycle:
     # -- verify ----------------------------------------------------------------------------------------
     def verify(self, repo_id: str | None = None, revision: str | None = None, *, repair: bool = False,
                profile: str = "full", repo_type: str = "model") -> list[VerifyReport]:
+        """Check cached revisions against their records: the whole cache, one repo, or one revision.
+
+        ``repair=True`` deletes the bad files, fetches them again and re-checks. NotCached when the
+        repo or revision asked for is not in the cache.
+        """
         targets: list[tuple[RepoLayout, str]] = []
         if repo_id is None:
             targets = [(lay, c) for lay in repo_layouts(self.settings.cache_dir) for c in lay.commits()]
@@ -163,15 +191,24 @@ class CacheLifecycle:
 
     # -- quota ------------------------------------------------------------------------------------------
     def usage(self, root: Path | None = None) -> Usage:
+        """Bytes used in the cache root (or ``root``), its budget and the disk's free space."""
         return cache_usage(root or self.settings.cache_dir)
 
     def set_budget(self, max_size: int | None, root: Path | None = None) -> None:
+        """Set the size budget in bytes of the cache root (or ``root``) that ``gc`` uses by default.
+
+        ``None`` clears it; a size that is not positive is InvalidInput. Creates the root if needed.
+        """
         root = root or self.settings.cache_dir
         root.mkdir(parents=True, exist_ok=True)
         write_budget(root, max_size)
 
     # -- bundles ---------------------------------------------------------------------------------------
     def export(self, repo_id: str, revision: str, out: IO[bytes], repo_type: str = "model") -> BundleInfo:
+        """Write a cached revision to ``out`` as a bundle (a tar stream); only files complete on disk go in.
+
+        NotCached without the revision or its completeness record.
+        """
         layout, commit = self._commit(repo_id, revision, repo_type)
         record = read_record(layout.tree_record(commit), commit)
         if record is None:
@@ -179,4 +216,5 @@ class CacheLifecycle:
         return export_bundle(layout, record, revision, out)
 
     def import_bundle(self, src: IO[bytes]) -> BundleInfo:
+        """Read a bundle made by ``export`` from ``src`` into the cache root; InvalidInput if it is not one."""
         return import_bundle(self.settings.cache_dir, src)

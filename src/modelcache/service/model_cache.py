@@ -37,6 +37,12 @@ __all__ = ["DownloadResult", "ModelCache"]
 
 @dataclass(frozen=True)
 class DownloadResult:
+    """What ``download`` did: the commit and snapshot, files and bytes (total, fetched, resumed), seconds.
+
+    ``lease_id``: the lease taken when one was asked for. ``note``: set when an unreachable endpoint
+    was answered from the cache.
+    """
+
     repo_id: str
     revision: str
     commit: str
@@ -52,6 +58,7 @@ class DownloadResult:
     note: str | None = None
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict of the fields (``snapshot`` as a string, ``seconds`` rounded to milliseconds)."""
         d = dict(self.__dict__)
         d["snapshot"] = str(self.snapshot)
         d["seconds"] = round(self.seconds, 3)
@@ -106,6 +113,7 @@ class ModelCache:
     # -- plumbing ---------------------------------------------------------------------------
     @property
     def cache_dir(self) -> Path:
+        """The cache root (``settings.cache_dir``)."""
         return self.settings.cache_dir
 
     def layout(self, repo_id: str, repo_type: str = "model") -> RepoLayout:
@@ -114,11 +122,16 @@ class ModelCache:
 
     @property
     def client(self) -> HubClient:
+        """The Hub client for the settings' endpoint, made on first use."""
         if self._client is None:
             self._client = HubClient.for_settings(self.settings, http=self._http)
         return self._client
 
     def close(self) -> None:
+        """Close the Hub client if this instance made its HTTP client (one passed as ``http`` stays open).
+
+        Safe to call again; a later use of ``client`` makes a new one.
+        """
         if self._client is not None and self._http is None:
             self._client.close()
         self._client = None
@@ -267,12 +280,17 @@ class ModelCache:
 
     # -- inventory and removal -----------------------------------------------------------------
     def ls(self, repo_id: str | None = None, repo_type: str = "model") -> list[RepoInfo]:
+        """What the cache holds: every repo, or just ``repo_id`` (an empty list when it is not cached)."""
         if repo_id is None:
             return scan_cache(self.cache_dir)
         layout = self.layout(repo_id, repo_type)
         return [scan_repo(layout)] if layout.folder.is_dir() else []
 
     def plan_rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model") -> RemovalPlan:
+        """What ``rm`` would remove: every revision of the repo, or one; NotCached if it is not cached.
+
+        Blobs that another revision still uses are kept.
+        """
         layout = self.layout(repo_id, repo_type)
         if not layout.folder.is_dir():
             raise NotCached(f"{repo_id} is not in the cache at {self.cache_dir}", "see `modelcache ls`")
@@ -286,6 +304,10 @@ class ModelCache:
         return plan_removal(layout, commits)
 
     def rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model", dry_run: bool = False) -> RemovalPlan:
+        """Remove the repo, or one revision, as ``plan_rm`` plans it (nothing if ``dry_run``); returns the plan.
+
+        Leases and pins are not checked: unlike ``gc``, this removes what it is told to.
+        """
         plan = self.plan_rm(repo_id, revision, repo_type)
         if not dry_run:
             execute_removal(self.layout(repo_id, repo_type), plan)
@@ -294,6 +316,11 @@ class ModelCache:
     # -- import ----------------------------------------------------------------------------------
     def import_folder(self, folder: Path, repo_id: str, revision: str = "main", repo_type: str = "model",
                       access: Access | None = None) -> TreeRecord:
+        """Publish a local folder as ``revision`` of ``repo_id``, under a commit id computed from its files.
+
+        ``revision`` must be a branch or tag name (InvalidInput for a commit id). ``access``, when
+        given, is recorded as who may read the repo when it is served.
+        """
         validate_revision(revision)
         if is_commit(revision):
             raise InvalidInput("import takes a branch or tag name, not a commit id",

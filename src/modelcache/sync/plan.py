@@ -44,6 +44,8 @@ class SyncState:
 
 @dataclass(frozen=True)
 class Step:
+    """One thing ``sync`` will do, with its target and reason; ``ok``: already in place, ``error``: cannot be done."""
+
     action: str
     """``download``, ``pin``, ``register``, ``unpin``, ``unregister``, ``gc``, ``error`` or ``ok``."""
     target: str
@@ -54,12 +56,15 @@ class Step:
     name: NameKey | None = None
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict: ``action``, ``target``, ``reason``, and ``commit`` when there is one."""
         return {"action": self.action, "target": self.target, "reason": self.reason,
                 **({"commit": self.commit} if self.commit else {})}
 
 
 @dataclass(frozen=True)
 class SyncPlan:
+    """The steps of a sync in order, the GC policy, the sync state if every step succeeds, and notes."""
+
     steps: tuple[Step, ...]
     policy: Policy
     state_after: SyncState
@@ -67,17 +72,21 @@ class SyncPlan:
 
     @property
     def changes(self) -> tuple[Step, ...]:
+        """The steps that change something (all but ``ok`` and ``error``)."""
         return tuple(s for s in self.steps if s.action not in ("ok", "error"))
 
     @property
     def errors(self) -> tuple[Step, ...]:
+        """The ``error`` steps: declared models that could not be observed (the reason says why)."""
         return tuple(s for s in self.steps if s.action == "error")
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict: ``steps``, the number of ``changes`` and ``errors``, and ``notes``."""
         return {"steps": [s.to_dict() for s in self.steps], "changes": len(self.changes),
                 "errors": len(self.errors), "notes": list(self.notes)}
 
     def render(self) -> list[str]:
+        """The plan as lines for people, one per step (``+`` add, ``-`` undo, ``~`` gc, ``=`` ok, ``!`` error)."""
         marks = {"download": "+", "pin": "+", "register": "+", "unpin": "-", "unregister": "-", "gc": "~",
                  "ok": "=", "error": "!"}
         lines = [f"  {marks[s.action]} {s.action:<10} {s.target}   ({s.reason})" for s in self.steps]

@@ -38,31 +38,39 @@ STATE_MAX_BYTES = 4 << 20
 
 @dataclass(frozen=True)
 class StepOutcome:
+    """How one step went: ``ok``, a message, and the exit code of its error."""
+
     step: Step
     ok: bool
     message: str = ""
     exit_code: int = 0
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict: the step's fields plus ``ok``, and ``message`` when there is one."""
         return {**self.step.to_dict(), "ok": self.ok, **({"message": self.message} if self.message else {})}
 
 
 @dataclass(frozen=True)
 class SyncResult:
+    """A sync's plan and how its steps went (``ok`` steps have no outcome; a dry run records only the errors)."""
+
     plan: SyncPlan
     outcomes: tuple[StepOutcome, ...]
     dry_run: bool
 
     @property
     def failed(self) -> tuple[StepOutcome, ...]:
+        """The outcomes that did not succeed (skipped steps included)."""
         return tuple(o for o in self.outcomes if not o.ok)
 
     @property
     def exit_code(self) -> int:
+        """0 when nothing failed, else the exit code of the first failure (1 if it has none)."""
         codes = [o.exit_code or 1 for o in self.failed]
         return codes[0] if codes else 0
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict: ``SyncPlan.to_dict`` plus ``dry_run``, ``outcomes`` and ``ok``."""
         return {**self.plan.to_dict(), "dry_run": self.dry_run, "outcomes": [o.to_dict() for o in self.outcomes],
                 "ok": not self.failed}
 

@@ -45,6 +45,11 @@ MAX_SPEC_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One model as declared in ``modelcache.yaml``, validated.
+
+    ``commit``: the declared commit, or the revision when that is a commit id (no upstream lookup then).
+    """
+
     repo: str
     revision: str = "main"
     commit: str | None = None
@@ -61,25 +66,32 @@ class ModelSpec:
 
     @property
     def key(self) -> tuple[str, str, str]:
+        """``(repo_type, repo, revision)``: a repo and revision may be declared only once."""
         return (self.repo_type, self.repo, self.revision)
 
     def label(self) -> str:
+        """``repo@revision``, plus the served name in parentheses if there is one (for messages)."""
         return f"{self.repo}@{self.revision}" + (f" ({self.name})" if self.name else "")
 
 
 @dataclass(frozen=True)
 class Policy:
+    """The GC policy applied after a sync: ``max_size`` in bytes, ``max_age`` in seconds, ``keep_last`` per repo."""
+
     max_size: int | None = None
     max_age: float | None = None
     keep_last: int | None = None
 
     @property
     def empty(self) -> bool:
+        """True when no limit is set (sync then plans no GC)."""
         return self.max_size is None and self.max_age is None and self.keep_last is None
 
 
 @dataclass(frozen=True)
 class SyncSpec:
+    """A validated ``modelcache.yaml``: its models, GC policy, endpoint, and ``source`` (the name in messages)."""
+
     models: tuple[ModelSpec, ...]
     policy: Policy = field(default_factory=Policy)
     endpoint: str | None = None
@@ -103,6 +115,7 @@ def load_spec(path: Path) -> SyncSpec:
 
 
 def parse_spec(text: str, source: str = "modelcache.yaml") -> SyncSpec:
+    """Parse and validate the text of a ``modelcache.yaml``; InvalidInput naming ``source`` and the line."""
     import yaml
 
     try:

@@ -32,6 +32,7 @@ _LAZY = {
     "verify": "lifecycle:verify", "quota": "lifecycle:quota", "export": "lifecycle:export",
     "models": "models:models", "resolve": "models:resolve", "run": "models:run",
     "token": "token:token", "doctor": "doctor:doctor", "k8s": "k8s:k8s", "check": "check:check",
+    "serve": "serve:serve", "sync": "sync:sync",
 }
 
 
@@ -57,7 +58,7 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-_settings = settings_of  # kept for modules that import it from here
+_settings = settings_of
 
 
 def _cache(ctx: click.Context) -> ModelCache:
@@ -242,79 +243,6 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
         click.echo(f"imported {path} as {repo_id}@{revision} → {record.commit[:12]} "
                    f"({len(record.files)} files, {human_size(record.total_size)})", err=True)
         click.echo(str(snap))
-
-
-@cli.command(context_settings=CONTEXT)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
-@click.option("--auth-upstream", metavar="URL",
-              help="Check callers' tokens for gated/private repos against this Hub (e.g. https://huggingface.co).")
-@click.option("--auth-tokens", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Air-gapped: a file of allowed tokens (one per line, or sha256:<hex>) for gated/private repos.")
-@click.option("--auth-ttl", default="5m", show_default=True, help="How long an upstream access decision is cached.")
-@click.option("--upstream", metavar="URL", help="Read-through mirror: fetch what the cache misses from this Hub.")
-@click.option("--revision-ttl", default="60s", show_default=True, help="Mirror: how long a revision lookup is trusted.")
-@click.option("--allow", multiple=True, metavar="PATTERN", help="Mirror: serve only repos matching (repeatable, e.g. 'Qwen/*').")
-@click.option("--deny", multiple=True, metavar="PATTERN", help="Mirror: never serve repos matching (repeatable).")
-@click.option("--log-json", is_flag=True, help="One JSON line per request on stderr (method, path, status, bytes, ms).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Server processes (use the cores: e.g. 2-4); not with --upstream.")
-@json_option
-@click.pass_context
-def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
-          auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
-          log_json: bool, workers: int, as_json: bool) -> None:
-    """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
-    import os
-
-    from ..cache.usage import ThrottledUseRecorder
-    from ..server import TokenListPolicy, UpstreamPolicy
-    from ..settings import parse_duration
-    from ..server import serve as run_server
-
-    if auth_upstream and auth_tokens:
-        raise InvalidInput("--auth-upstream and --auth-tokens exclude each other", "choose one access policy")
-    access = (UpstreamPolicy(auth_upstream, parse_duration(auth_ttl, "--auth-ttl")) if auth_upstream
-              else TokenListPolicy.from_file(auth_tokens) if auth_tokens else None)
-    settings = _settings(ctx)
-    mirror = None
-    if upstream:
-        from ..hub.client import HubClient
-        from ..server.mirror import Mirror
-
-        client = HubClient.for_settings(settings, upstream.rstrip("/"), connections=32)
-        mirror = Mirror(settings.cache_dir, client, ttl=parse_duration(revision_ttl, "--revision-ttl"),
-                        offline=settings.offline, allow=allow, deny=deny, chunk_size=settings.chunk_size,
-                        retries=settings.retries)
-        settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    elif allow or deny:
-        raise InvalidInput("--allow/--deny apply to a mirror", "add --upstream URL")
-    if not settings.cache_dir.is_dir():
-        raise InvalidInput(f"the cache directory {settings.cache_dir} does not exist",
-                           "download or import a model first, or pass --cache-dir")
-    what = f"mirroring {upstream} into {settings.cache_dir}" if upstream else f"serving {settings.cache_dir}"
-    if as_json:  # the start-up line, for a supervisor to parse
-        import json
-
-        click.echo(json.dumps({"event": "serving", "url": f"http://{host}:{port}", "cache_dir": str(settings.cache_dir),
-                               "upstream": upstream, "workers": workers}))  # one line
-    else:
-        click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
-    if workers > 1:
-        if upstream:
-            raise InvalidInput("--workers > 1 with --upstream would fetch a file once per worker",
-                               "run the mirror with one worker (it streams while filling), or serve a cache")
-        import uvicorn
-
-        from .serve_worker import ENV, spec_for
-
-        os.environ[ENV] = spec_for(settings.cache_dir, auth_upstream=auth_upstream, auth_tokens=auth_tokens,
-                                   auth_ttl=parse_duration(auth_ttl, "--auth-ttl"), log_json=log_json)
-        uvicorn.run("modelcache.cli.serve_worker:app_factory", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
-        return
-    run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder(), access=access,
-               mirror=mirror, log_json=log_json)
 
 
 @cli.command(context_settings=CONTEXT)

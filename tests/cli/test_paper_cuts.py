@@ -70,8 +70,16 @@ def test_ambiguous_prefix_is_refused(tmp_path: Path) -> None:
     for c in ("abcdef1" + "0" * 33, "abcdef1" + "1" * 33):
         lay.snapshot(c).mkdir(parents=True)
     with pytest.raises(InvalidInput):
-        resolve_commit(lay, "abcdef1")
-    assert resolve_commit(lay, "abcdef10") == "abcdef1" + "0" * 33
+        resolve_commit(lay, "abcdef1", prefix=True)
+    assert resolve_commit(lay, "abcdef10", prefix=True) == "abcdef1" + "0" * 33
+    assert resolve_commit(lay, "abcdef10") is None  # check and the server resolve as huggingface_hub does
+
+
+def test_check_does_not_take_a_prefix(cache: Path) -> None:
+    code, out, _ = run("--cache-dir", str(cache), "ls", "--json")
+    commit = json.loads(out)["repos"][0]["revisions"][0]["commit"]
+    assert run("--cache-dir", str(cache), "check", REPO, "--revision", commit)[0] == 0
+    assert run("--cache-dir", str(cache), "check", REPO, "--revision", commit[:12])[0] == 1  # an engine could not
 
 
 def test_verify_judges_each_revision_by_what_was_asked(tmp_path: Path, demo_model: Path) -> None:

@@ -84,11 +84,13 @@ class CheckResult:
 _PREFIX = re.compile(r"[0-9a-f]{7,39}")
 
 
-def resolve_commit(layout: RepoLayout, revision: str) -> str | None:
-    """The commit a revision names in this cache: a commit id with a snapshot, ``refs/<rev>``, or
-    a unique prefix (7+ hex digits, as ``ls`` shows 12) of a cached commit.
+def resolve_commit(layout: RepoLayout, revision: str, *, prefix: bool = False) -> str | None:
+    """The commit a revision names in this cache: a commit id with a snapshot, or ``refs/<rev>``
+    — what huggingface_hub resolves offline, so what ``check`` and the server accept.
 
-    Raises ``InvalidInput`` when a prefix matches several cached commits.
+    ``prefix``: also a unique prefix (7+ hex digits, as ``ls`` shows 12) of a cached commit, for
+    the commands that manage the cache (``rm``, ``pin``, ``lease``, ``verify``, ``export``);
+    ``InvalidInput`` when it matches several cached commits.
     """
     validate_revision(revision)
     if is_commit(revision) and layout.snapshot(revision).is_dir():
@@ -96,7 +98,7 @@ def resolve_commit(layout: RepoLayout, revision: str) -> str | None:
     commit = layout.read_ref(revision)
     if commit is not None and is_commit(commit):
         return commit
-    if _PREFIX.fullmatch(revision):
+    if prefix and _PREFIX.fullmatch(revision):
         matches = [c for c in layout.commits() if c.startswith(revision) and is_commit(c)]
         if len(matches) > 1:
             raise InvalidInput(f"{revision!r} is the start of {len(matches)} cached commits of {layout.repo_id}",

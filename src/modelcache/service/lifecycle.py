@@ -65,7 +65,7 @@ class CacheLifecycle:
 
     def _commit(self, repo_id: str, revision: str, repo_type: str = "model") -> tuple[RepoLayout, str]:
         layout = self.layout(repo_id, repo_type)
-        commit = resolve_commit(layout, revision)
+        commit = resolve_commit(layout, revision, prefix=True)
         if commit is None:
             raise NotCached(f"{repo_id}@{revision} is not in the cache at {layout.cache_dir}",
                             "download it first, or see `modelcache ls`")
@@ -109,7 +109,7 @@ class CacheLifecycle:
     def unpin(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> str:
         """Remove the pin of ``revision`` (a ref or a commit); returns the commit. NotCached if not pinned."""
         layout = self.layout(repo_id, repo_type)
-        commit = resolve_commit(layout, revision) or revision
+        commit = resolve_commit(layout, revision, prefix=True) or revision
         if not _unpin(layout, commit):
             raise NotCached(f"{repo_id}@{revision} is not pinned", "see `modelcache pin --list`")
         return commit

@@ -313,7 +313,7 @@ class ModelCache:
         if revision is None:
             commits = layout.commits()
         else:
-            commit = resolve_commit(layout, revision)
+            commit = resolve_commit(layout, revision, prefix=True)
             if commit is None:
                 raise NotCached(f"revision {revision!r} of {repo_id} is not in the cache", "see `modelcache ls REPO_ID`")
             commits = [commit]

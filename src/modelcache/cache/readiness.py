@@ -46,6 +46,8 @@ __all__ = ["CheckResult", "check_revision", "download_warnings", "resolve_commit
 
 @dataclass(frozen=True)
 class CheckResult:
+    """The answer of ``check``: ``ready`` (also the truth value), why, and what is missing or broken."""
+
     repo_id: str
     revision: str
     profile: str

@@ -161,6 +161,7 @@ def gc_cronjob(o: RenderOptions, target: Target) -> dict[str, object]:
 
 
 def gc_account(target: Target) -> str:
+    """The GC CronJob's ServiceAccount (and Role, RoleBinding) name."""
     return f"{target.base}-gc"
 
 

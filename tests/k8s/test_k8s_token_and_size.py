@@ -128,9 +128,9 @@ def test_no_token_value_in_any_file_unless_filled(render_dir: Any, tmp_path: Pat
     # ... and appears nowhere in what was rendered or printed
     for text in [*files.values(), err, stdout, err2]:
         assert TOKEN not in text
-    (secret,) = load_all(files["secret.yaml"])
-    assert "data" not in secret and "stringData" not in secret
-    assert "template without a value" in files["secret.yaml"]
+    # no Secret at all: an empty one applied with kubectl would make `kubectl create secret` fail
+    assert "secret.yaml" not in files and not any(d["kind"] == "Secret" for t in files.values() for d in load_all(t))
+    assert "kubectl -n default create secret generic hf-token-secret --from-file=HF_TOKEN=" in files["download-job.yaml"]
 
 
 @pytest.mark.parametrize("source", ["file", "stdin"])

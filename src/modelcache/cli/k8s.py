@@ -79,6 +79,29 @@ def k8s() -> None:
 @click.option("--tenant", "tenants", multiple=True, help="A tenant with its own cache (repeatable).")
 @click.option("--isolation", type=click.Choice(["pvc", "subpath"]), default="pvc", show_default=True,
               help="Tenants: one PVC each, or one PVC with a subPath each.")
+@click.option("--allow-insecure-token", is_flag=True, default=False,
+              help="Let the Job send the token to a plain-HTTP --job-endpoint (in clear; off by default).")
+@click.option("--ca-bundle", default=None, metavar="configmap/NAME|secret/NAME",
+              help="A CA bundle for TLS to the Hub/mirror (mounted; SSL_CERT_FILE and REQUESTS_CA_BUNDLE).")
+@click.option("--ca-bundle-key", default="ca.crt", show_default=True, help="The key holding the bundle.")
+@click.option("--proxy", default=None, metavar="URL", help="HTTP(S) proxy for the pods that reach the Hub.")
+@click.option("--no-proxy", "no_proxy", multiple=True, metavar="HOST",
+              help="Extra NO_PROXY entries (in-cluster .svc names and loopback are always there); repeatable.")
+@click.option("--serve-auth-upstream", default=None, metavar="URL",
+              help="Where serve checks callers' tokens for gated repos (default: --job-endpoint or huggingface.co).")
+@click.option("--image-pull-secret", "image_pull_secrets", multiple=True, metavar="NAME",
+              help="imagePullSecrets for our pods and the engine template (repeatable).")
+@click.option("--node-selector", "node_selector", multiple=True, metavar="KEY=VALUE",
+              help="nodeSelector for our pods: Job, serve, mirror, GC (repeatable).")
+@click.option("--toleration", "tolerations", multiple=True, metavar="KEY[=VALUE][:EFFECT]",
+              help="A toleration for our pods (repeatable), e.g. dedicated=infra:NoSchedule.")
+@click.option("--env", "env_vars", multiple=True, metavar="NAME=VALUE",
+              help="An extra environment variable for our containers (repeatable).")
+@click.option("--mirror", is_flag=True, default=False,
+              help="Also render an HA read-through mirror (serve --upstream): Deployment, Service, PDB (ReadWriteMany).")
+@click.option("--mirror-upstream", default="https://huggingface.co", show_default=True, metavar="URL")
+@click.option("--mirror-replicas", type=int, default=2, show_default=True)
+@click.option("--mirror-workers", type=int, default=2, show_default=True, help="serve --workers per replica.")
 @click.pass_context
 def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from: str | None, output: str,
            deadline: str, ttl: str, check_wait: str, compile_cache: str | None, gc_max_age: str | None,
@@ -87,6 +110,7 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
     from ..hub.client import HubClient
     from ..k8s import RenderOptions, resolve, to_text, write
     from ..k8s import render as render_manifests
+    from ..k8s.render import render_warnings
     from ..k8s.options import parse_duration
     from ..k8s.sizing import parse_quantity
     from ..settings import parse_size
@@ -119,6 +143,8 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
         **kw,
     )
     manifests = render_manifests(options)
+    for warning in render_warnings(options):
+        click.echo(f"warning: {warning}", err=True)
     count = sum(len(m.objects) for m in manifests)
     if output == "-":
         click.echo(to_text(manifests), nl=False)
@@ -129,7 +155,9 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
     sized = (f"{options.size_bytes // 1024**3}Gi for {human_size(resolved.model_bytes)} on the Hub + headroom"
              if resolved.model_bytes is not None else f"{options.size_bytes // 1024**3}Gi as given")
     click.echo(f"rendered {count} objects for {repo_id}@{resolved.commit[:12]}; volume {sized}"
-               + ("; the Secret holds the token" if token else "; the Secret is a template without a value"), err=True)
+               + ("; the Secret holds the token" if token else
+                  f"; no Secret rendered (for a gated model: kubectl -n {options.namespace} create secret generic "
+                  f"{options.secret} --from-file={options.secret_key}=PATH)"), err=True)
 
 
 def _files(paths: tuple[str, ...]) -> list[Path]:
@@ -147,22 +175,28 @@ def _files(paths: tuple[str, ...]) -> list[Path]:
 
 @k8s.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, metavar="FILE|DIR...")
-@click.option("--kubernetes-version", default=None, help="Validate against this version (default: the newest bundled).")
+@click.option("--kubernetes-version", default=None,
+              help="Validate against this version, or 'all' for every supported one (default: the oldest supported).")
 @json_option
 def validate(paths: tuple[str, ...], kubernetes_version: str | None, as_json: bool) -> None:
     """Strict schema validation of every object in FILE... (kubernetes-validate, offline)."""
     from ..k8s.validate import (
         load_documents,
         schema_version,
+        supported_versions,
         validate_objects,
         validator_version,
     )
 
-    version = schema_version(kubernetes_version)
+    versions = supported_versions() if kubernetes_version == "all" else [schema_version(kubernetes_version)]
+    version = ",".join(versions) if len(versions) > 1 else versions[0]
     items = []
     for path in _files(paths):
         items += [(f"{path}#{i}", doc) for i, doc in enumerate(load_documents(path))]
-    problems = validate_objects(items, version)
+    problems = []
+    for v in versions:
+        found = validate_objects(items, v)
+        problems += [p if len(versions) == 1 else type(p)(p.source, p.obj, f"[{v}] {p.message}") for p in found]
     summary = {"kubernetes_version": version, "validator": f"kubernetes-validate {validator_version()}",
                "strict": True, "objects": len(items), "problems": [p.__dict__ for p in problems]}
     if as_json:

@@ -29,7 +29,8 @@ from .render import spec_hash
 
 __all__ = ["ApplyResult", "JobFailed", "JobState", "apply_objects", "explain", "job_progress", "job_state", "wait_for_job"]
 
-ORDER = ["Secret", "PersistentVolumeClaim", "Service", "Deployment", "Job", "PodTemplate", "CronJob"]
+ORDER = ["Secret", "PersistentVolumeClaim", "Service", "Deployment", "PodDisruptionBudget", "Job", "PodTemplate",
+         "CronJob"]
 STOPPERS = {"image-pull", "config"}
 """Pod states the Job never leaves by itself (it would wait for its deadline): fail at once."""
 
@@ -112,7 +113,22 @@ def apply_objects(api: Api, objects: Iterable[dict[str, Any]], echo: Callable[[s
         api.apply(obj)
         echo(f"{_key(obj)}: applied")
         result.applied.append(_key(obj))
+        if kind == "Job":
+            _say_token(api, obj, objs, echo)
     return result
+
+
+def _say_token(api: Api, job: dict[str, Any], objs: list[dict[str, Any]], echo: Callable[[str], None]) -> None:
+    """Whether the token Secret the Job mounts is there (it is optional: public models need none)."""
+    ns = job["metadata"]["namespace"]
+    for vol in job["spec"]["template"]["spec"].get("volumes") or []:
+        name = (vol.get("secret") or {}).get("secretName")
+        if not name or vol.get("name") != "hf-token" or any(
+                o["kind"] == "Secret" and o["metadata"]["name"] == name for o in objs):
+            continue
+        if api.get("Secret", ns, name) is None:
+            echo(f"Secret/{name}: not found, so the Job runs without a token (fine for a public model; for a gated "
+                 f"one: kubectl -n {ns} create secret generic {name} --from-file=HF_TOKEN=PATH, then apply again)")
 
 
 @dataclass(frozen=True)

@@ -227,8 +227,10 @@ def _cluster_options(f):  # type: ignore[no-untyped-def]
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Follow the download Job to its end.")
 @click.option("--timeout", default="6h", show_default=True, help="How long to follow it (the Job goes on after).")
 @click.option("--interval", type=click.FloatRange(min=0.01), default=5.0, show_default=True, help="Seconds between polls.")
+@click.option("--force-conflicts", is_flag=True, default=False,
+              help="Take over fields another manager changed (kubectl edit, an autoscaler) instead of stopping.")
 def apply(paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | None, wait: bool, timeout: str,
-          interval: float) -> None:
+          interval: float, force_conflicts: bool) -> None:
     """Apply rendered manifests (server-side apply), then follow the download Job."""
     from ..k8s.apply import apply_objects, wait_for_job
     from ..k8s.cluster import KINDS, KubeApi
@@ -244,7 +246,7 @@ def apply(paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | No
                                "apply the files `modelcache k8s render --output DIR` wrote")
     api = KubeApi(kubeconfig, kube_context, in_cluster=_in_cluster())
     echo = lambda line: click.echo(line, err=True)
-    result = apply_objects(api, objects, echo)
+    result = apply_objects(api, objects, echo, force=force_conflicts)
     if wait:
         for ns, name in result.jobs:
             wait_for_job(api, ns, name, echo, timeout=seconds, interval=interval)
@@ -259,7 +261,7 @@ def apply(paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | No
 def status(repo_id: str, namespace: str, tenant: str | None, kubeconfig: str | None, kube_context: str | None,
            as_json: bool) -> None:
     """The download Job(s) of REPO_ID: complete, running (with progress) or failed (with the reason)."""
-    from ..k8s.apply import explain, job_progress, job_state
+    from ..k8s.apply import explain, job_progress, job_state, pending_reason
     from ..k8s.cluster import KubeApi
     from ..k8s.names import check_label, label_value
     from ..validation import validate_repo_id
@@ -279,6 +281,12 @@ def status(repo_id: str, namespace: str, tenant: str | None, kubeconfig: str | N
                                "commit": job["metadata"].get("annotations", {}).get("modelcache.io/commit")}
         if state.phase == "running":
             row["progress"] = job_progress(api, namespace, name)
+            if not row["progress"]:
+                for pod in api.pods(namespace, f"job-name={name}"):
+                    found = pending_reason(api, namespace, pod)
+                    if found:
+                        row.update(state="pending", reason=found.reason, message=found.message, hint=found.hint)
+                        break
             worst = max(worst, 1)
         elif state.phase == "failed":
             found = explain(api, namespace, name, job)

@@ -45,6 +45,19 @@ class _Group(click.Group):
 _settings = settings_of  # kept for modules that import it from here
 
 
+def _stop_on_sigterm(message: str) -> None:
+    """Exit at once (143) on SIGTERM. As PID 1 of a container (an init container's ``check
+    --wait``) a process without a handler ignores SIGTERM, and the pod takes its whole grace
+    period to go away."""
+    import signal
+
+    def stop(_signum: int, _frame: object) -> None:
+        click.echo(message, err=True)
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _cache(ctx: click.Context) -> ModelCache:
     return ModelCache(_settings(ctx))
 
@@ -124,6 +137,8 @@ def check(ctx: click.Context, repo_id: str, revision: str, profile: str, repo_ty
     validate_revision(revision)
     mc = ModelCache(_settings(ctx))
     if wait_s:
+        _stop_on_sigterm(f"stopped waiting for {repo_id}: SIGTERM")
+
         def note(r):  # type: ignore[no-untyped-def]
             if not as_json:
                 click.echo(f"waiting: {r.reason}", err=True)
@@ -294,8 +309,15 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
     elif allow or deny:
         raise InvalidInput("--allow/--deny apply to a mirror", "add --upstream URL")
     if not settings.cache_dir.is_dir():
-        raise InvalidInput(f"the cache directory {settings.cache_dir} does not exist",
-                           "download or import a model first, or pass --cache-dir")
+        # A fresh volume (serve starts before the download Job): create the empty cache and serve
+        # it, rather than crash-loop until the Job has run; /readyz says it is ready and empty.
+        try:
+            settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"the cache directory {settings.cache_dir} does not exist and cannot be created: "
+                               f"{exc.strerror}", "download or import a model first, or pass --cache-dir") from None
+        click.echo(f"created the empty cache directory {settings.cache_dir}: nothing to serve until a download "
+                   "fills it", err=True)
     what = f"mirroring {upstream} into {settings.cache_dir}" if upstream else f"serving {settings.cache_dir}"
     click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
     if workers > 1:
@@ -339,6 +361,8 @@ cli.add_command(k8s)
 
 def main(argv: list[str] | None = None) -> None:
     install_redaction()
+    if os.getpid() == 1:  # a container's PID 1 without an init: SIGTERM would be ignored
+        _stop_on_sigterm("stopped: SIGTERM")
     cli.main(args=argv, prog_name="modelcache", obj={})
 
 

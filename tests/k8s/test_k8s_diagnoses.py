@@ -200,3 +200,13 @@ def test_a_422_names_the_field(manifests: Path, tmp_path: Path) -> None:
         code, _, err = apply(srv, tmp_path, manifests, "--no-wait")
     assert code == 1 and "HTTP 422" in err and field in err and "1000680000" in err
     assert "k8s validate" in err and "Traceback" not in err
+
+
+def test_the_ha_mirror_recipe_applies(tmp_path: Path) -> None:
+    recipe = Path(__file__).resolve().parents[2] / "deploy" / "recipes" / "ha-mirror"
+    with fake_apiserver() as srv:
+        code, _, err = apply(srv, tmp_path, recipe, "--no-wait")
+        assert code == 0, err
+        assert srv.get("poddisruptionbudgets", "default", "mirror-cache-mirror")["spec"]["minAvailable"] == 1
+        assert srv.get("deployments", "default", "mirror-cache-mirror")["spec"]["replicas"] == 2
+        assert "PodDisruptionBudget/mirror-cache-mirror: applied" in err

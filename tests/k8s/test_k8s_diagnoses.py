@@ -69,6 +69,13 @@ def test_exit_7_says_full_or_permission_denied(log: str, reason: str) -> None:
         assert "--size" in found.hint and "full" in found.message
 
 
+def test_exit_7_that_is_neither_full_nor_denied_says_neither() -> None:
+    log = ("error: org/m: the repo lock /model-store/hub/models--org--m/.modelcache/repo.lock is held for over 120s\n"
+           "  hint: is a `modelcache gc` stuck? it is taken over automatically once its holder dies\n")
+    found = diagnose_pod(_pod(7), {"download": log})
+    assert found is not None and found.reason == "cache-unusable" and "--size" not in found.hint
+
+
 def test_a_401_in_a_progress_line_is_not_a_rejected_token() -> None:
     log = _progress(401) + _progress(1401) + "error: cannot connect to https://huggingface.co: timed out\n"
     found = diagnose_pod(_pod(5), {"download": log})

@@ -8,6 +8,7 @@ why) and its ``hint:`` travel into the message.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +127,8 @@ def _secret(pod: dict[str, Any]) -> str:
     return "hf-token-secret"
 
 
-_FULL = ("no space left", "disk quota exceeded", "is full", "budget", "free on disk", "has 0 b free", " free")
+_FULL = ("no space left", "disk quota exceeded", "is full", "budget")
+_FREE = re.compile(r"[0-9.]+ ?[kmgtpe]?i?b free")
 _DENIED = ("permission denied", "operation not permitted", "read-only file system", "cannot write to the cache")
 
 
@@ -137,7 +139,7 @@ def _cache_unusable(said: str, text: str) -> Diagnosis:
                          "the volume's root must be writable by --run-as-user/--fs-group: for an NFS export "
                          "owned by root (root_squash), chown it to that uid/gid on the server or render with "
                          "the export's uid/gid; a volume mounted read-only cannot hold the cache", 7)
-    if any(w in text for w in _FULL):
+    if any(w in text for w in _FULL) or _FREE.search(text):
         return Diagnosis("out-of-disk", f"the cache volume is full — {said}",
                          "give a bigger --size (or grow the PVC if its StorageClass allows expansion), "
                          "or free space with modelcache gc / rm", 7)

@@ -165,7 +165,7 @@ def write(manifests: Sequence[Manifest], directory: Path) -> list[Path]:
     """Each file atomically; a filled Secret with mode 0600 (never readable by others, not even briefly)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        if not directory.is_dir() or directory.is_symlink():
+        if not directory.is_dir():
             raise CacheError(f"cannot write manifests to {directory}: not a folder", "give --output a folder")
         written = [_write_one(directory, m) for m in manifests]
         if not any(m.filename == "secret.yaml" for m in manifests):

@@ -45,7 +45,9 @@ _SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "
 def _init(name: str, o: RenderOptions, command: list[str], mounts: list[dict[str, object]],
           offline: bool, hub_cache: str, ephemeral: str | None = None) -> dict[str, object]:
     """``check`` needs little; a ``download`` (serve mode) as much as the Job (buffers per connection)."""
-    values = {"HF_HUB_CACHE": hub_cache, **({"HF_HUB_OFFLINE": "1"} if offline else {})}
+    # HF_HOME: the cache's parent, as our own pods have it (nothing else is written there)
+    values = {"HF_HOME": hub_cache.removesuffix("/hub"), "HF_HUB_CACHE": hub_cache,
+              **({"HF_HUB_OFFLINE": "1"} if offline else {})}
     resources: dict[str, dict[str, str]] = {k: dict(v) for k, v in _SMALL.items()} if offline else \
         {"requests": {"cpu": o.cpu, "memory": o.memory}, "limits": {"memory": o.memory}}
     if ephemeral:

@@ -284,6 +284,7 @@ def test_output_to_stdout_is_one_stream(tmp_path: Path) -> None:
     (("--proxy", "socks://x"), "invalid --proxy"),
     (("--image-pull-secret", "UPPER"), "invalid imagePullSecret"),
     (("--mirror", "--access-mode", "ReadWriteOnce"), "needs ReadWriteMany"),
+    (("--serve-auth-tokens-secret", "x", "--serve-auth-upstream", "https://h"), "exclude each other"),
     (("--mirror", "--mirror-replicas", "1"), "invalid --mirror-replicas"),
     (("--gc-max-age", "30d"), "need --gc-schedule"),
     (("--gc-schedule", "0 4 * * *", "--gc-max-age", "a month"), "invalid --gc-max-age"),
@@ -373,3 +374,19 @@ def test_ha_mirror(render_dir: Any) -> None:
     assert pdb["spec"]["selector"]["matchLabels"] == selector and pdb["spec"]["minAvailable"] == 1
     (svc,) = [d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "model-cache-mirror"]
     assert svc["spec"]["selector"] == selector and svc["spec"]["ports"][0]["name"] == "http"
+
+
+def test_air_gapped_serve_checks_tokens_from_a_secret(render_dir: Any, tmp_path: Path) -> None:
+    docs = _docs(render_dir, "--access-mode", "ReadWriteOnce", "--serve-auth-tokens-secret", "serve.tokens")
+    (dep,) = by_kind(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    vol = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "serve.tokens")
+    mount = next(m for m in c["volumeMounts"] if m["name"] == vol["name"])
+    in_pod = mount["mountPath"] + "/" + vol["secret"]["items"][0]["path"]
+    assert in_pod in c["command"]
+    here = tmp_path / "tokens"  # the mounted file, for our parser (it checks the file exists)
+    here.write_text("hf_x\n")
+    _, _, params = parse_cli([str(here) if a == in_pod else a for a in c["command"]])
+    assert params["auth_upstream"] is None and params["auth_tokens"] == here
+    assert validate_objects([(d["kind"], d) for d in docs], SUPPORTED[0]) == []

@@ -89,6 +89,8 @@ def k8s() -> None:
               help="Extra NO_PROXY entries (in-cluster .svc names and loopback are always there); repeatable.")
 @click.option("--serve-auth-upstream", default=None, metavar="URL",
               help="Where serve checks callers' tokens for gated repos (default: --job-endpoint or huggingface.co).")
+@click.option("--serve-auth-tokens-secret", default=None, metavar="NAME",
+              help="Air-gapped: serve accepts the tokens listed in this Secret (key 'tokens') for gated repos.")
 @click.option("--image-pull-secret", "image_pull_secrets", multiple=True, metavar="NAME",
               help="imagePullSecrets for our pods and the engine template (repeatable).")
 @click.option("--node-selector", "node_selector", multiple=True, metavar="KEY=VALUE",

@@ -8,7 +8,11 @@ from .options import RenderOptions, Target
 
 __all__ = [
     "CACHE_VOLUME",
+    "AUTH_TOKENS",
     "CA_PATH",
+    "auth_args",
+    "auth_mount",
+    "auth_volume",
     "NO_PROXY",
     "ca_mount",
     "ca_volume",
@@ -38,6 +42,9 @@ TOKEN_VOLUME = "hf-token"
 TOKEN_DIR = "/var/run/secrets/huggingface"
 TOKEN_PATH = f"{TOKEN_DIR}/token"
 DOMAIN = "modelcache.io"
+AUTH_VOLUME = "serve-auth-tokens"
+AUTH_DIR = "/var/run/secrets/modelcache-auth"
+AUTH_TOKENS = f"{AUTH_DIR}/tokens"
 CA_VOLUME = "ca-bundle"
 CA_DIR = "/etc/modelcache/ca"
 CA_PATH = f"{CA_DIR}/ca.crt"
@@ -122,6 +129,25 @@ def ca_volume(o: RenderOptions) -> list[dict[str, object]]:
     if kind == "secret":
         return [{"name": CA_VOLUME, "secret": {"secretName": name, "items": items, "defaultMode": 0o444}}]
     return [{"name": CA_VOLUME, "configMap": {"name": name, "items": items, "defaultMode": 0o444}}]
+
+
+def auth_volume(o: RenderOptions) -> list[dict[str, object]]:
+    """``--serve-auth-tokens-secret``: the allowed-token list for ``serve --auth-tokens``."""
+    if not o.serve_auth_tokens_secret:
+        return []
+    return [{"name": AUTH_VOLUME, "secret": {"secretName": o.serve_auth_tokens_secret, "defaultMode": 0o440,
+                                             "items": [{"key": "tokens", "path": "tokens"}]}}]
+
+
+def auth_mount(o: RenderOptions) -> list[dict[str, object]]:
+    return [{"name": AUTH_VOLUME, "mountPath": AUTH_DIR, "readOnly": True}] if o.serve_auth_tokens_secret else []
+
+
+def auth_args(o: RenderOptions, upstream: str) -> list[str]:
+    """How ``serve`` checks a caller's token for a gated or private repo."""
+    if o.serve_auth_tokens_secret:
+        return ["--auth-tokens", AUTH_TOKENS]
+    return ["--auth-upstream", o.serve_auth_upstream or upstream]
 
 
 def ca_mount(o: RenderOptions) -> list[dict[str, object]]:

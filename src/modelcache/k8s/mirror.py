@@ -12,6 +12,10 @@ and scrape the port named ``http``.
 from __future__ import annotations
 
 from ._pod import (
+    TOKEN_PATH,
+    auth_args,
+    auth_mount,
+    auth_volume,
     ca_mount,
     ca_volume,
     cache_mount,
@@ -29,12 +33,11 @@ from ._pod import (
     token_mount,
     token_volume,
     user_env,
-    TOKEN_PATH,
 )
 from .options import RenderOptions, Target
 from .workloads import probes
 
-__all__ = ["mirror_deployment", "mirror_objects", "mirror_pdb", "mirror_selector", "mirror_service"]
+__all__ = ["mirror_deployment", "mirror_objects", "mirror_pdb", "mirror_selector", "mirror_service", "mirror_url"]
 
 
 def mirror_selector(target: Target) -> dict[str, str]:
@@ -49,8 +52,7 @@ def _scrape(o: RenderOptions) -> dict[str, str]:
 def mirror_deployment(o: RenderOptions, target: Target) -> dict[str, object]:
     """``serve --upstream`` with the token Secret for fills and ``--auth-upstream`` for callers."""
     command = ["modelcache", "--token-file", TOKEN_PATH, "serve", "--host", "0.0.0.0", "--port", str(o.serve_port),
-               "--upstream", o.mirror_upstream, "--auth-upstream", o.serve_auth_upstream or o.mirror_upstream,
-               "--workers", str(o.mirror_workers)]
+               "--upstream", o.mirror_upstream, *auth_args(o, o.mirror_upstream), "--workers", str(o.mirror_workers)]
     container = {
         "name": "mirror",
         "image": o.image,
@@ -61,7 +63,8 @@ def mirror_deployment(o: RenderOptions, target: Target) -> dict[str, object]:
         **probes(),
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
         "securityContext": container_security(),
-        "volumeMounts": [cache_mount(o, target, read_only=False), token_mount(), tmp_mount(), *ca_mount(o)],
+        "volumeMounts": [cache_mount(o, target, read_only=False), token_mount(), tmp_mount(), *ca_mount(o),
+                         *auth_mount(o)],
     }
     selector = mirror_selector(target)
     spread = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
@@ -69,7 +72,8 @@ def mirror_deployment(o: RenderOptions, target: Target) -> dict[str, object]:
                                            "topologyKey": "kubernetes.io/hostname"}}]}}
     pod = {**pod_extras(o), "securityContext": pod_security(o), "affinity": spread,
            "terminationGracePeriodSeconds": 30, "containers": [container],
-           "volumes": [cache_volume(target, read_only=False), token_volume(o), tmp_volume(), *ca_volume(o)]}
+           "volumes": [cache_volume(target, read_only=False), token_volume(o), tmp_volume(), *ca_volume(o),
+                       *auth_volume(o)]}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -129,6 +129,9 @@ class RenderOptions:
     """Extra ``NO_PROXY`` entries (in-cluster names and loopback are always there)."""
     serve_auth_upstream: str | None = None
     """Where ``serve`` checks callers' tokens for gated repos; None: ``job_endpoint`` or huggingface.co."""
+    serve_auth_tokens_secret: str | None = None
+    """Air-gapped: a Secret whose key ``tokens`` lists the tokens ``serve`` accepts (``--auth-tokens``)
+    instead of asking an upstream."""
     image_pull_secrets: tuple[str, ...] = ()
     node_selector: tuple[str, ...] = ()
     """``KEY=VALUE`` node labels for our pods (Job, serve, mirror, GC)."""
@@ -222,6 +225,11 @@ class RenderOptions:
         for host in self.no_proxy:
             if not host or not re.match(r"^[A-Za-z0-9.\-*/:\[\]]+\Z", host):
                 raise InvalidInput(f"invalid --no-proxy {host!r}", "give a host, a .domain suffix or a CIDR")
+        if self.serve_auth_tokens_secret is not None:
+            check_subdomain(self.serve_auth_tokens_secret, "Secret name", "--serve-auth-tokens-secret")
+            if self.serve_auth_upstream is not None:
+                raise InvalidInput("--serve-auth-upstream and --serve-auth-tokens-secret exclude each other",
+                                   "choose one way for serve to check tokens")
         if self.ca_bundle is not None:
             kind, _, ref = self.ca_bundle.partition("/")
             if kind not in ("configmap", "secret"):

@@ -75,8 +75,10 @@ def render_warnings(o: RenderOptions) -> list[str]:
     elif _insecure(o.job_endpoint):
         out.append(f"--allow-insecure-token: the Job sends the token in clear to {o.job_endpoint}")
     if o.serves:
+        how = (f"the tokens in Secret {o.serve_auth_tokens_secret}" if o.serve_auth_tokens_secret
+               else o.auth_upstream)
         out.append("serve mode: engine pods send the token to the in-cluster serve Service over plain HTTP "
-                   "(serve checks it against " + o.auth_upstream + " for gated repos); encrypt pod traffic "
+                   f"(serve checks it against {how} for gated repos); encrypt pod traffic "
                    "(mesh/CNI) if your cluster network is not trusted")
     return out
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from ..errors import PERMANENT_EXIT_CODES
 from ._pod import (
+    auth_args,
+    auth_mount,
+    auth_volume,
     ca_mount,
     ca_volume,
     network_env,
@@ -93,10 +96,10 @@ def download_job(o: RenderOptions, target: Target) -> dict[str, object]:
 
 
 def serve_command(o: RenderOptions, *extra: str) -> list[str]:
-    """``modelcache serve`` with ``--auth-upstream``: a gated or private repo's files go only to
-    callers whose token the Hub (or ``--serve-auth-upstream``) accepts for that repo."""
+    """``modelcache serve`` with ``--auth-upstream`` (or ``--auth-tokens``): a gated or private
+    repo's files go only to callers whose token the Hub (or the list) accepts for that repo."""
     return ["modelcache", "serve", "--host", "0.0.0.0", "--port", str(o.serve_port),
-            "--auth-upstream", o.auth_upstream, *extra]
+            *auth_args(o, o.auth_upstream), *extra]
 
 
 def probes(path_ready: str = "/readyz") -> dict[str, object]:
@@ -118,7 +121,7 @@ def serve_deployment(o: RenderOptions, target: Target) -> dict[str, object]:
         **probes(),
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": container_security(),
-        "volumeMounts": [cache_mount(o, target, read_only=False), tmp_mount(), *ca_mount(o)],
+        "volumeMounts": [cache_mount(o, target, read_only=False), tmp_mount(), *ca_mount(o), *auth_mount(o)],
     }
     pod_labels = {**labels(o, "serve", target, model=False), **serve_selector(target)}
     return {
@@ -131,7 +134,8 @@ def serve_deployment(o: RenderOptions, target: Target) -> dict[str, object]:
             "selector": {"matchLabels": serve_selector(target)},
             "template": {"metadata": {"labels": pod_labels},
                          "spec": {**pod_extras(o), "securityContext": pod_security(o), "containers": [container],
-                                  "volumes": [cache_volume(target, read_only=False), tmp_volume(), *ca_volume(o)]}},
+                                  "volumes": [cache_volume(target, read_only=False), tmp_volume(), *ca_volume(o),
+                                              *auth_volume(o)]}},
         },
     }
 

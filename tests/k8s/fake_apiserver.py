@@ -158,6 +158,20 @@ class Pending(Scenario):
             srv.add_event(ns, "Pod", pod["metadata"]["name"], *self.pod_event)
 
 
+class NoPod(Scenario):
+    """The Job controller cannot create the pod (a quota, Pod Security): only an Event says so."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__()
+        self.event = (reason, message)
+
+    def job_created(self, srv: FakeApiServer, ns: str, job: dict[str, Any]) -> None:
+        srv.add_event(ns, "Job", job["metadata"]["name"], *self.event)
+
+    def step(self, srv: FakeApiServer, ns: str, job: dict[str, Any], tick: int) -> None:
+        pass
+
+
 class FailingPod(Scenario):
     """The pod ends (or hangs) the way ``status``/``log`` say; ``job_reason`` fails the Job too."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import COMMIT, run
-from fake_apiserver import FailingPod, Pending, fake_apiserver, write_kubeconfig
+from fake_apiserver import FailingPod, NoPod, Pending, fake_apiserver, write_kubeconfig
 
 from modelcache.k8s.diagnose import diagnose_pod, parse_error
 from modelcache.k8s.pending import diagnose_pending, diagnose_pvc
@@ -156,6 +156,21 @@ def test_pvc_rules_as_pure_functions() -> None:
     assert diagnose_pvc(pvc, [{"type": "Normal", "reason": "WaitForFirstConsumer", "message": "waiting"}]) is None
     assert diagnose_pvc(pvc, []).reason == "pvc-pending"
     assert diagnose_pvc({**pvc, "status": {"phase": "Lost"}}, []).reason == "pvc-lost"
+
+
+def test_a_job_that_cannot_create_its_pod(manifests: Path, tmp_path: Path) -> None:
+    quota = 'Error creating: pods "m-download-x" is forbidden: exceeded quota: compute, requested: memory=2Gi'
+    with fake_apiserver(NoPod("FailedCreate", quota)) as srv:
+        code, _, err = apply(srv, tmp_path, manifests, "--timeout", "1")
+        assert code == 1 and "pending: Job m-download cannot create its pod" in err and "ResourceQuota" in err
+        code, out, _ = run("k8s", "status", REPO, "--kubeconfig", _kc(srv, tmp_path), "--json")
+        assert code == 1 and json.loads(out)["jobs"][0]["reason"] == "pod-create"
+    psa = ('Error creating: pods "m-download-x" is forbidden: violates PodSecurity "restricted:latest": '
+           'seccompProfile')
+    with fake_apiserver(NoPod("FailedCreate", psa)) as srv:
+        code, _, err = apply(srv, tmp_path, manifests, "--timeout", "30")
+    assert code == 1 and "error: Job m-download failed: Job m-download cannot create its pod" in err
+    assert "Pod Security" in err
 
 
 # -- pods that keep terminating ----------------------------------------------------------------

@@ -264,6 +264,7 @@ def status(repo_id: str, namespace: str, tenant: str | None, kubeconfig: str | N
            as_json: bool) -> None:
     """The download Job(s) of REPO_ID: complete, running (with progress) or failed (with the reason)."""
     from ..k8s.apply import explain, job_progress, job_state, pending_reason
+    from ..k8s.pending import diagnose_job_events
     from ..k8s.cluster import KubeApi
     from ..k8s.names import check_label, label_value
     from ..validation import validate_repo_id
@@ -284,11 +285,12 @@ def status(repo_id: str, namespace: str, tenant: str | None, kubeconfig: str | N
         if state.phase == "running":
             row["progress"] = job_progress(api, namespace, name)
             if not row["progress"]:
-                for pod in api.pods(namespace, f"job-name={name}"):
-                    found = pending_reason(api, namespace, pod)
-                    if found:
-                        row.update(state="pending", reason=found.reason, message=found.message, hint=found.hint)
-                        break
+                pods = api.pods(namespace, f"job-name={name}")
+                reasons = [pending_reason(api, namespace, pod) for pod in pods] if pods else \
+                    [diagnose_job_events(name, api.events(namespace, "Job", name))]
+                found = next((r for r in reasons if r), None)
+                if found:
+                    row.update(state="pending", reason=found.reason, message=found.message, hint=found.hint)
             worst = max(worst, 1)
         elif state.phase == "failed":
             found = explain(api, namespace, name, job)

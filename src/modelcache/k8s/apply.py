@@ -25,7 +25,7 @@ from .diagnose import (
     last_progress,
     progress_text,
 )
-from .pending import diagnose_pending, diagnose_pvc, pod_claims
+from .pending import diagnose_job_events, diagnose_pending, diagnose_pvc, pod_claims
 from .render import spec_hash
 
 __all__ = ["ApplyResult", "JobFailed", "JobState", "apply_objects", "explain", "job_progress", "job_state",
@@ -33,7 +33,7 @@ __all__ = ["ApplyResult", "JobFailed", "JobState", "apply_objects", "explain", "
 
 ORDER = ["Secret", "PersistentVolumeClaim", "Service", "Deployment", "PodDisruptionBudget", "Job", "PodTemplate",
          "CronJob"]
-STOPPERS = {"image-pull", "config", "pvc-no-storageclass", "pvc-lost"}
+STOPPERS = {"image-pull", "config", "pvc-no-storageclass", "pvc-lost", "pod-forbidden"}
 """Pod states the Job never leaves by itself (it would wait for its deadline): fail at once."""
 
 
@@ -209,7 +209,13 @@ def wait_for_job(api: Api, ns: str, name: str, echo: Callable[[str], None], *, t
             raise JobFailed(name, explain(api, ns, name, job) or
                             Diagnosis("failed", state.reason or "no reason given", f"kubectl -n {ns} describe job {name}"))
         note = None
-        for pod in api.pods(ns, f"job-name={name}"):
+        pods = api.pods(ns, f"job-name={name}")
+        for found in ([diagnose_job_events(name, api.events(ns, "Job", name))] if not pods else []):
+            if found and found.reason in STOPPERS:
+                raise JobFailed(name, found)
+            if found:
+                note = f"pending: {found.message} (hint: {found.hint})"
+        for pod in pods:
             found = diagnose_pod(pod) or pending_reason(api, ns, pod)
             if found and found.reason in STOPPERS:
                 raise JobFailed(name, found)

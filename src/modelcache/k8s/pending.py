@@ -14,7 +14,7 @@ from typing import Any
 
 from .diagnose import Diagnosis
 
-__all__ = ["STUCK_AFTER", "diagnose_pending", "diagnose_pvc", "pod_claims", "warnings_of"]
+__all__ = ["STUCK_AFTER", "diagnose_job_events", "diagnose_pending", "diagnose_pvc", "pod_claims", "warnings_of"]
 
 STUCK_AFTER = 60.0
 """Seconds past a pod's grace period after which "terminating" means "stuck terminating"."""
@@ -108,4 +108,23 @@ def diagnose_pending(pod: dict[str, Any], events: list[dict[str, Any]],
                     hint = ("a ReadWriteOnce volume is attached to another node: run everything that mounts it "
                             "on one node (serve mode does), or use ReadWriteMany")
                 return Diagnosis("volume", f"pod {name} is waiting for a volume: {text}", hint, 1)
+    return None
+
+
+def diagnose_job_events(name: str, events: list[dict[str, Any]]) -> Diagnosis | None:
+    """A Job without pods: the controller could not create one (a ResourceQuota, a LimitRange,
+    Pod Security admission, a webhook). Pod Security will not change by itself: ``pod-forbidden``."""
+    for e in warnings_of(events):
+        if e.get("reason") != "FailedCreate":
+            continue
+        text = _event_text(e)
+        low = text.lower()
+        if "podsecurity" in low or "forbidden" in low and "quota" not in low:
+            return Diagnosis("pod-forbidden", f"Job {name} cannot create its pod: {text}",
+                             "the namespace's admission (Pod Security, a policy webhook) refuses the pod: "
+                             "adjust the policy or the namespace, then apply again", 1)
+        hint = "kubectl describe job " + name
+        if "quota" in low:
+            hint = "a ResourceQuota is exhausted: free quota, raise it, or ask less (--cpu/--memory)"
+        return Diagnosis("pod-create", f"Job {name} cannot create its pod: {text}", hint, 1)
     return None

@@ -244,6 +244,9 @@ def test_rwo_pods_are_required_on_the_serve_node(render_dir: Any) -> None:
     for pod in pods:
         (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert term["labelSelector"]["matchLabels"] == selector and term["topologyKey"] == "kubernetes.io/hostname"
+    # ReadWriteMany with --serve: any node mounts the volume, nothing to require
+    docs = _docs(render_dir, "--serve", "--gc-schedule", "0 4 * * *")
+    assert "affinity" not in by_kind(docs, "Job")[0]["spec"]["template"]["spec"]
 
 
 def test_output_to_stdout_is_one_stream(tmp_path: Path) -> None:

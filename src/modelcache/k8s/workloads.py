@@ -79,7 +79,7 @@ def download_job(o: RenderOptions, target: Target) -> dict[str, object]:
         "containers": [container],
         "volumes": [cache_volume(target, read_only=False), token_volume(o), tmp_volume(), *ca_volume(o)],
     }
-    if o.serves:
+    if o.serves and o.access_mode == "ReadWriteOnce":
         pod["affinity"] = _near_serve(target)
     return {
         "apiVersion": "batch/v1",
@@ -166,7 +166,7 @@ def gc_cronjob(o: RenderOptions, target: Target) -> dict[str, object]:
     pod: dict[str, object] = {"restartPolicy": "Never", **pod_extras(o, api_access=True),
                               "securityContext": pod_security(o), "containers": [container],
                               "volumes": [cache_volume(target, read_only=False), tmp_volume()]}
-    if o.serves:
+    if o.serves and o.access_mode == "ReadWriteOnce":
         pod["affinity"] = _near_serve(target)
     return {
         "apiVersion": "batch/v1",

@@ -43,7 +43,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HOME=/model-store
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tini=0.19.0-1 \
+ && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 1000 modelcache \
  && useradd --system --uid 1000 --gid 1000 --home-dir /home/modelcache --create-home \

@@ -370,6 +370,8 @@ def test_ha_mirror(render_dir: Any) -> None:
     selector = spec["selector"]["matchLabels"]
     (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    (zones,) = pod["topologySpreadConstraints"]
+    assert zones["topologyKey"] == "topology.kubernetes.io/zone" and zones["labelSelector"]["matchLabels"] == selector
     annotations = spec["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
     assert annotations["prometheus.io/port"] == str(c["ports"][0]["containerPort"])

@@ -3,8 +3,8 @@ on the shared ReadWriteMany cache volume, a Service, a PodDisruptionBudget. Pure
 
 Replicas fill the cache through its own lock files, so a file is fetched once across
 replicas; any replica serves what any other filled. Pods spread over nodes (preferred
-anti-affinity: a one-node cluster still runs them) and a PodDisruptionBudget keeps one up
-through a drain. Prometheus finds ``/metrics`` on the ``http`` port through the usual
+anti-affinity: a one-node cluster still runs them) and zones (``ScheduleAnyway``), and a
+PodDisruptionBudget keeps one up through a drain. Prometheus finds ``/metrics`` on the ``http`` port through the usual
 ``prometheus.io/*`` annotations, and a ServiceMonitor can select the Service by its labels
 and scrape the port named ``http``.
 """
@@ -70,7 +70,9 @@ def mirror_deployment(o: RenderOptions, target: Target) -> dict[str, object]:
     spread = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
         "weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": selector},
                                            "topologyKey": "kubernetes.io/hostname"}}]}}
-    pod = {**pod_extras(o), "securityContext": pod_security(o), "affinity": spread,
+    zones = [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+              "labelSelector": {"matchLabels": selector}}]
+    pod = {**pod_extras(o), "securityContext": pod_security(o), "affinity": spread, "topologySpreadConstraints": zones,
            "terminationGracePeriodSeconds": 30, "containers": [container],
            "volumes": [cache_volume(target, read_only=False), token_volume(o), tmp_volume(), *ca_volume(o),
                        *auth_volume(o)]}

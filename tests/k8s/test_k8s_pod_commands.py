@@ -5,6 +5,7 @@ answers ``/readyz`` instead of crash-looping until the download Job has run."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import COMMIT
 
@@ -74,3 +76,45 @@ def test_serve_on_a_fresh_volume_creates_the_cache_and_is_ready(tmp_path: Path) 
             proc.kill()
             _, err = proc.communicate()
     assert "created the empty cache directory" in err
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _catches_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare")
+def test_pid_1_stops_on_sigterm(tmp_path: Path) -> None:
+    """As a container's PID 1 (the rendered pods set `command:`, so no init runs before us) a
+    process without a SIGTERM handler never sees SIGTERM: the pod would take its grace period."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip("unshare --pid is not permitted here")
+    # a download of a repo from an endpoint that never answers: blocked in the network, as PID 1
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        proc = subprocess.Popen(["unshare", "--pid", "--fork", *CLI, "--endpoint", url, "--cache-dir",
+                                 str(tmp_path / "cache"), "download", "org/m", "--revision", COMMIT],
+                                env={**_env(tmp_path), "HF_HUB_OFFLINE": "0"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(lambda: bool(_children(proc.pid)), "the PID 1 process")
+            (inner,) = _children(proc.pid)
+            _wait_for(lambda: _catches_sigterm(inner), "a SIGTERM handler (SigCgt)")
+            os.kill(inner, signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert "stopped: SIGTERM" in err, err

@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per client and work; the median is reported")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    import upstream  # noqa: E402  (benchmarks/upstream.py)
 
     WORK.mkdir(parents=True, exist_ok=True)
     root = WORK / f"repo-{args.size_mib}"

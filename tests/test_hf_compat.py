@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.procs import clean_env
 from helpers.live_server import live_server
 
 from modelcache import ModelCache, Settings
@@ -50,8 +51,7 @@ def test_hf_cache_verify_passes(tmp_path: Path, served) -> None:  # type: ignore
     with ModelCache(Settings(cache_dir=target, endpoint=url)) as mc:
         mc.download(REPO)
     hf = Path(sys.executable).with_name("hf")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=url, HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(tmp_path / "home"))
+    env = clean_env(HF_ENDPOINT=url, HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(tmp_path / "home"))
     proc = subprocess.run([str(hf), "cache", "verify", REPO, "--cache-dir", str(target)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

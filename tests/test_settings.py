@@ -65,15 +65,41 @@ def test_token_not_in_repr() -> None:
     assert "hf_secretvalue123" not in repr(s)
 
 
-def test_proxy_and_ca_bundle_from_the_environment() -> None:
+def test_proxy_and_ca_bundle_from_the_environment(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
     s = Settings.from_env({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "internal.example,.corp",
-                           "REQUESTS_CA_BUNDLE": "/etc/ca.pem"})
+                           "REQUESTS_CA_BUNDLE": str(bundle)})
     n = s.network
     assert n.proxy_for("huggingface.co") == "http://proxy:3128"
     assert n.proxy_for("127.0.0.1") is None and n.proxy_for("localhost") is None
     assert n.proxy_for("internal.example") is None and n.proxy_for("hub.corp") is None
-    assert n.ca_bundle == "/etc/ca.pem"
+    assert n.ca_bundle == str(bundle)
     assert Settings.from_env({}).network.proxy_for("huggingface.co") is None
+
+
+def test_a_missing_ca_bundle_is_an_error_not_a_silent_fallback(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="CA bundle"):
+        Settings.from_env({"REQUESTS_CA_BUNDLE": str(tmp_path / "absent.pem")})
+
+
+def test_every_way_to_make_settings_validates_alike(tmp_path: Path) -> None:
+    s = Settings(cache_dir=str(tmp_path))  # type: ignore[arg-type]
+    assert s.cache_dir == tmp_path
+    for bad in ({"connections": 0}, {"connections": 1000}, {"chunk_size": 1}, {"endpoint": "ftp://x"},
+                {"timeout": 0.0}, {"retries": -1}):
+        with pytest.raises(InvalidInput):
+            s.with_overrides(**bad)
+        with pytest.raises(InvalidInput):
+            Settings(cache_dir=tmp_path, **bad)  # type: ignore[arg-type]
+    assert s.with_overrides(chunk_size="16MiB").chunk_size == 16 * 1024 * 1024
+
+
+def test_from_env_starts_from_the_dataclass_defaults() -> None:
+    s = Settings.from_env({})
+    d = Settings(cache_dir=Path("/x"))
+    assert (s.connections, s.chunk_size, s.timeout, s.checkpoint_bytes) == (
+        d.connections, d.chunk_size, d.timeout, d.checkpoint_bytes)
 
 
 def test_downloads_go_through_the_proxy(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ __all__ = ["human_size", "human_time"]
 
 
 def human_size(n: int | float | None) -> str:
+    """``n`` bytes as text in binary units (``512 B``, ``1.5 GiB``, at most TiB); ``-`` for None."""
     if n is None:
         return "-"
     value = float(n)
@@ -19,6 +20,7 @@ def human_size(n: int | float | None) -> str:
 
 
 def human_time(ts: float | None, now: float | None = None) -> str:
+    """How long ago epoch time ``ts`` was, in its largest whole unit (``3d ago``, ``5m ago``); ``never`` for None."""
     if ts is None:
         return "never"
     delta = max(0.0, (now or time.time()) - ts)

@@ -21,12 +21,20 @@ _LOCK = threading.Lock()
 
 
 def register_secret(secret: str | None) -> None:
+    """Mask ``secret`` in everything ``redact`` sees from now on, process-wide; thread-safe.
+
+    None and strings shorter than 6 characters are ignored.
+    """
     if secret and len(secret) >= 6:
         with _LOCK:
             _SECRETS.add(secret)
 
 
 def redact(text: str) -> str:
+    """``text`` with each registered secret replaced by ``MASK``.
+
+    Longest first, so a secret that contains another is masked whole.
+    """
     if not _SECRETS or not text:
         return text
     with _LOCK:
@@ -44,24 +52,30 @@ class RedactingStream(io.TextIOBase):
         self._inner = inner
 
     def write(self, s: str) -> int:
+        """Write ``s`` with secrets masked; returns ``len(s)``, the length given (not the masked one)."""
         self._inner.write(redact(s))
         return len(s)
 
     def flush(self) -> None:
+        """Flush the wrapped stream."""
         self._inner.flush()
 
     def isatty(self) -> bool:
+        """Whether the wrapped stream is a terminal."""
         return self._inner.isatty()
 
     def fileno(self) -> int:
+        """The wrapped stream's file descriptor (what is written to it directly is not masked)."""
         return self._inner.fileno()
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
+        """The wrapped stream's encoding (``utf-8`` if it has none)."""
         return getattr(self._inner, "encoding", "utf-8")
 
     @property
     def buffer(self) -> Any:  # binary payloads (``export -o -``) pass through untouched
+        """The wrapped stream's binary buffer, unmasked."""
         return self._inner.buffer  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> Any:
@@ -69,6 +83,7 @@ class RedactingStream(io.TextIOBase):
 
 
 def install() -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` in ``RedactingStream``; a stream already wrapped is left as it is."""
     if not isinstance(sys.stdout, RedactingStream):
         sys.stdout = RedactingStream(sys.stdout)
     if not isinstance(sys.stderr, RedactingStream):

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any
 from pathlib import Path
 
 from .errors import InvalidInput
@@ -145,8 +146,37 @@ class Settings:
     raw_http: bool = True
     """File bodies over modelcache's minimal socket client (faster); ``MODELCACHE_RAW_HTTP=0``: httpx."""
 
+    def __post_init__(self) -> None:
+        """Every way to make Settings (the constructor, ``from_env``, ``with_overrides``) checks the same."""
+        if not isinstance(self.cache_dir, Path):
+            if not isinstance(self.cache_dir, (str, os.PathLike)):
+                raise InvalidInput(f"invalid cache_dir {self.cache_dir!r}", "give a path")
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise InvalidInput(f"invalid endpoint {self.endpoint!r}", "give a URL such as https://huggingface.co")
+        object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
+        if not 1 <= self.connections <= 256:
+            raise InvalidInput(f"invalid --connections {self.connections}", "give a number from 1 to 256")
+        if not 64 * 1024 <= self.chunk_size <= 1024**3:
+            raise InvalidInput(f"invalid --chunk-size {self.chunk_size}", "give a size from 64KiB to 1GiB, e.g. 8MiB")
+        if self.checkpoint_bytes < 4096:
+            raise InvalidInput(f"invalid checkpoint size {self.checkpoint_bytes}", "give at least 4096 bytes")
+        if not self.timeout > 0:
+            raise InvalidInput(f"invalid timeout {self.timeout!r}", "give seconds, e.g. 30")
+        if self.retries < 0:
+            raise InvalidInput(f"invalid retries {self.retries}", "give 0 or more")
+        if not self.lock_stale_after > 0:
+            raise InvalidInput(f"invalid lock_stale_after {self.lock_stale_after!r}", "give seconds, e.g. 30")
+        bundle = self.network.ca_bundle
+        if bundle and not os.path.exists(bundle):
+            raise InvalidInput(f"the CA bundle {bundle} does not exist",
+                               "fix REQUESTS_CA_BUNDLE / SSL_CERT_FILE / CURL_CA_BUNDLE, or unset it")
+
     def with_overrides(self, **changes: object) -> Settings:
+        """A copy with ``changes`` (None values ignored), validated like the constructor."""
         changes = {k: v for k, v in changes.items() if v is not None}
+        if isinstance(changes.get("chunk_size"), str):
+            changes["chunk_size"] = parse_size(changes["chunk_size"], "--chunk-size")  # type: ignore[arg-type]
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
@@ -176,9 +206,7 @@ class Settings:
             cache_dir = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(hf_home, "hub")
         cache_path = Path(_expand(str(cache_dir), env))
 
-        ep = (endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        if not ep.startswith(("http://", "https://")):
-            raise InvalidInput(f"invalid endpoint {ep!r}", "give a URL such as https://huggingface.co")
+        ep = endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
 
         if token_file is not None:
             token = TokenSource(path=Path(token_file), origin="--token-file")
@@ -197,7 +225,7 @@ class Settings:
         if offline is None:
             offline = _is_true(env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE"))
 
-        timeout = 30.0
+        timeout = _DEFAULTS["timeout"]
         if env.get("HF_HUB_DOWNLOAD_TIMEOUT"):
             try:
                 timeout = float(env["HF_HUB_DOWNLOAD_TIMEOUT"])
@@ -205,27 +233,27 @@ class Settings:
                 raise InvalidInput(
                     f"invalid HF_HUB_DOWNLOAD_TIMEOUT {env['HF_HUB_DOWNLOAD_TIMEOUT']!r}", "give seconds, e.g. 30"
                 ) from None
-        checkpoint = 8 * 1024 * 1024
+        checkpoint = _DEFAULTS["checkpoint_bytes"]
         if env.get("MODELCACHE_CHECKPOINT_BYTES"):
             try:
                 checkpoint = max(4096, int(env["MODELCACHE_CHECKPOINT_BYTES"]))
             except ValueError:
                 raise InvalidInput("invalid MODELCACHE_CHECKPOINT_BYTES", "give a number of bytes") from None
-        if connections is not None and not 1 <= connections <= 256:
-            raise InvalidInput(f"invalid --connections {connections}", "give a number from 1 to 256")
-        chunk = parse_size(chunk_size, "--chunk-size") if chunk_size is not None else 8 * 1024 * 1024
-        if not 64 * 1024 <= chunk <= 1024**3:
-            raise InvalidInput(f"invalid --chunk-size {chunk}", "give a size from 64KiB to 1GiB, e.g. 16MiB")
+        chunk = parse_size(chunk_size, "--chunk-size") if chunk_size is not None else _DEFAULTS["chunk_size"]
         return cls(
             cache_dir=cache_path,
             chunk_size=chunk,
             endpoint=ep,
             token=token,
             offline=bool(offline),
-            connections=connections or 16,
+            connections=connections if connections is not None else _DEFAULTS["connections"],
             timeout=timeout,
             checkpoint_bytes=checkpoint,
             allow_insecure_token=bool(allow_insecure_token),
             network=Network.from_env(env),
             raw_http=env.get("MODELCACHE_RAW_HTTP", "1").strip().lower() not in ("0", "false", "no", "off"),
         )
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+"""The dataclass's own defaults: ``from_env`` starts from these (one place for each default)."""

@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers.cli import run_cli
 from helpers.fault_server import Repo, fault_server
 
 from modelcache import ModelCache, Settings
-from modelcache.cli.main import cli
 from modelcache.doctor import DoctorOptions, run_doctor
 from modelcache.tokens import TokenSource
 
@@ -30,9 +29,7 @@ ROOT = os.geteuid() == 0
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    res = CliRunner().invoke(cli, list(args), obj={}, env=env or {}, catch_exceptions=False)
-    print(res.stdout, res.stderr)  # captured by pytest: the suite-wide token grep sees it
-    return res.exit_code, res.stdout, res.stderr
+    return run_cli(*args, env=env)
 
 
 def doctor_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, dict]]:

@@ -87,6 +87,7 @@ class FaultServer:
         self.valid_tokens: set[str] | None = None  # set: files need one of these bearer tokens
         self.gated = False  # with valid_tokens: answer like a gated repo (GatedRepo codes)
         self.dead = False  # "the upstream died": file bodies stop mid-way, new file requests are cut
+        self.api_statuses: list[int] = []  # answered (in order) to /api/ calls before serving them
 
     def bytes_served(self, path: str | None = None) -> int:
         with self._lock:
@@ -138,6 +139,11 @@ class FaultServer:
                 repo = srv.repo
                 path = urlsplit(self.path).path
                 api = f"/api/models/{repo.repo_id}/"
+                if path.startswith("/api/") and srv.api_statuses:
+                    with srv._lock:
+                        status = srv.api_statuses.pop(0) if srv.api_statuses else None
+                    if status:
+                        return self._json(status, {"error": "injected"}, {"Retry-After": "1"} if status == 429 else {})
                 if path == "/api/whoami-v2":
                     if srv.valid_tokens is not None and self._token() in srv.valid_tokens:
                         return self._json(200, {"name": "tester", "auth": {"accessToken": {"role": "read"}}})

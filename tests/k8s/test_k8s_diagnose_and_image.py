@@ -106,8 +106,9 @@ def test_dockerfile_is_pinned_slim_and_non_root() -> None:
 
 
 def _lock(path: Path) -> dict[str, str]:
+    """name → version; every requirement pinned with ``==`` and at least one sha256."""
     text = path.read_text()
-    entries = re.findall(r"^([a-z0-9._-]+)==([^ \\\n]+) \\\n    --hash=sha256:([0-9a-f]{64})$", text, re.M)
+    entries = re.findall(r"^([a-z0-9._-]+)==([^ \\\n]+)((?: \\\n    --hash=sha256:[0-9a-f]{64})+)$", text, re.M)
     assert len(entries) == len([line for line in text.splitlines() if "==" in line])
     return {name: version for name, version, _ in entries}
 

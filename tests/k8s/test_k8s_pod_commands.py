@@ -1,6 +1,7 @@
-"""What the rendered pods run, as real processes: an init container's ``check --wait`` stops at
-once on SIGTERM; ``serve`` on a fresh volume (no cache directory yet) starts, creates it and
-answers ``/readyz`` instead of crash-looping until the download Job has run."""
+"""What the rendered pods run, as real processes: an init container's ``check --wait`` and a
+download running as PID 1 stop at once on SIGTERM; ``serve`` on a fresh volume (no cache
+directory yet) starts, creates it and answers ``/readyz`` instead of crash-looping until the
+download Job has run."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_serve_on_a_fresh_volume_creates_the_cache_and_is_ready(tmp_path: Path) 
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
-    assert "created the empty cache directory" in err
+    assert "Traceback" not in err
 
 
 def _children(pid: int) -> list[int]:

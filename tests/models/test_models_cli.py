@@ -6,19 +6,17 @@ import json
 import threading
 from pathlib import Path
 
-from click.testing import CliRunner
+from helpers.cli import run_cli
 from models_helpers import REPO, Cached
 
 from modelcache import ModelCache, ModelManager, Settings
-from modelcache.cli.main import cli
 from modelcache.models import models_status
 from modelcache.models.checksum import short
 from modelcache.models.store import RegistryStore, registry_path
 
 
 def run(cache: Path, *args: str) -> tuple[int, str, str]:
-    res = CliRunner().invoke(cli, ["--cache-dir", str(cache), *args], obj={}, env={}, catch_exceptions=False)
-    return res.exit_code, res.stdout, res.stderr
+    return run_cli("--cache-dir", str(cache), *args)
 
 
 def add(c: Cached, *args: str) -> tuple[int, str, str]:

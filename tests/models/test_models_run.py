@@ -11,12 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from click.testing import CliRunner
+from helpers.cli import run_cli
 from helpers.live_server import live_server
 from models_helpers import REPO, Cached
 
 from modelcache import ModelCache, Settings
-from modelcache.cli.main import cli
 from modelcache.models import models_status
 
 # The child: report what it sees, then wait for the test's go-ahead and exit with code 3.
@@ -51,8 +50,8 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 20.0) -> dict:
 
 
 def cli_run(cache: Path, *args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, ["--cache-dir", str(cache), *args], obj={}, env={}, catch_exceptions=False)
-    return res.exit_code, res.stdout
+    code, out, _err = run_cli("--cache-dir", str(cache), *args)
+    return code, out
 
 
 def test_run_leases_while_the_child_runs_and_returns_its_code(cached: Cached, tmp_path: Path) -> None:

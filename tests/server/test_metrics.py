@@ -60,7 +60,7 @@ def test_gc_freed_and_mirror_metrics(tmp_path: Path) -> None:
     cache = tmp_path / "c"
     repo = Repo("org/up", {"config.json": b"{}", "tokenizer.json": b'{"x":1}', "model.safetensors": os.urandom(100_000)})
     with fault_server(repo) as up:
-        mirror = Mirror(cache, HubClient(up.url))
+        mirror = Mirror(Settings(cache_dir=cache), HubClient(up.url))
         cache.mkdir()
         with running_server(cache, mirror=mirror) as url:
             r = httpx.get(f"{url}/{repo.repo_id}/resolve/main/model.safetensors", timeout=30)
@@ -83,10 +83,7 @@ def test_readyz_and_json_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     lines = [json.loads(r.message) for r in caplog.records if r.name == "modelcache.server" and r.message.startswith("{")]
     hit = [x for x in lines if x["path"].endswith("config.json")]
     assert hit and hit[0]["status"] == 200 and hit[0]["kind"] == "resolve" and hit[0]["bytes"] > 0
-    with running_server(tmp_path) as url:
-        os.chmod(tmp_path, 0o000)
-        try:
-            r = httpx.get(f"{url}/readyz")
-            assert r.status_code in (200, 503)  # root can read anything: only meaningful as non-root
-        finally:
-            os.chmod(tmp_path, 0o755)
+    with running_server(tmp_path / "absent") as url:  # not there (yet): not ready, and says why
+        r = httpx.get(f"{url}/readyz")
+        assert r.status_code == 503 and r.json()["ready"] is False and "reason" in r.json()
+        assert str(tmp_path) not in r.text  # the path is not shown to callers

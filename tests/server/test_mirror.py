@@ -27,8 +27,9 @@ def upstream_model(shard: int = MiB) -> Repo:
     return Repo("org/upstream-only", files)
 
 
-def mirror_for(cache: Path, url: str, **kw: object) -> Mirror:
-    return Mirror(cache, HubClient(url, connections=32), **kw)  # type: ignore[arg-type]
+def mirror_for(cache: Path, url: str, *, offline: bool = False, retries: int = 5, **kw: object) -> Mirror:
+    settings = Settings(cache_dir=cache, offline=offline, retries=retries, connections=4)
+    return Mirror(settings, HubClient(url, connections=32), **kw)  # type: ignore[arg-type]
 
 
 def _resolve_gets(srv) -> int:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ folder. Our own state lives in ``<repo folder>/.modelcache/``, where HF tools ne
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,7 @@ __all__ = [
     "root_state",
     "folder_name",
     "parse_folder_name",
+    "repo_layouts",
 ]
 
 _PREFIX = {"model": "models", "dataset": "datasets", "space": "spaces"}
@@ -154,3 +156,18 @@ class RepoLayout:
 def root_state(cache_dir: Path) -> Path:
     """Cache-wide state (quota): inside ``.locks/``, the one root entry HF's scanner skips."""
     return cache_dir / ".locks" / "modelcache"
+
+
+def repo_layouts(cache_dir: Path) -> list[RepoLayout]:
+    """Every repo folder of a cache root (``models--org--name`` and the like, real folders only —
+    not symlinks), sorted by name. The one way to enumerate the repos of a cache."""
+    try:
+        entries = sorted(os.scandir(cache_dir), key=lambda e: e.name)
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        parsed = parse_folder_name(entry.name)
+        if parsed is not None and entry.is_dir(follow_symlinks=False):
+            out.append(RepoLayout(Path(cache_dir), *parsed))
+    return out

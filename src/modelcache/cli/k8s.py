@@ -12,7 +12,8 @@ import click
 from ..errors import InvalidInput, ModelCacheError
 from ..profiles import PROFILES
 from ..settings import TokenSource
-from .main import CONTEXT, _settings, json_option
+from .common import CONTEXT, json_option
+from .common import settings_of as _settings
 from .output import emit, human_size
 
 __all__ = ["k8s"]

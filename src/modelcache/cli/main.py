@@ -23,9 +23,12 @@ from ..service.model_cache import ModelCache
 from ..settings import parse_duration
 from .common import CONTEXT, json_option, settings_of
 from .doctor import register as register_doctor
+from .k8s import k8s
 from .lifecycle import register as register_lifecycle
 from .models import register as register_models
 from .output import emit, emit_error, human_size, human_time
+from .serve import register as register_serve
+from .sync import register as register_sync
 from .token import register as register_token
 
 __all__ = ["cli", "main"]
@@ -42,7 +45,7 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-_settings = settings_of  # kept for modules that import it from here
+_settings = settings_of
 
 
 def _stop_on_sigterm(message: str, hard: bool = False) -> None:
@@ -272,76 +275,6 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
-@click.option("--auth-upstream", metavar="URL",
-              help="Check callers' tokens for gated/private repos against this Hub (e.g. https://huggingface.co).")
-@click.option("--auth-tokens", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Air-gapped: a file of allowed tokens (one per line, or sha256:<hex>) for gated/private repos.")
-@click.option("--auth-ttl", default="5m", show_default=True, help="How long an upstream access decision is cached.")
-@click.option("--upstream", metavar="URL", help="Read-through mirror: fetch what the cache misses from this Hub.")
-@click.option("--revision-ttl", default="60s", show_default=True, help="Mirror: how long a revision lookup is trusted.")
-@click.option("--allow", multiple=True, metavar="PATTERN", help="Mirror: serve only repos matching (repeatable, e.g. 'Qwen/*').")
-@click.option("--deny", multiple=True, metavar="PATTERN", help="Mirror: never serve repos matching (repeatable).")
-@click.option("--log-json", is_flag=True, help="One JSON line per request on stderr (method, path, status, bytes, ms).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Server processes (use the cores: e.g. 2-4); not with --upstream.")
-@click.pass_context
-def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
-          auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
-          log_json: bool, workers: int) -> None:
-    """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
-    from ..cache.usage import ThrottledUseRecorder
-    from ..server import TokenListPolicy, UpstreamPolicy
-    from ..server import serve as run_server
-
-    if auth_upstream and auth_tokens:
-        raise InvalidInput("--auth-upstream and --auth-tokens exclude each other", "choose one access policy")
-    access = (UpstreamPolicy(auth_upstream, parse_duration(auth_ttl, "--auth-ttl")) if auth_upstream
-              else TokenListPolicy.from_file(auth_tokens) if auth_tokens else None)
-    settings = _settings(ctx)
-    mirror = None
-    if upstream:
-        from ..hub.client import HubClient
-        from ..server.mirror import Mirror
-
-        client = HubClient.for_settings(settings, upstream.rstrip("/"), connections=32)
-        mirror = Mirror(settings.cache_dir, client, ttl=parse_duration(revision_ttl, "--revision-ttl"),
-                        offline=settings.offline, allow=allow, deny=deny, chunk_size=settings.chunk_size,
-                        retries=settings.retries)
-        settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    elif allow or deny:
-        raise InvalidInput("--allow/--deny apply to a mirror", "add --upstream URL")
-    if not settings.cache_dir.is_dir():
-        # A fresh volume (serve starts before the download Job): create the empty cache and serve
-        # it, rather than crash-loop until the Job has run; /readyz says it is ready and empty.
-        try:
-            settings.cache_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InvalidInput(f"the cache directory {settings.cache_dir} does not exist and cannot be created: "
-                               f"{exc.strerror}", "download or import a model first, or pass --cache-dir") from None
-        click.echo(f"created the empty cache directory {settings.cache_dir}: nothing to serve until a download "
-                   "fills it", err=True)
-    what = f"mirroring {upstream} into {settings.cache_dir}" if upstream else f"serving {settings.cache_dir}"
-    click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
-    if workers > 1:
-        if upstream:
-            raise InvalidInput("--workers > 1 with --upstream would fetch a file once per worker",
-                               "run the mirror with one worker (it streams while filling), or serve a cache")
-        import uvicorn
-
-        from .serve_worker import ENV, spec_for
-
-        os.environ[ENV] = spec_for(settings.cache_dir, auth_upstream=auth_upstream, auth_tokens=auth_tokens,
-                                   auth_ttl=parse_duration(auth_ttl, "--auth-ttl"), log_json=log_json)
-        uvicorn.run("modelcache.cli.serve_worker:app_factory", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
-        return
-    run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder(), access=access,
-               mirror=mirror, log_json=log_json)
-
-
-@cli.command(context_settings=CONTEXT)
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where to put the demo caches (default: a temporary folder, removed afterwards).")
 @click.pass_context
@@ -352,15 +285,16 @@ def demo(ctx: click.Context, workdir: Path | None) -> None:
     ctx.exit(run_demo(workdir))
 
 
+register_serve(cli)
+register_sync(cli)
+cli.add_command(k8s)
 register_lifecycle(cli)
 register_models(cli)
 register_token(cli)
 register_doctor(cli)
 
 
-from .k8s import k8s  # noqa: E402
 
-cli.add_command(k8s)
 
 
 def main(argv: list[str] | None = None) -> None:

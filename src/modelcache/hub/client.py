@@ -145,7 +145,6 @@ class HubClient:
         self._raw_enabled = raw_http and http is None  # an injected client (tests, mocks) sees every request
         self._raw: RawPool | None = None
         self._timeout = timeout
-        _bigger_reads()
         self.http = http or httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=connections + 4, max_keepalive_connections=connections + 4),
@@ -292,20 +291,11 @@ class HubClient:
         return data if isinstance(data, dict) else {}
 
 
-def _bigger_reads(size: int = 512 * 1024) -> None:
-    """httpcore reads a body 64 KiB per ``recv``; at hundreds of MB/s the per-read Python cost
-    dominates. 512 KiB reads cut the CPU per byte by about a third (measured: benchmarks/).
-    A class attribute: set once, the first time a client is made (not at import)."""
-    try:
-        from httpcore._sync.http11 import HTTP11Connection
-    except ImportError:  # pragma: no cover - httpcore's layout changed: keep its default
-        return
-    if getattr(HTTP11Connection, "READ_NUM_BYTES", 0) < size:
-        HTTP11Connection.READ_NUM_BYTES = size
-
-
 def _tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
-    if not ca_bundle or not os.path.exists(ca_bundle):
+    """The CA bundle (a file or a folder) as a context; the defaults without one. ``Settings``
+    has checked that a configured bundle exists: a missing one is an error there, not a
+    silent fallback to the system CAs here."""
+    if not ca_bundle:
         return True
     if os.path.isdir(ca_bundle):
         return ssl.create_default_context(capath=ca_bundle)

@@ -23,6 +23,8 @@ __all__ = ["Card", "DiskCard", "disk_card", "recorded_card"]
 
 @dataclass(frozen=True)
 class Card:
+    """The card checksum of one commit of a repo, and the card files it was computed from."""
+
     repo_id: str
     commit: str
     checksum: str
@@ -30,20 +32,25 @@ class Card:
     """card path → content id (git sha1, or sha256 for LFS files; None when missing on disk)."""
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict: ``repo_id``, ``commit``, ``checksum`` and ``files`` (path → content id or None)."""
         return {"repo_id": self.repo_id, "commit": self.commit, "checksum": self.checksum, "files": self.files}
 
 
 @dataclass(frozen=True)
 class DiskCard:
+    """The card the files on disk give, the card the record gives (None without one), and what differs."""
+
     card: Card
     recorded: Card | None
     drift: tuple[CardDrift, ...]
 
     @property
     def matches(self) -> bool:
+        """True when there is a record and the files on disk give its checksum."""
         return self.recorded is not None and self.card.checksum == self.recorded.checksum
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict: ``disk`` and ``recorded`` checksums (None without a record), ``matches``, ``drift``."""
         return {"disk": self.card.checksum, "recorded": self.recorded.checksum if self.recorded else None,
                 "matches": self.matches, "drift": [d.to_dict() for d in self.drift]}
 

@@ -38,10 +38,12 @@ SHORT = 16
 
 
 def is_card_file(path: str) -> bool:
+    """Whether the repo path is a card file: one that the ``tokenizer`` profile fetches."""
     return is_tokenizer_file(path)
 
 
 def card_paths(paths: Iterable[str]) -> list[str]:
+    """The card files among ``paths``, sorted."""
     return sorted(p for p in paths if is_card_file(p))
 
 
@@ -55,20 +57,25 @@ def card_checksum(commit: str, items: Mapping[str, str | None]) -> str:
 
 
 def short(checksum: str) -> str:
+    """The first ``SHORT`` hex digits of a card checksum, as replica leases carry it."""
     return checksum[:SHORT]
 
 
 @dataclass(frozen=True)
 class CardDrift:
+    """One card file that differs between the record and the disk: ``changed``, ``missing`` or ``added``."""
+
     path: str
     kind: str  # changed | missing | added
     expected: str | None
     actual: str | None
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict: ``path``, ``kind``, and the ``expected`` and ``actual`` content ids (None: absent)."""
         return {"path": self.path, "kind": self.kind, "expected": self.expected, "actual": self.actual}
 
     def describe(self) -> str:
+        """The drift as a phrase for messages (e.g. ``config.json is missing from the snapshot``)."""
         if self.kind == "changed":
             return f"{self.path} changed on disk (content {str(self.actual)[:12]}…, recorded {str(self.expected)[:12]}…)"
         if self.kind == "missing":

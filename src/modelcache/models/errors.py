@@ -15,14 +15,20 @@ __all__ = ["CardMismatch", "ModelConflict", "UnknownModel"]
 
 
 class ModelConflict(ModelCacheError):
+    """A registration that would change what a served name means, or a removal while replicas serve it."""
+
     code = "model-conflict"
     exit_code = 1
 
 
 class CardMismatch(IntegrityError):
+    """The card files on disk do not give the card checksum they should (the registered or recorded one)."""
+
     code = "card-mismatch"
 
 
 class UnknownModel(ModelCacheError):
+    """No served model of that name in that namespace."""
+
     code = "unknown-model"
     exit_code = 1

@@ -102,6 +102,7 @@ class ModelManager:
 
     @property
     def cache_dir(self) -> Path:
+        """The cache root, where the registry is kept."""
         return self.cache.cache_dir
 
     def _layout(self, repo_id: str) -> RepoLayout:
@@ -156,9 +157,11 @@ class ModelManager:
                                                       by=self.who, note=note, live_replicas=len(others)))
 
     def get(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> ModelRecord:
+        """The record of ``name`` in ``namespace``; InvalidInput for an invalid name, UnknownModel if none."""
         return self.store.read().require(validate_namespace(namespace), validate_name(name))
 
     def list(self, namespace: str | None = None) -> list[ModelRecord]:
+        """Every record, or those of one ``namespace``, sorted by namespace and name."""
         return [m for m in self.store.read().models if namespace is None or m.namespace == namespace]
 
     def remove(self, name: str, namespace: str = DEFAULT_NAMESPACE, *, force: bool = False) -> ModelRecord:
@@ -173,6 +176,7 @@ class ModelManager:
 
     # -- status -----------------------------------------------------------------------------------
     def replicas(self, name: str | None = None, namespace: str | None = None) -> list[Replica]:
+        """The live replicas in the cache (of ``name``/``namespace`` only, when given), oldest first."""
         return [r for r in live_replicas(self.cache_dir)
                 if (name is None or r.name == name) and (namespace is None or r.namespace == namespace)]
 
@@ -184,6 +188,7 @@ class ModelManager:
         return models_status(self.cache_dir, disk=disk, namespace=namespace, name=name)
 
     def verify(self, name: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+        """``status`` with the card files re-hashed on disk."""
         return self.status(name, namespace, disk=True)
 
     # -- replicas ---------------------------------------------------------------------------------
@@ -210,6 +215,7 @@ class ModelManager:
         return Lease(layout, commit, holder, ttl)
 
     def leave(self, name: str, lease_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        """Release replica lease ``lease_id`` of ``name`` in ``namespace``; False if no live replica holds it."""
         for r in self.replicas(name, namespace):
             if r.lease.lease_id == lease_id:
                 return release_lease(self._layout(r.lease.repo_id), lease_id)

@@ -24,6 +24,11 @@ _REPLICA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
 
 def validate_name(name: str) -> str:
+    """``name`` if it is a valid served model name, else InvalidInput.
+
+    Up to 96 letters, digits, ``.``, ``_``, ``-`` and ``/``, starting with a letter or digit; no ``//``,
+    ``..`` or trailing ``/``.
+    """
     if not isinstance(name, str) or not _NAME.match(name) or "//" in name or name.endswith("/") or ".." in name:
         raise InvalidInput(f"invalid served model name {name!r}",
                            "use letters, digits, '.', '_', '-' and '/' (up to 96), e.g. llama-70b")
@@ -31,6 +36,10 @@ def validate_name(name: str) -> str:
 
 
 def validate_namespace(namespace: str) -> str:
+    """``namespace`` if it is a valid namespace, else InvalidInput.
+
+    Up to 63 letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit.
+    """
     if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
         raise InvalidInput(f"invalid namespace {namespace!r}",
                            "use letters, digits, '.', '_' and '-' (up to 63), e.g. default or team-a")
@@ -38,6 +47,10 @@ def validate_namespace(namespace: str) -> str:
 
 
 def validate_replica(replica: str) -> str:
+    """``replica`` if it is a valid replica id, else InvalidInput.
+
+    Up to 128 letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit.
+    """
     if not isinstance(replica, str) or not _REPLICA.match(replica):
         raise InvalidInput(f"invalid replica id {replica!r}",
                            "use letters, digits, '.', '_' and '-' (up to 128), e.g. the pod name")
@@ -45,12 +58,17 @@ def validate_replica(replica: str) -> str:
 
 
 def validate_engine(engine: str) -> str:
+    """``engine`` if it is one of ``ENGINES``, else InvalidInput."""
     if engine not in ENGINES:
         raise InvalidInput(f"invalid engine {engine!r}", f"use one of: {', '.join(ENGINES)}")
     return engine
 
 
 def validate_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """The kinds without duplicates, in the order given (``DEFAULT_KINDS`` when there are none).
+
+    InvalidInput for a kind that is not in ``KINDS``.
+    """
     out = tuple(dict.fromkeys(kinds))
     for k in out:
         if k not in KINDS:

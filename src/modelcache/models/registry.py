@@ -45,17 +45,24 @@ class Registration:
     engine: str
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict of the six fields (``kinds`` as a list)."""
         return {"repo_id": self.repo_id, "revision": self.revision, "commit": self.commit,
                 "checksum": self.checksum, "kinds": list(self.kinds), "engine": self.engine}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Registration:
+        """From ``to_json``'s shape (other keys ignored: a record's dict works); KeyError on a missing one."""
         return cls(str(d["repo_id"]), str(d["revision"]), str(d["commit"]), str(d["checksum"]),
                    tuple(str(k) for k in d["kinds"]), str(d["engine"]))
 
 
 @dataclass(frozen=True)
 class Change:
+    """One entry of a record's history: when, by whom, the action, and the registration before and after.
+
+    ``action`` is ``add`` (``old`` is None), ``update`` or ``replace``.
+    """
+
     at: float
     by: str
     action: str  # add | update | replace
@@ -64,17 +71,24 @@ class Change:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict: ``at``, ``by``, ``action``, ``note``, ``old`` (or None) and ``new`` registrations."""
         return {"at": self.at, "by": self.by, "action": self.action, "note": self.note,
                 "old": self.old.to_json() if self.old else None, "new": self.new.to_json()}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Change:
+        """From ``to_json``'s shape (``by`` and ``note`` default to empty); a missing field raises KeyError."""
         return cls(float(d["at"]), str(d.get("by", "")), str(d["action"]), Registration.from_json(d["new"]),
                    Registration.from_json(d["old"]) if d.get("old") else None, str(d.get("note", "")))
 
 
 @dataclass(frozen=True)
 class ModelRecord:
+    """One served name in one namespace: what it points at now, who last changed it and when, its history.
+
+    ``repo_id``, ``revision``, ``commit``, ``checksum``, ``kinds`` and ``engine`` read the current registration.
+    """
+
     name: str
     namespace: str
     current: Registration
@@ -93,6 +107,7 @@ class ModelRecord:
 
     @property
     def key(self) -> tuple[str, str]:
+        """``(namespace, name)``: what identifies the record in a registry."""
         return (self.namespace, self.name)
 
     def previous_checksums(self) -> dict[str, Change]:
@@ -100,24 +115,33 @@ class ModelRecord:
         return {short(c.old.checksum): c for c in self.history if c.old and c.old.checksum != c.new.checksum}
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict as in the registry file: name, namespace, registration fields, times, by, history."""
         return {"name": self.name, "namespace": self.namespace, **self.current.to_json(), "created": self.created,
                 "updated": self.updated, "by": self.by, "history": [c.to_json() for c in self.history]}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ModelRecord:
+        """From one item of the registry file's ``models`` list; a missing field raises KeyError."""
         return cls(str(d["name"]), str(d["namespace"]), Registration.from_json(d), float(d["created"]),
                    float(d["updated"]), str(d.get("by", "")), tuple(Change.from_json(c) for c in d.get("history", [])))
 
 
 @dataclass(frozen=True)
 class Registry:
+    """The registry file's content: the records, and the ``generation`` each write bumps (``RegistryStore``).
+
+    Immutable: ``with_record`` and ``without`` return a new registry of the same generation.
+    """
+
     models: tuple[ModelRecord, ...] = ()
     generation: int = 0
 
     def get(self, namespace: str, name: str) -> ModelRecord | None:
+        """The record of ``name`` in ``namespace``, or None."""
         return next((m for m in self.models if m.key == (namespace, name)), None)
 
     def require(self, namespace: str, name: str) -> ModelRecord:
+        """The record of ``name`` in ``namespace``; UnknownModel (naming the namespaces that have it) if none."""
         rec = self.get(namespace, name)
         if rec is None:
             elsewhere = sorted(m.namespace for m in self.models if m.name == name)
@@ -127,13 +151,16 @@ class Registry:
         return rec
 
     def with_record(self, record: ModelRecord) -> Registry:
+        """A new registry with ``record`` added, or in place of the one with the same key."""
         others = [m for m in self.models if m.key != record.key]
         return Registry(tuple(sorted([*others, record], key=lambda m: m.key)), self.generation)
 
     def without(self, namespace: str, name: str) -> Registry:
+        """A new registry without the record of ``name`` in ``namespace`` (the same one if there is none)."""
         return Registry(tuple(m for m in self.models if m.key != (namespace, name)), self.generation)
 
     def to_bytes(self) -> bytes:
+        """The registry file's content: JSON with ``format_version``, ``generation`` and ``models``."""
         data = {"format_version": FORMAT_VERSION, "generation": self.generation,
                 "models": [m.to_json() for m in self.models]}
         return json.dumps(data, indent=1, sort_keys=False).encode()
@@ -153,11 +180,17 @@ class Registry:
 
 @dataclass(frozen=True)
 class AddOutcome:
+    """What registering a name did: ``action``, the record now, and the registration it replaced, if any.
+
+    ``action`` is ``created``, ``unchanged``, ``updated`` or ``replaced`` (``previous`` set for the last two).
+    """
+
     action: str  # created | unchanged | updated | replaced
     record: ModelRecord
     previous: Registration | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: ``action``, the record's fields (``ModelRecord.to_json``) and ``previous`` (or None)."""
         return {"action": self.action, **self.record.to_json(),
                 "previous": self.previous.to_json() if self.previous else None}
 
@@ -188,5 +221,6 @@ def plan_add(registry: Registry, name: str, namespace: str, new: Registration, *
 
 
 def plan_remove(registry: Registry, name: str, namespace: str) -> tuple[Registry, ModelRecord]:
+    """The registry without ``name`` in ``namespace``, and the record removed; UnknownModel if it is not there."""
     rec = registry.require(namespace, name)
     return registry.without(namespace, name), rec

@@ -29,6 +29,10 @@ _ROOM = MAX_HOLDER - len(PREFIX) - 4 - SHORT
 
 
 def replica_holder(namespace: str, name: str, replica: str, checksum: str) -> str:
+    """The lease holder of a replica: ``replica:<namespace>:<name>:<replica id>:<short card checksum>``.
+
+    InvalidInput if a part is invalid, or the whole is longer than ``MAX_HOLDER`` characters.
+    """
     validate_namespace(namespace)
     validate_name(name)
     validate_replica(replica)
@@ -58,6 +62,8 @@ def parse_holder(holder: str) -> tuple[str, str, str, str] | None:
 
 @dataclass(frozen=True)
 class Replica:
+    """An engine serving a registered name: its replica id, the card it loaded, and its live lease."""
+
     namespace: str
     name: str
     replica: str
@@ -66,6 +72,10 @@ class Replica:
     lease: LeaseInfo
 
     def to_dict(self, now: float | None = None) -> dict[str, object]:
+        """JSON-ready dict: the replica's fields, its lease's ``repo_id``/``commit``/``lease_id``/``host``/``pid``.
+
+        ``since``: when the lease was taken (epoch seconds); ``expires_in``: seconds it has left at ``now``.
+        """
         le = self.lease
         return {"replica": self.replica, "namespace": self.namespace, "name": self.name, "card": self.card,
                 "repo_id": le.repo_id, "commit": le.commit, "lease_id": le.lease_id, "host": le.host,

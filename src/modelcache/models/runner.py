@@ -36,6 +36,7 @@ def substitute(argv: Sequence[str], snapshot: str) -> list[str]:
 
 
 def exit_status(returncode: int) -> int:
+    """A ``Popen`` return code as a shell reports it: killed by signal N (code ``-N``) becomes ``128 + N``."""
     return 128 - returncode if returncode < 0 else returncode
 
 

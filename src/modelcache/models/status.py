@@ -68,6 +68,10 @@ def _problems(record: ModelRecord, cache: dict[str, Any], card: dict[str, Any], 
 
 def model_status(cache_dir: Path, record: ModelRecord, replicas: Sequence[Replica], *, disk: bool = False,
                  now: float | None = None) -> dict[str, Any]:
+    """One record's entry of ``models_status``: cache readiness, card, replicas, problems, notes, ``ok``.
+
+    Local disk only; ``disk=True`` also re-hashes the card files.
+    """
     layout = RepoLayout(Path(cache_dir), "model", record.repo_id)
     tok = check_revision(layout, record.commit, "tokenizer")
     full = check_revision(layout, record.commit, "full")

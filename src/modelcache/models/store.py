@@ -33,6 +33,8 @@ def registry_path(cache_dir: Path) -> Path:
 
 
 class RegistryStore:
+    """The registry file of one cache: ``read`` without a lock, ``update`` under one."""
+
     def __init__(self, cache_dir: Path, *, stale_after: float = 30.0, lock_timeout: float = 60.0) -> None:
         self.path = registry_path(cache_dir)
         self.stale_after = stale_after
@@ -40,9 +42,14 @@ class RegistryStore:
 
     @property
     def lock_path(self) -> Path:
+        """The lock file writers take: ``models.json.mc-lock`` beside the registry."""
         return self.path.with_name(self.path.name + ".mc-lock")
 
     def read(self) -> Registry:
+        """The registry as it is on disk now (empty when there is no file yet).
+
+        CacheError when the file cannot be read or parsed.
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:

@@ -17,12 +17,14 @@ __all__ = ["HttpError", "WithErrorHeaders", "decode_cursor", "encode_cursor", "e
 class HttpError(Exception):
     """An answer the Hub would give: status, ``X-Error-Code``, message, and maybe ``X-Repo-Commit``."""
 
-    def __init__(self, status: int, code: str, message: str, commit: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, commit: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.commit = commit
+        self.retry_after = retry_after
 
 
 def _header_safe(text: str, limit: int = 512) -> str:
@@ -36,6 +38,8 @@ def error_response(err: HttpError) -> Response:
     headers = {"X-Error-Code": err.code, "X-Error-Message": _header_safe(err.message)}
     if err.commit is not None:
         headers["X-Repo-Commit"] = err.commit
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(err.retry_after)))
     if err.status == 405:
         headers["Allow"] = "GET, HEAD"
     return JSONResponse({"error": err.message}, status_code=err.status, headers=headers)

@@ -46,7 +46,7 @@ async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, comm
             raise HttpError(502, "UpstreamError", f"fetching {entry.path} from upstream failed: {fill.error}")
         return serve_cached()
     resets = fill.resets
-    fd = await anyio.to_thread.run_sync(mirror.partial_fd, layout, entry)
+    fd = await anyio.to_thread.run_sync(mirror.partial_fd, layout, fill)
     if fd is None:
         await _wait_done(fill)
         if fill.error is not None:

@@ -1,13 +1,20 @@
 """Read-through mirror: what the cache misses is fetched from an upstream Hub, once.
 
-- Revision lookups go upstream and are remembered for ``ttl`` seconds (``main`` may move);
-  the commit's file list is written as the completeness record, so the cache's own index
-  serves the API answers. An unreachable upstream falls back to what is cached.
-- A file miss starts one *fill* per blob (single flight across all callers): the transfer
-  engine fetches it into the partial blob with its usual retries and verification. Callers
-  stream the bytes as they land, but the last byte is held back until the whole file is
-  verified: a failed or corrupt fill aborts the callers' connections, so no client ever takes
-  a truncated or wrong file for a whole one. The next request resumes the partial.
+The mirror is a client of the service layer: a revision is resolved and recorded by
+``service.remote`` and every blob comes in through ``service.ensure.ensure_files``, the same
+path as ``modelcache download`` — with its blob lock files, activity markers, quota check and
+publish step. So a mirror, other replicas of it and download Jobs on one volume coordinate
+through the cache's own lock files: a blob is fetched once per volume, not once per process.
+
+- Revision lookups go upstream and are remembered for ``ttl`` seconds (``main`` may move),
+  one upstream call per (repo, revision) at a time however many callers ask (single flight).
+  A remembered answer is used only while its record is still on disk (a ``gc`` or ``rm``
+  makes the mirror ask again). An unreachable or failing upstream falls back to what is
+  cached; with nothing cached the caller gets ``UpstreamUnavailable`` (503, retry), never a
+  "not found".
+- A file miss starts one *fill* per blob (single flight across the callers of this process):
+  callers stream the bytes as they land, but the last byte is held back until the whole file
+  is verified, so no client takes a truncated or wrong file for a whole one.
 - ``allow``/``deny`` patterns (fnmatch on repo ids) say which repos the mirror may serve.
 """
 
@@ -19,33 +26,48 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..cache.access import Access, write_access
 from ..cache.layout import RepoLayout
-from ..cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
-from ..protocol import FileEntry
-from ..cache.records import TreeRecord, read_record
+from ..cache.readiness import resolve_commit
+from ..cache.records import read_record
 from ..cache.usage import record_use
-from ..errors import EndpointUnreachable, ModelCacheError, TransientError
-from ..hub.download.assembly import Assembly
+from ..errors import EndpointUnreachable, ModelCacheError, NotCached, TransientError
 from ..hub.client import HubClient
-from ..hub.download.engine import Backoff, FileJob, TransferEngine
+from ..hub.download.assembly import Assembly
+from ..progress import NullProgress
+from ..protocol import FileEntry
+from ..service.ensure import ensure_files
+from ..service.remote import fetch_revision, record_revision
+from ..settings import Settings
 
-__all__ = ["Fill", "Mirror", "MirrorStats"]
+__all__ = ["Fill", "Mirror", "MirrorStats", "UpstreamUnavailable"]
+
+
+class UpstreamUnavailable(TransientError):
+    """The upstream failed (for now) and the cache has nothing to fall back on."""
 
 
 @dataclass
 class MirrorStats:
+    """Counters of the mirror's upstream traffic and fills; change them with ``add`` (thread-safe)."""
+
     upstream_bytes: int = 0
+    """Bytes received from the upstream (bytes resumed from a partial on disk are not counted)."""
+    upstream_api_calls: int = 0
     fills_started: int = 0
     fills_done: int = 0
     fills_failed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def add(self, **kw: int) -> None:
+        """Add to counters by name, e.g. ``add(fills_done=1)``; thread-safe."""
+        with self.lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
+
 
 class Fill:
-    """One blob being fetched from upstream; readers follow ``available()``."""
+    """One blob being fetched; readers follow ``available()``."""
 
     def __init__(self, entry: FileEntry) -> None:
         self.entry = entry
@@ -55,7 +77,9 @@ class Fill:
         self.error: BaseException | None = None
 
     def available(self) -> int:
-        """Bytes from 0 that are written (a lower bound; the whole file once verified)."""
+        """Bytes from 0 that are written and hashed (the whole file once verified).
+
+        Zero while another process fetches the blob: its bytes are not ours to vouch for."""
         if self.done.is_set() and self.error is None:
             return self.entry.size
         asm = self.asm
@@ -63,62 +87,104 @@ class Fill:
 
     @property
     def resets(self) -> int:
+        """How many times the fill's bytes were thrown away and started over (a reader streaming them must abort)."""
         return self.asm.resets if self.asm is not None else 0
 
 
+@dataclass
+class _Flight:
+    done: threading.Event = field(default_factory=threading.Event)
+    commit: str | None = None
+    error: BaseException | None = None
+
+
 class Mirror:
-    def __init__(self, cache_dir: Path, client: HubClient, *, ttl: float = 60.0, offline: bool = False,
-                 allow: Sequence[str] = (), deny: Sequence[str] = (), connections: int = 4,
-                 chunk_size: int = 8 * 1024 * 1024, retries: int = 3) -> None:
-        self.cache_dir = Path(cache_dir)
+    """A read-through mirror of an upstream Hub into the cache: revision lookups, blob fills, allow/deny.
+
+    Thread-safe. ``refresh`` and ``fill`` block: call them from worker threads, not the event loop.
+    """
+
+    def __init__(self, settings: Settings, client: HubClient, *, ttl: float = 60.0,
+                 allow: Sequence[str] = (), deny: Sequence[str] = (),
+                 clock: object = time.monotonic) -> None:
+        self.settings = settings
+        self.cache_dir = settings.cache_dir
         self.client = client
         self.ttl = ttl
-        self.offline = offline
+        self.offline = settings.offline
         self.allow, self.deny = tuple(allow), tuple(deny)
-        self.connections, self.chunk_size, self.retries = connections, chunk_size, retries
         self.stats = MirrorStats()
+        self._clock = clock
         self._revs: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._flights: dict[tuple[str, str, str], _Flight] = {}
         self._fills: dict[tuple[str, str], Fill] = {}
         self._lock = threading.Lock()
 
     # -- policy ---------------------------------------------------------------------------------
     def permits(self, repo_id: str) -> bool:
+        """Whether ``repo_id`` may be served: no ``deny`` pattern matches, and an ``allow`` one does if any are set."""
         if any(fnmatch.fnmatchcase(repo_id, p) for p in self.deny):
             return False
         return not self.allow or any(fnmatch.fnmatchcase(repo_id, p) for p in self.allow)
 
     # -- revisions (blocking: call from a worker thread) ------------------------------------------
     def refresh(self, layout: RepoLayout, revision: str) -> str | None:
-        """Resolve ``revision`` upstream (cached for ``ttl``) and make sure its record is here.
+        """Resolve ``revision`` upstream (remembered for ``ttl``) and make sure its record is here.
 
-        Returns the commit, or None when offline / the upstream is unreachable (serve the cache).
-        Upstream "not found" answers propagate as errors.
+        Returns the commit, or None when offline or when the upstream failed but the cache can
+        answer. Raises ``UpstreamUnavailable`` when it failed and the cache cannot; the upstream's
+        "not found" / "gated" answers propagate as they are.
         """
         if self.offline:
             return None
         key = (layout.repo_type, layout.repo_id, revision)
-        now = time.monotonic()
         with self._lock:
             hit = self._revs.get(key)
-        if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > self._clock() and self._on_disk(layout, revision, hit[0]):  # type: ignore[operator]
             return hit[0]
-        try:
-            info = self.client.revision_info(layout.repo_type, layout.repo_id, revision)
-            commit = info.commit
-            if read_record(layout.tree_record(commit), commit) is None:
-                record = TreeRecord.of(commit, self.client.list_files(layout.repo_type, layout.repo_id, commit))
-                ensure_repo_dirs(layout)
-                publish_record(layout, record)
-            else:
-                ensure_repo_dirs(layout)
-            if revision != commit:
-                layout.write_ref(revision, commit)
-            write_access(layout, Access(gated=info.gated, private=info.private))
-        except (EndpointUnreachable, TransientError):
-            return None
         with self._lock:
-            self._revs[key] = (commit, now + self.ttl)
-        return commit
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.commit
+        try:
+            flight.commit = self._ask_upstream(layout, revision, key)
+            return flight.commit
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+    def _ask_upstream(self, layout: RepoLayout, revision: str, key: tuple[str, str, str]) -> str | None:
+        try:
+            self.stats.add(upstream_api_calls=1)
+            info, record = fetch_revision(self.client, layout, revision)
+            record_revision(layout, info, record, [revision])
+        except (EndpointUnreachable, TransientError) as exc:
+            if resolve_commit(layout, revision) is not None:
+                return None  # serve what the cache has
+            raise UpstreamUnavailable(
+                f"the upstream could not answer for {layout.repo_id}@{revision} and it is not cached here: "
+                f"{exc.message}", "retry shortly", retry_after=getattr(exc, "retry_after", None) or 5.0,
+            ) from None
+        with self._lock:
+            self._revs[key] = (info.commit, self._clock() + self.ttl)  # type: ignore[operator]
+        return info.commit
+
+    @staticmethod
+    def _on_disk(layout: RepoLayout, revision: str, commit: str) -> bool:
+        """Is what we remember still there (a ``gc``/``rm`` may have removed it meanwhile)?"""
+        if not layout.tree_record(commit).is_file():
+            return False
+        return revision == commit or layout.read_ref(revision) == commit
 
     # -- files ----------------------------------------------------------------------------------
     def fill(self, layout: RepoLayout, commit: str, entry: FileEntry) -> Fill:
@@ -131,69 +197,48 @@ class Mirror:
             else:
                 fill, new = Fill(entry), True
                 self._fills[key] = fill
-        if not new:
-            fill.started.wait(10)
-            return fill
-        with self.stats.lock:
-            self.stats.fills_started += 1
-        threading.Thread(target=self._run, args=(layout, commit, fill, key), daemon=True,
-                         name=f"mc-fill-{entry.etag[:8]}").start()
+        if new:
+            self.stats.add(fills_started=1)
+            threading.Thread(target=self._run, args=(layout, commit, fill, key), daemon=True,
+                             name=f"mc-fill-{entry.etag[:8]}").start()
         fill.started.wait(10)
         return fill
 
     def _run(self, layout: RepoLayout, commit: str, fill: Fill, key: tuple[str, str]) -> None:
-        entry = fill.entry
-
-        def on_start(asm: Assembly) -> None:
-            fill.asm = asm
+        def on_start(_entry: FileEntry, asm: Assembly | None) -> None:
+            if asm is not None:
+                fill.asm = asm
             fill.started.set()
 
-        def publish(e: FileEntry) -> None:
-            install_blob(layout, e.etag, layout.partial(e.etag))
-            link_file(layout, commit, e)
-            record_use(layout, commit)
-
-        def count(_path: str, n: int) -> None:
-            with self.stats.lock:
-                self.stats.upstream_bytes += n
-
         try:
-            ensure_repo_dirs(layout)
-            if _size(layout.blob(entry.etag)) == entry.size:  # another fill finished it meanwhile
-                link_file(layout, commit, entry)
-            else:
-                job = FileJob(entry, self.client.file_url(layout.repo_type, layout.repo_id, commit, entry.path),
-                              layout.partial(entry.etag), publish, on_start=on_start)
-                TransferEngine(self.client, connections=self.connections, chunk_size=self.chunk_size,
-                               backoff=Backoff(base=0.2, cap=5.0, attempts=self.retries), on_bytes=count,
-                               repo_id=layout.repo_id).run([job])
+            record = read_record(layout.tree_record(commit), commit)
+            if record is None or fill.entry.path not in record.files:
+                raise NotCached(f"the record of {layout.repo_id}@{commit} is gone", "ask again")
+            outcome = ensure_files(self.settings, self.client, layout, record, [fill.entry], NullProgress(),
+                                   on_start=on_start)
+            self.stats.add(upstream_bytes=outcome.bytes_fetched)
+            record_use(layout, commit)
         except (ModelCacheError, OSError) as exc:
             fill.error = exc
-            with self.stats.lock:
-                self.stats.fills_failed += 1
+            self.stats.add(fills_failed=1)
         except BaseException as exc:  # pragma: no cover - surface, never hang readers
             fill.error = exc
+            self.stats.add(fills_failed=1)
         finally:
-            with self.stats.lock:
-                self.stats.fills_done += 1
+            self.stats.add(fills_done=1)
             fill.started.set()
             fill.done.set()
             with self._lock:
                 if self._fills.get(key) is fill and fill.error is None:
                     del self._fills[key]
 
-    def partial_fd(self, layout: RepoLayout, entry: FileEntry) -> int | None:
+    def partial_fd(self, layout: RepoLayout, fill: Fill) -> int | None:
         """An fd on the bytes being filled (stays valid across the final rename); None if neither exists."""
-        for path in (layout.partial(entry.etag), layout.blob(entry.etag)):
+        asm = fill.asm
+        partial = asm.partial if asm is not None else layout.partial(fill.entry.etag)
+        for path in (partial, layout.blob(fill.entry.etag)):
             try:
-                return os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
+                return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except (FileNotFoundError, OSError):
                 continue
-        return None
-
-
-def _size(p: Path) -> int | None:
-    try:
-        return p.stat().st_size
-    except OSError:
         return None

@@ -28,12 +28,15 @@ from ..protocol import FileEntry
 from ..cache.records import TreeRecord
 from ..errors import CacheError
 from ..hub.client import HubClient
+from ..hub.download.assembly import Assembly
 from ..hub.download.engine import Backoff, FileJob, TransferEngine
 from ..hub.download.plan import FilePlan, LocalState, plan_transfer
 from ..progress import Progress
 from ..settings import Settings
 
-__all__ = ["FetchOutcome", "ensure_files"]
+__all__ = ["FetchOutcome", "OnStart", "ensure_files", "os_error"]
+
+OnStart = Callable[[FileEntry, "Assembly | None"], None]
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,15 @@ def ensure_files(
     poll: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
     before_release: Callable[[], None] | None = None,
+    on_start: OnStart | None = None,
 ) -> FetchOutcome:
-    """``before_release`` runs while the revision is still marked in progress (e.g. take a
-    lease), so GC can never slip in between the download and its first user."""
+    """Make every file of ``entries`` (files of ``record``'s commit) present and verified.
+
+    ``before_release`` runs while the revision is still marked in progress (e.g. take a
+    lease), so GC can never slip in between the download and its first user.
+    ``on_start(entry, assembly)`` is called for each blob this process fetches, before any byte
+    moves (a mirror streams from the assembly), and with ``None`` for a blob another process
+    is fetching (its bytes become visible only once verified)."""
     commit = record.commit
     ensure_repo_dirs(layout)
     marker = activity(layout, commit, settings.lock_stale_after)
@@ -90,7 +99,8 @@ def ensure_files(
         todo = entries
         for _round in range(3):
             round_plan = plan_transfer(todo, {e.path: local_state(layout, commit, e) for e in todo})
-            _run_round(settings, client, layout, commit, round_plan.files, progress, totals, poll, sleep)
+            _run_round(settings, client, layout, commit, round_plan.files, progress, totals, poll, sleep,
+                       on_start)
             todo = [e for e in entries if _size(layout.snapshot_file(commit, e.path)) != e.size]
             if not todo:
                 break
@@ -110,7 +120,7 @@ def ensure_files(
 
 def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit: str,
                files: tuple[FilePlan, ...], progress: Progress, totals: dict[str, int], poll: float,
-               sleep: Callable[[float], None]) -> None:
+               sleep: Callable[[float], None], on_start: OnStart | None = None) -> None:
     locks: dict[str, FileLock] = {}
 
     def claim(fp: FilePlan) -> bool:
@@ -140,7 +150,8 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
         if not batch:
             return
         jobs = [FileJob(fp.entry, client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path),
-                        layout.partial(fp.entry.etag), publish) for fp in batch]
+                        layout.partial(fp.entry.etag), publish, on_start=_bind(on_start, fp.entry))
+                for fp in batch]
         engine = TransferEngine(
             client, connections=settings.connections, chunk_size=settings.chunk_size,
             backoff=Backoff(attempts=settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
@@ -166,6 +177,9 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
         for fp in files:
             if fp.action == "fetch":
                 sort(fp, mine, theirs)
+        if on_start is not None:
+            for fp in theirs:
+                on_start(fp.entry, None)
         fetch(mine)
         while theirs:
             waiting: list[FilePlan] = []
@@ -189,6 +203,12 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
     finally:
         for lk in locks.values():
             lk.release()
+
+
+def _bind(on_start: OnStart | None, entry: FileEntry) -> Callable[[Assembly], None] | None:
+    if on_start is None:
+        return None
+    return lambda asm: on_start(entry, asm)
 
 
 def os_error(exc: OSError, layout: RepoLayout) -> CacheError:

@@ -1,21 +1,23 @@
-"""The cache's lifecycle on ``ModelCache``: leases, pins, GC, verify/repair, quotas, bundles.
+"""The cache's lifecycle: leases, pins, GC, verify/repair, quotas, bundles.
 
-A mixin so ``service.py`` stays about downloading and checking; every method here is public
-API of ``ModelCache``.
+``CacheLifecycle`` is a component of ``ModelCache`` (which exposes each of its public methods
+under the same name), so ``model_cache.py`` stays about downloading and checking.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from collections.abc import Callable
+from typing import IO
 
 from ..cache.bundle import BundleInfo, export_bundle, import_bundle
 from ..cache.readiness import resolve_commit
 from ..cache.gc import GcPlan, execute_gc, plan_gc, record_gc_freed, scan_revisions, sweep
-from ..cache.layout import RepoLayout, parse_folder_name
+from ..cache.layout import RepoLayout, repo_layouts
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, active_leases, is_pinned, list_pins, pin, release_lease
 from ..cache.leases import renew_lease as _renew
 from ..cache.leases import unpin as _unpin
@@ -23,30 +25,43 @@ from ..cache.quota import Usage, cache_usage, read_budget, write_budget
 from ..cache.records import read_record
 from ..cache.verify import VerifyReport, verify_revision
 from ..errors import InvalidInput, NotCached
+from ..hub.client import HubClient
 from ..progress import NullProgress
+from ..settings import Settings
+from .ensure import ensure_files
 
-if TYPE_CHECKING:
-    from ..settings import Settings
-
-__all__ = ["GcReport", "Lifecycle"]
+__all__ = ["CacheLifecycle", "GcReport"]
 
 
 @dataclass(frozen=True)
 class GcReport:
+    """What ``gc`` did or would do: the plan, the sweep's counts per root, and the removals skipped.
+
+    A removal is skipped when its revision became protected after the plan was made.
+    """
+
     plan: GcPlan
     dry_run: bool
     swept: dict[str, dict[str, int]]
     skipped: tuple[str, ...]
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict: the plan's fields plus ``dry_run``, ``swept`` (per root) and ``skipped``."""
         return {**self.plan.to_dict(), "dry_run": self.dry_run, "swept": self.swept, "skipped": list(self.skipped)}
 
 
-class Lifecycle:
-    settings: Settings
+class CacheLifecycle:
+    """Leases, pins, GC, verify/repair, quotas and bundles over one cache root.
 
-    def layout(self, repo_id: str, repo_type: str = "model") -> RepoLayout:  # provided by ModelCache
-        raise NotImplementedError
+    ``client`` gives the Hub client (made on first use) that ``verify(repair=True)`` fetches with."""
+
+    def __init__(self, settings: Settings, client: Callable[[], HubClient]) -> None:
+        self.settings = settings
+        self._client = client
+
+    def layout(self, repo_id: str, repo_type: str = "model") -> RepoLayout:
+        """The layout of one repo of this cache (the repo id and type validated)."""
+        return RepoLayout(self.settings.cache_dir, repo_type, repo_id)
 
     def _commit(self, repo_id: str, revision: str, repo_type: str = "model") -> tuple[RepoLayout, str]:
         layout = self.layout(repo_id, repo_type)
@@ -61,29 +76,38 @@ class Lifecycle:
               repo_type: str = "model") -> Lease:
         """``with mc.lease("org/model", holder="vllm-0"):`` — GC keeps the revision while the block runs."""
         layout, commit = self._commit(repo_id, revision, repo_type)
-        return Lease(layout, commit, holder or f"pid-{__import__('os').getpid()}", ttl)
+        return Lease(layout, commit, holder or f"pid-{os.getpid()}", ttl)
 
     def acquire_lease(self, repo_id: str, revision: str = "main", holder: str = "", ttl: float = 3600.0,
                       repo_type: str = "model") -> LeaseInfo:
+        """Lease a cached revision: GC keeps it until released, or ``ttl`` seconds pass without a renewal.
+
+        NotCached if the revision is not in the cache.
+        """
         layout, commit = self._commit(repo_id, revision, repo_type)
         return acquire_lease(layout, commit, holder or "cli", ttl)
 
     def renew_lease(self, repo_id: str, lease_id: str, ttl: float = 3600.0, repo_type: str = "model") -> LeaseInfo:
+        """Make lease ``lease_id`` expire ``ttl`` seconds from now; InvalidInput if there is no such lease."""
         return _renew(self.layout(repo_id, repo_type), lease_id, ttl)
 
     def release_lease(self, repo_id: str, lease_id: str, repo_type: str = "model") -> bool:
+        """Drop lease ``lease_id``; False if there was no such lease."""
         return release_lease(self.layout(repo_id, repo_type), lease_id)
 
     def leases(self, repo_id: str | None = None, repo_type: str = "model") -> list[LeaseInfo]:
-        layouts = [self.layout(repo_id, repo_type)] if repo_id else _layouts(self.settings.cache_dir)
+        """The unexpired leases of one repo, or of every repo in the cache."""
+        layouts = [self.layout(repo_id, repo_type)] if repo_id else repo_layouts(self.settings.cache_dir)
         return [lease for layout in layouts for lease in active_leases(layout)]
 
     def pin(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> str:
+        """Keep a cached revision from GC until ``unpin``; returns its commit. NotCached if it is not cached."""
         layout, commit = self._commit(repo_id, revision, repo_type)
         pin(layout, commit, note=revision)
         return commit
 
     def unpin(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> str:
+        """Remove the pin of ``revision`` (a ref or a commit); returns the commit. NotCached if not pinned."""
         layout = self.layout(repo_id, repo_type)
         commit = resolve_commit(layout, revision) or revision
         if not _unpin(layout, commit):
@@ -91,9 +115,11 @@ class Lifecycle:
         return commit
 
     def pins(self) -> list[tuple[str, str]]:
-        return [(layout.repo_id, c) for layout in _layouts(self.settings.cache_dir) for c in list_pins(layout)]
+        """Every pin in the cache, as ``(repo_id, commit)``."""
+        return [(layout.repo_id, c) for layout in repo_layouts(self.settings.cache_dir) for c in list_pins(layout)]
 
     def is_pinned(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> bool:
+        """Whether a cached revision is pinned; NotCached if it is not in the cache."""
         layout, commit = self._commit(repo_id, revision, repo_type)
         return is_pinned(layout, commit)
 
@@ -101,6 +127,12 @@ class Lifecycle:
     def gc(self, *, max_size: int | None = None, max_age: float | None = None, keep_last: int | None = None,
            dry_run: bool = False, roots: Sequence[Path] | None = None,
            partial_max_age: float = 24 * 3600.0) -> GcReport:
+        """Sweep stale leftovers, then remove revisions by the policy; ``dry_run`` only reports.
+
+        ``max_size`` in bytes (default: the root's budget when there is one root), ``max_age`` and
+        ``partial_max_age`` in seconds, ``keep_last`` per repo. Pinned, leased and still-downloading
+        revisions are kept, re-checked just before each removal (what became protected is ``skipped``).
+        """
         roots = list(roots or [self.settings.cache_dir])
         if max_size is None and len(roots) == 1:
             max_size = read_budget(roots[0])
@@ -122,9 +154,14 @@ class Lifecycle:
     # -- verify ----------------------------------------------------------------------------------------
     def verify(self, repo_id: str | None = None, revision: str | None = None, *, repair: bool = False,
                profile: str = "full", repo_type: str = "model") -> list[VerifyReport]:
+        """Check cached revisions against their records: the whole cache, one repo, or one revision.
+
+        ``repair=True`` deletes the bad files, fetches them again and re-checks. NotCached when the
+        repo or revision asked for is not in the cache.
+        """
         targets: list[tuple[RepoLayout, str]] = []
         if repo_id is None:
-            targets = [(lay, c) for lay in _layouts(self.settings.cache_dir) for c in lay.commits()]
+            targets = [(lay, c) for lay in repo_layouts(self.settings.cache_dir) for c in lay.commits()]
         elif revision is None:
             lay = self.layout(repo_id, repo_type)
             targets = [(lay, c) for c in lay.commits()]
@@ -142,8 +179,6 @@ class Lifecycle:
         return reports
 
     def _repair(self, layout: RepoLayout, commit: str, report: VerifyReport) -> None:
-        from .ensure import ensure_files
-
         record = read_record(layout.tree_record(commit), commit)
         if record is None:
             return
@@ -152,19 +187,28 @@ class Lifecycle:
             if any(p.kind != "missing" for p in report.problems if p.path == e.path):
                 layout.blob(e.etag).unlink(missing_ok=True)
             layout.snapshot_file(commit, e.path).unlink(missing_ok=True)
-        ensure_files(self.settings, self.client, layout, record, entries, NullProgress())  # type: ignore[attr-defined]
+        ensure_files(self.settings, self._client(), layout, record, entries, NullProgress())
 
     # -- quota ------------------------------------------------------------------------------------------
     def usage(self, root: Path | None = None) -> Usage:
+        """Bytes used in the cache root (or ``root``), its budget and the disk's free space."""
         return cache_usage(root or self.settings.cache_dir)
 
     def set_budget(self, max_size: int | None, root: Path | None = None) -> None:
+        """Set the size budget in bytes of the cache root (or ``root``) that ``gc`` uses by default.
+
+        ``None`` clears it; a size that is not positive is InvalidInput. Creates the root if needed.
+        """
         root = root or self.settings.cache_dir
         root.mkdir(parents=True, exist_ok=True)
         write_budget(root, max_size)
 
     # -- bundles ---------------------------------------------------------------------------------------
     def export(self, repo_id: str, revision: str, out: IO[bytes], repo_type: str = "model") -> BundleInfo:
+        """Write a cached revision to ``out`` as a bundle (a tar stream); only files complete on disk go in.
+
+        NotCached without the revision or its completeness record.
+        """
         layout, commit = self._commit(repo_id, revision, repo_type)
         record = read_record(layout.tree_record(commit), commit)
         if record is None:
@@ -172,15 +216,5 @@ class Lifecycle:
         return export_bundle(layout, record, revision, out)
 
     def import_bundle(self, src: IO[bytes]) -> BundleInfo:
+        """Read a bundle made by ``export`` from ``src`` into the cache root; InvalidInput if it is not one."""
         return import_bundle(self.settings.cache_dir, src)
-
-
-def _layouts(cache_dir: Path) -> list[RepoLayout]:
-    if not cache_dir.is_dir():
-        return []
-    out = []
-    for entry in sorted(cache_dir.iterdir()):
-        parsed = parse_folder_name(entry.name)
-        if parsed is not None and entry.is_dir():
-            out.append(RepoLayout(cache_dir, *parsed))
-    return out

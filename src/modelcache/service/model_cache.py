@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -18,16 +19,17 @@ from ..cache.inventory import RepoInfo, scan_cache, scan_repo
 from ..cache.layout import RepoLayout
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, find_lease
 from ..cache.publish import ensure_repo_dirs
-from ..cache.records import TreeRecord, read_record
+from ..cache.records import TreeRecord
 from ..cache.remove import RemovalPlan, execute_removal, plan_removal
 from ..cache.usage import record_use
 from ..errors import EndpointUnreachable, InvalidInput, NotCached
 from .ensure import ensure_files, os_error
+from .remote import fetch_revision, record_revision
 from ..hub.client import HubClient
-from .lifecycle import Lifecycle
+from .lifecycle import CacheLifecycle
 from ..profiles import select, validate_profile
 from ..progress import NullProgress, Progress
-from ..validation import is_commit, validate_repo_id, validate_repo_type, validate_revision
+from ..validation import is_commit, validate_revision
 from ..settings import Settings
 
 __all__ = ["DownloadResult", "ModelCache"]
@@ -35,6 +37,12 @@ __all__ = ["DownloadResult", "ModelCache"]
 
 @dataclass(frozen=True)
 class DownloadResult:
+    """What ``download`` did: the commit and snapshot, files and bytes (total, fetched, resumed), seconds.
+
+    ``lease_id``: the lease taken when one was asked for. ``note``: set when an unreachable endpoint
+    was answered from the cache.
+    """
+
     repo_id: str
     revision: str
     commit: str
@@ -50,13 +58,26 @@ class DownloadResult:
     note: str | None = None
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict of the fields (``snapshot`` as a string, ``seconds`` rounded to milliseconds)."""
         d = dict(self.__dict__)
         d["snapshot"] = str(self.snapshot)
         d["seconds"] = round(self.seconds, 3)
         return d
 
 
-class ModelCache(Lifecycle):
+class _Delegated:
+    """``ModelCache.gc`` is ``CacheLifecycle.gc`` of the instance's lifecycle component."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: ModelCache | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return getattr(CacheLifecycle, self.name)
+        return getattr(obj.lifecycle, self.name)
+
+
+class ModelCache:
     """A huggingface_hub-compatible cache plus the endpoint it downloads from.
 
     >>> mc = ModelCache()                       # settings from HF_* variables, like huggingface_hub
@@ -69,24 +90,48 @@ class ModelCache(Lifecycle):
         self.settings = settings if settings is not None else Settings.from_process_env(**overrides)  # type: ignore[arg-type]
         self._http = http
         self._client: HubClient | None = None
+        self.lifecycle = CacheLifecycle(self.settings, lambda: self.client)
+        """Leases, pins, GC, verify, quotas, bundles; each method is also a method of ``ModelCache``."""
+
+    # -- lifecycle (CacheLifecycle's methods, on the instance) --------------------------------
+    lease = _Delegated()
+    acquire_lease = _Delegated()
+    renew_lease = _Delegated()
+    release_lease = _Delegated()
+    leases = _Delegated()
+    pin = _Delegated()
+    unpin = _Delegated()
+    pins = _Delegated()
+    is_pinned = _Delegated()
+    gc = _Delegated()
+    verify = _Delegated()
+    usage = _Delegated()
+    set_budget = _Delegated()
+    export = _Delegated()
+    import_bundle = _Delegated()
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
     def cache_dir(self) -> Path:
+        """The cache root (``settings.cache_dir``)."""
         return self.settings.cache_dir
 
     def layout(self, repo_id: str, repo_type: str = "model") -> RepoLayout:
-        validate_repo_type(repo_type)
-        validate_repo_id(repo_id)
-        return RepoLayout(self.cache_dir, repo_type, repo_id)
+        """The layout of one repo of this cache (the repo id and type validated)."""
+        return self.lifecycle.layout(repo_id, repo_type)
 
     @property
     def client(self) -> HubClient:
+        """The Hub client for the settings' endpoint, made on first use."""
         if self._client is None:
             self._client = HubClient.for_settings(self.settings, http=self._http)
         return self._client
 
     def close(self) -> None:
+        """Close the Hub client if this instance made its HTTP client (one passed as ``http`` stays open).
+
+        Safe to call again; a later use of ``client`` makes a new one.
+        """
         if self._client is not None and self._http is None:
             self._client.close()
         self._client = None
@@ -165,7 +210,7 @@ class ModelCache(Lifecycle):
 
         client = self.client
         try:
-            info = client.revision_info(repo_type, repo_id, revision)
+            info, tree = fetch_revision(client, layout, revision)
         except EndpointUnreachable as exc:
             # like huggingface_hub: an unreachable endpoint falls back to what the cache has
             cached = check_revision(layout, revision, profile)
@@ -179,9 +224,6 @@ class ModelCache(Lifecycle):
                                   note=f"endpoint unreachable ({exc.message}); using the cached {revision} "
                                        f"({cached.commit[:12]}), which may be behind")
         commit = info.commit
-        tree = read_record(layout.tree_record(commit), commit)
-        if tree is None:
-            tree = TreeRecord.of(commit, client.list_files(repo_type, repo_id, commit))
         wanted = select(tree.files, profile, include, exclude)
         if not wanted and (include or exclude):
             raise InvalidInput(
@@ -201,9 +243,7 @@ class ModelCache(Lifecycle):
         except BaseException:
             progress.finish({"ok": False})
             raise
-        for name in {revision, *refs} - {commit}:
-            layout.write_ref(name, commit)
-        write_access(layout, Access(gated=info.gated, private=info.private))
+        record_revision(layout, info, tree, [revision, *refs])
         record_use(layout, commit)
         result = DownloadResult(
             repo_id=repo_id,
@@ -240,12 +280,17 @@ class ModelCache(Lifecycle):
 
     # -- inventory and removal -----------------------------------------------------------------
     def ls(self, repo_id: str | None = None, repo_type: str = "model") -> list[RepoInfo]:
+        """What the cache holds: every repo, or just ``repo_id`` (an empty list when it is not cached)."""
         if repo_id is None:
             return scan_cache(self.cache_dir)
         layout = self.layout(repo_id, repo_type)
         return [scan_repo(layout)] if layout.folder.is_dir() else []
 
     def plan_rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model") -> RemovalPlan:
+        """What ``rm`` would remove: every revision of the repo, or one; NotCached if it is not cached.
+
+        Blobs that another revision still uses are kept.
+        """
         layout = self.layout(repo_id, repo_type)
         if not layout.folder.is_dir():
             raise NotCached(f"{repo_id} is not in the cache at {self.cache_dir}", "see `modelcache ls`")
@@ -259,6 +304,10 @@ class ModelCache(Lifecycle):
         return plan_removal(layout, commits)
 
     def rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model", dry_run: bool = False) -> RemovalPlan:
+        """Remove the repo, or one revision, as ``plan_rm`` plans it (nothing if ``dry_run``); returns the plan.
+
+        Leases and pins are not checked: unlike ``gc``, this removes what it is told to.
+        """
         plan = self.plan_rm(repo_id, revision, repo_type)
         if not dry_run:
             execute_removal(self.layout(repo_id, repo_type), plan)
@@ -267,6 +316,11 @@ class ModelCache(Lifecycle):
     # -- import ----------------------------------------------------------------------------------
     def import_folder(self, folder: Path, repo_id: str, revision: str = "main", repo_type: str = "model",
                       access: Access | None = None) -> TreeRecord:
+        """Publish a local folder as ``revision`` of ``repo_id``, under a commit id computed from its files.
+
+        ``revision`` must be a branch or tag name (InvalidInput for a commit id). ``access``, when
+        given, is recorded as who may read the repo when it is served.
+        """
         validate_revision(revision)
         if is_commit(revision):
             raise InvalidInput("import takes a branch or tag name, not a commit id",

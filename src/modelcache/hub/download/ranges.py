@@ -15,6 +15,7 @@ Range = tuple[int, int]
 
 
 def merge(ranges: Iterable[Range]) -> list[Range]:
+    """The ranges sorted, with overlapping or touching ones joined and empty ones dropped."""
     out: list[Range] = []
     for a, b in sorted(r for r in ranges if r[1] > r[0]):
         if out and a <= out[-1][1]:
@@ -25,10 +26,12 @@ def merge(ranges: Iterable[Range]) -> list[Range]:
 
 
 def add_range(done: list[Range], r: Range) -> list[Range]:
+    """``done`` with ``r`` added, merged (a new list; ``done`` is left as it is)."""
     return merge([*done, r])
 
 
 def missing(size: int, done: Iterable[Range]) -> list[Range]:
+    """The gaps of ``done`` in ``[0, size)``, in order (parts of ``done`` beyond ``size`` are ignored)."""
     out: list[Range] = []
     pos = 0
     for a, b in merge(done):
@@ -42,6 +45,7 @@ def missing(size: int, done: Iterable[Range]) -> list[Range]:
 
 
 def contiguous_prefix(done: Iterable[Range]) -> int:
+    """How many bytes from offset 0 are done without a gap (0 when byte 0 is not done)."""
     merged = merge(done)
     return merged[0][1] if merged and merged[0][0] == 0 else 0
 

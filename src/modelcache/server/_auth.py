@@ -1,0 +1,58 @@
+"""Who may read what: gated repos' files only for allowed tokens, private repos nothing without one.
+
+The decision is made on the repo and path exactly as they will be served (already validated by
+``_reader.Reader.pick``), and fails closed: an access record that cannot be read counts as
+restricted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from starlette.requests import Request
+
+from ..cache.access import Access, read_access
+from ..cache.layout import RepoLayout
+from ..cache.readiness import resolve_commit
+from ._access import AccessPolicy, bearer_token
+from ._http import HttpError
+from ._routes import Candidate
+
+__all__ = ["Gate"]
+
+
+class Gate:
+    def __init__(self, access: AccessPolicy | None) -> None:
+        self.access = access
+        self._access_cache: dict[Path, tuple[Access, int | None]] = {}
+
+    def access_of(self, layout: RepoLayout) -> Access:
+        """``access.json`` of a repo, parsed again only when the file changes (one ``stat`` per request)."""
+        try:
+            stamp = os.stat(layout.state / "access.json").st_mtime_ns
+        except OSError:
+            stamp = None
+        hit = self._access_cache.get(layout.folder)
+        if hit is None or hit[1] != stamp:
+            hit = (read_access(layout), stamp)
+            self._access_cache[layout.folder] = hit
+        return hit[0]
+
+    async def authorize(self, request: Request, kind: str, layout: RepoLayout, cand: Candidate) -> None:
+        """Gated repos: files only for allowed tokens. Private repos: nothing without one."""
+        restriction = self.access_of(layout)
+        if not restriction.restricted or (kind == "api" and not restriction.private):
+            return
+        token = bearer_token(request.headers.get("authorization"))
+        revision = resolve_commit(layout, cand.revision) or cand.revision
+        if self.access is not None and await self.access.allowed(layout, revision, cand.path, token):
+            return
+        if restriction.private:
+            raise HttpError(404, "RepoNotFound", f"{layout.repo_type} {layout.repo_id} is not in this cache")
+        why = "no token was sent" if not token else "this token has not been granted access"
+        if self.access is None:
+            why = "this server has no access policy (start it with --auth-upstream or --auth-tokens)"
+        raise HttpError(401 if not token else 403, "GatedRepo",
+                        f"access to {layout.repo_id} is restricted: {why}")
+

@@ -1,0 +1,274 @@
+"""Reading the cache for the Hub API: pick the repo a path names, its commit index, info,
+tree listings and file responses. No file outside the cache directory is ever served, whatever
+the path or the symlinks say.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Callable
+from email.utils import formatdate
+from pathlib import Path
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from ..cache.layout import RepoLayout
+from ..cache.readiness import resolve_commit
+from ..cache.records import read_record
+from ..errors import InvalidInput
+from ..protocol import FileEntry
+from ..validation import validate_repo_id, validate_repo_path, validate_revision
+from ._auth import Gate
+from ._http import HttpError, WithErrorHeaders, decode_cursor, encode_cursor, next_page_url
+from ._index import CommitIndex, IndexCache
+from ._routes import Candidate, Target
+
+__all__ = ["NotHere", "OnServed", "Reader", "valid_repo"]
+
+log = logging.getLogger("modelcache.server")
+
+OnServed = Callable[[RepoLayout, str], None]
+TRUE = ("1", "true", "True", "yes")
+_SMALL = 256 * 1024
+_RANGE_ERRORS = {
+    416: ("RangeNotSatisfiable", "the requested range is outside the file"),
+    400: ("BadRequest", "malformed Range header"),
+}
+
+
+class NotHere(HttpError):
+    """A file the commit lists but the cache does not hold (in full): a mirror fetches it."""
+
+    def __init__(self, layout: RepoLayout, commit: str, entry: FileEntry | None, path: str) -> None:
+        super().__init__(
+            404, "EntryNotFound",
+            f"{path} of {layout.repo_id} at {commit} is not cached here (partial download or smaller profile)",
+        )
+        # not ``self.commit``: that field of HttpError becomes X-Repo-Commit (and HF's .no_exist)
+        self.layout, self.snapshot_commit, self.entry = layout, commit, entry
+
+
+def _not_cached(layout: RepoLayout, commit: str, path: str, entry: FileEntry | None = None) -> HttpError:
+    """Listed in the commit, not held here in full: no ``X-Repo-Commit``, so no ``.no_exist``."""
+    return NotHere(layout, commit, entry, path)
+
+
+class _BlobResponse(FileResponse):
+    """``FileResponse`` (ranges, ``If-Range``, HEAD) with larger reads: one thread hop per MiB,
+    not per 64 KiB, which is most of the cost of streaming a multi-GB shard."""
+
+    chunk_size = 1 << 20
+
+
+class Reader:
+    def __init__(self, cache_dir: Path, page_size: int, on_served: OnServed | None, gate: Gate) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.cache_dir = Path(cache_dir)
+        real_root = os.path.realpath(self.cache_dir)
+        self.root_prefix = real_root if real_root.endswith(os.sep) else real_root + os.sep
+        self.page_size = page_size
+        self.on_served = on_served
+        self.indexes = IndexCache(self.cache_dir)
+        self.gate = gate
+
+    def pick(self, target: Target) -> tuple[RepoLayout, Candidate]:
+        """The repo the path names; when ``org/name`` and ``name`` both parse, the one cached."""
+        first: tuple[RepoLayout, Candidate] | None = None
+        for cand in target.candidates:
+            try:
+                validate_repo_id(cand.repo_id)
+            except InvalidInput:
+                continue
+            layout = RepoLayout(self.cache_dir, target.repo_type, cand.repo_id)
+            if layout.folder.is_dir():
+                return layout, _validated(cand)
+            first = first or (layout, cand)
+        if first is None:
+            if not target.candidates:
+                raise HttpError(404, "NotFound", "no such endpoint on this modelcache server")
+            raise HttpError(400, "BadRequest", f"invalid repo id {target.candidates[0].repo_id!r}")
+        layout, _ = first
+        raise HttpError(404, "RepoNotFound", f"{layout.repo_type} {layout.repo_id} is not in this cache")
+
+    def index(self, layout: RepoLayout, revision: str) -> CommitIndex:
+        validate_revision(revision)
+        commit = resolve_commit(layout, revision)
+        index = self.indexes.get(layout, commit) if commit is not None else None
+        if index is None:
+            raise HttpError(404, "RevisionNotFound", f"revision {revision!r} of {layout.repo_id} is not in this cache")
+        return index
+
+    # -- /api ---------------------------------------------------------------------------------
+
+    def api(self, request: Request, target: Target) -> Response:
+        layout, cand = self.pick(target)
+        index = self.index(layout, cand.revision)
+        if cand.action == "tree":
+            return self.tree(request, layout, index, cand.path)
+        if cand.path:
+            raise HttpError(404, "NotFound", "no such endpoint on this modelcache server")
+        return JSONResponse(self.info(layout, index, request.query_params.get("blobs") in TRUE))
+
+    def info(self, layout: RepoLayout, index: CommitIndex, blobs: bool) -> dict[str, object]:
+        siblings: list[dict[str, object]] = []
+        for item in index.entries:
+            if item["type"] != "file":
+                continue
+            sib: dict[str, object] = {"rfilename": item["path"]}
+            if blobs:
+                sib["size"] = item["size"]
+                sib["blobId"] = item["oid"]
+                lfs = item.get("lfs")
+                if isinstance(lfs, dict):
+                    sib["lfs"] = {"sha256": lfs["oid"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]}
+            siblings.append(sib)
+        access = self.gate.access_of(layout)
+        key = f"{layout.repo_type}/{layout.repo_id}".encode()
+        out: dict[str, object] = {
+            "_id": hashlib.sha1(key, usedforsecurity=False).hexdigest()[:24],
+            "id": layout.repo_id,
+        }
+        if layout.repo_type == "model":
+            out["modelId"] = layout.repo_id
+        if "/" in layout.repo_id:
+            out["author"] = layout.repo_id.split("/", 1)[0]
+        out.update(
+            sha=index.commit,
+            private=access.private,
+            gated="manual" if access.gated else False,
+            disabled=False,
+            downloads=0,
+            likes=0,
+            tags=[],
+            lastModified=index.last_modified,
+            createdAt=index.last_modified,
+            usedStorage=sum(e.size for e in index.files.values()),
+            siblings=siblings,
+        )
+        return out
+
+    def tree(self, request: Request, layout: RepoLayout, index: CommitIndex, path: str) -> Response:
+        if path:
+            validate_repo_path(path)
+        if not index.is_folder(path):
+            raise HttpError(
+                404,
+                "EntryNotFound",
+                f"{path!r} is not a folder of {layout.repo_id} at {index.commit}",
+                index.commit if index.from_record else None,
+            )
+        query = request.query_params
+        cursor = query.get("cursor")
+        after = decode_cursor(cursor) if cursor else None
+        page, more = index.listing(path, query.get("recursive") in TRUE, after, self.page_size)
+        headers = {}
+        if more and page:
+            url = next_page_url(request, encode_cursor(str(page[-1]["path"])))
+            headers["Link"] = f'<{url}>; rel="next"'
+        return JSONResponse(page, headers=headers)
+
+    # -- /resolve -----------------------------------------------------------------------------
+
+    def resolve(self, request: Request, target: Target) -> Response:
+        layout, cand = self.pick(target)
+        path = cand.path
+        index = self.index(layout, cand.revision)
+        validate_repo_path(path)
+        commit = index.commit
+        entry = index.files.get(path)
+        if entry is None:
+            if index.from_record:
+                raise HttpError(404, "EntryNotFound", f"{path} is not a file of {layout.repo_id} at {commit}", commit)
+            raise HttpError(
+                404, "EntryNotFound", f"{path} is not cached here ({layout.repo_id} at {commit} has no file list)"
+            )
+        link = layout.snapshot_file(commit, path)
+        real = os.path.realpath(link)
+        if not real.startswith(self.root_prefix):
+            if os.path.lexists(link):
+                log.warning("refusing %s: it resolves outside the cache directory", link)
+                raise _not_cached(layout, commit, path)
+            raise _not_cached(layout, commit, path, _record_entry(layout, commit, path))
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise _not_cached(layout, commit, path, _record_entry(layout, commit, path)) from None
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+            raise _not_cached(layout, commit, path, _record_entry(layout, commit, path))
+        etag = f'"{entry.etag}"'
+        headers = {
+            "X-Repo-Commit": commit,
+            "ETag": etag,
+            "X-Linked-Etag": etag,
+            "X-Linked-Size": str(entry.size),
+            "Accept-Ranges": "bytes",
+        }
+        background = None
+        if self.on_served is not None and request.method == "GET":
+            background = BackgroundTask(self._notify, layout, commit)
+        if request.method == "GET" and st.st_size <= _SMALL and "range" not in request.headers:
+            # Small files (configs, tokenizers) are read in one go on the event loop: a blocking
+            # read of a few KiB costs less than the thread hops of a streamed response.
+            try:
+                with open(real, "rb") as fh:
+                    body = fh.read(_SMALL + 1)
+            except OSError:
+                raise _not_cached(layout, commit, path) from None
+            if len(body) == entry.size:
+                headers["Last-Modified"] = formatdate(st.st_mtime, usegmt=True)
+                return Response(body, headers=headers, media_type="application/octet-stream", background=background)
+        response = _BlobResponse(
+            real, headers=headers, media_type="application/octet-stream", stat_result=st, background=background
+        )
+        return WithErrorHeaders(response, _RANGE_ERRORS)  # type: ignore[return-value]
+
+    def _notify(self, layout: RepoLayout, commit: str) -> None:
+        try:
+            self.on_served(layout, commit)  # type: ignore[misc]
+        except Exception:
+            log.debug("on_served callback failed", exc_info=True)
+
+
+def body_bytes(range_header: str | None, headers: object) -> int:
+    """Bytes a response will carry: the asked range of the file, else its Content-Length."""
+    length = int(headers.get("content-length") or 0)  # type: ignore[attr-defined]
+    if not range_header or not range_header.startswith("bytes=") or "," in range_header:
+        return length
+    size = int(headers.get("x-linked-size") or length)  # type: ignore[attr-defined]
+    a, _, b = range_header[6:].partition("-")
+    try:
+        if not a:
+            return min(int(b), size)
+        return max(0, min(int(b) + 1 if b else size, size) - int(a))
+    except ValueError:
+        return 0
+
+
+def _validated(cand: Candidate) -> Candidate:
+    """Revision and path checked before anything (access decisions included) looks at them:
+    what is authorised is exactly what is served."""
+    validate_revision(cand.revision)
+    if cand.path:
+        validate_repo_path(cand.path)
+    return cand
+
+
+def valid_repo(repo_id: str) -> bool:
+    try:
+        validate_repo_id(repo_id)
+        return True
+    except InvalidInput:
+        return False
+
+
+def _record_entry(layout: RepoLayout, commit: str, path: str) -> FileEntry | None:
+    record = read_record(layout.tree_record(commit), commit)
+    return record.files.get(path) if record is not None else None
+
+

@@ -1,0 +1,40 @@
+"""Asking the upstream what a revision is, and writing the answer into the cache.
+
+The one place where a revision becomes a commit, its file list becomes the completeness record
+and the answer becomes refs and an access record — for ``download`` and for the mirror alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..cache.access import Access, write_access
+from ..cache.layout import RepoLayout
+from ..cache.publish import ensure_repo_dirs, publish_record
+from ..cache.records import TreeRecord, read_record
+from ..hub.client import HubClient, RevisionInfo
+
+__all__ = ["fetch_revision", "record_revision"]
+
+
+def fetch_revision(client: HubClient, layout: RepoLayout, revision: str) -> tuple[RevisionInfo, TreeRecord]:
+    """The commit ``revision`` names upstream now, and that commit's whole file list.
+
+    The file list comes from the local record when there is one (a commit never changes), else
+    from the upstream's tree API."""
+    info = client.revision_info(layout.repo_type, layout.repo_id, revision)
+    record = read_record(layout.tree_record(info.commit), info.commit)
+    if record is None:
+        record = TreeRecord.of(info.commit, client.list_files(layout.repo_type, layout.repo_id, info.commit))
+    return info, record
+
+
+def record_revision(layout: RepoLayout, info: RevisionInfo, record: TreeRecord, names: Iterable[str] = ()) -> None:
+    """Write the record (its snapshot folder first), point each of ``names`` at the commit, note the access.
+
+    Refs come after the record: huggingface_hub's scanner rejects a ref to a missing snapshot."""
+    ensure_repo_dirs(layout)
+    publish_record(layout, record)
+    for name in set(names) - {record.commit}:
+        layout.write_ref(name, record.commit)
+    write_access(layout, Access(gated=info.gated, private=info.private))

@@ -165,3 +165,46 @@ def test_subpath_tenant_job_check_and_engine_agree_on_the_folder(tmp_path: Path)
     sub = next(m for m in engine["volumeMounts"] if m["name"] == "model-cache")["subPath"]
     _, engine_env = _argv_env({"command": ["modelcache"], **engine}, {"/model-store": volume / sub}, {})
     assert (Path(engine_env["HF_HUB_CACHE"]) / "models--org--public" / "snapshots" / repo.commit / "config.json").is_file()
+
+
+def test_the_ha_mirror_command_runs_and_mirrors(tmp_path: Path) -> None:
+    repo = Repo("org/public", {"config.json": b"{}", "tokenizer.json": b"{}", "model.safetensors": os.urandom(50_000)})
+    with fault_server(repo) as hub:
+        out = tmp_path / "manifests"
+        code, _, err = run("--offline", "k8s", "render", "org/public", "--revision", repo.commit, "--size", "10Gi",
+                           "--mirror", "--mirror-upstream", hub.url, "-o", str(out))
+        assert code == 0, err
+        docs = [d for p in sorted(out.glob("*.yaml")) for d in load_all(p.read_text())]
+        volume = tmp_path / "pvc"
+        volume.mkdir()
+        mirror, _ = _container(docs, "Deployment", "mirror")
+        argv, env = _argv_env(mirror, {"/model-store": volume, TOKEN_DIR: tmp_path / "no-secret", "/tmp": tmp_path}, {})
+        port = _free_port()
+        argv[argv.index("--port") + 1] = str(port)
+        argv[argv.index("--host") + 1] = "127.0.0.1"
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            end = time.monotonic() + 30
+            while True:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1, trust_env=False).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < end
+                time.sleep(0.05)
+            # a client of the mirror gets the model; the mirror filled its volume from the upstream
+            client_cache = tmp_path / "client"
+            res = subprocess.run([*CLI, "--endpoint", f"http://127.0.0.1:{port}", "--cache-dir", str(client_cache),
+                                  "download", "org/public", "--revision", repo.commit],
+                                 env={k: v for k, v in os.environ.items() if not k.startswith("HF_")},
+                                 capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, res.stderr
+            assert list((volume / "hub").rglob("model.safetensors"))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -203,6 +203,8 @@ class FakeApiServer:
     invalid: dict[str, tuple[str, str]] = field(default_factory=dict)
     """resource → (field, message): applies of that resource get a 422."""
     stuck_deletion: bool = False
+    forbidden: set[str] = field(default_factory=set)
+    """Resources the kubeconfig's user may not read (RBAC): 403 on GET."""
     url: str = ""
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -247,6 +249,9 @@ class FakeApiServer:
         if not match:
             return 404, _status(404, "NotFound", f"no route {req.path}")
         _group, ns, resource, name, sub = match.groups()
+        if req.method == "GET" and resource in self.forbidden:
+            return 403, _status(403, "Forbidden", f'{resource} is forbidden: User "fake" cannot get resource '
+                                                  f'"{resource}" in API group "" in the namespace "{ns}"')
         with self._lock:
             key = (resource, ns, name or "")
             if sub == "log" and req.method == "GET":

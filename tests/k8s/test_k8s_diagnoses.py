@@ -232,3 +232,12 @@ def test_the_ha_mirror_recipe_applies(tmp_path: Path) -> None:
         assert srv.get("poddisruptionbudgets", "default", "mirror-cache-mirror")["spec"]["minAvailable"] == 1
         assert srv.get("deployments", "default", "mirror-cache-mirror")["spec"]["replicas"] == 2
         assert "PodDisruptionBudget/mirror-cache-mirror: applied" in err
+
+
+def test_no_right_to_read_secrets_or_events_is_not_a_failure(manifests: Path, tmp_path: Path) -> None:
+    """A deployer's RBAC often excludes Secrets (and sometimes Events): apply still works."""
+    with fake_apiserver() as srv:
+        srv.forbidden = {"secrets", "events"}
+        code, _, err = apply(srv, tmp_path, manifests)
+        assert code == 0, err
+        assert "Job/m-download: complete" in err and "Secret/hf-token-secret: not found" not in err

@@ -133,7 +133,11 @@ def _say_token(api: Api, job: dict[str, Any], objs: list[dict[str, Any]], echo: 
         if not name or vol.get("name") != "hf-token" or any(
                 o["kind"] == "Secret" and o["metadata"]["name"] == name for o in objs):
             continue
-        if api.get("Secret", ns, name) is None:
+        try:
+            missing = api.get("Secret", ns, name) is None
+        except ModelCacheError:  # no right to read Secrets: nothing to say, not a failure
+            continue
+        if missing:
             echo(f"Secret/{name}: not found, so the Job runs without a token (fine for a public model; for a gated "
                  f"one: kubectl -n {ns} create secret generic {name} --from-file=HF_TOKEN=PATH, then apply again)")
 
@@ -172,7 +176,10 @@ def pending_reason(api: Api, ns: str, pod: dict[str, Any]) -> Diagnosis | None:
         return None
     if phase in (None, "Pending"):
         for claim in pod_claims(pod):
-            pvc = api.get("PersistentVolumeClaim", ns, claim)
+            try:
+                pvc = api.get("PersistentVolumeClaim", ns, claim)
+            except ModelCacheError:  # no right to read PVCs: diagnose from the pod alone
+                break
             if pvc is None:
                 return Diagnosis("pvc-pending", f"PVC {claim} does not exist", "apply pvc.yaml (render's output)", 1)
             found = diagnose_pvc(pvc, api.events(ns, "PersistentVolumeClaim", claim))

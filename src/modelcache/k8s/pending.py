@@ -119,7 +119,7 @@ def diagnose_job_events(name: str, events: list[dict[str, Any]]) -> Diagnosis | 
             continue
         text = _event_text(e)
         low = text.lower()
-        if "podsecurity" in low or "forbidden" in low and "quota" not in low:
+        if "podsecurity" in low or ("forbidden" in low and "quota" not in low):
             return Diagnosis("pod-forbidden", f"Job {name} cannot create its pod: {text}",
                              "the namespace's admission (Pod Security, a policy webhook) refuses the pod: "
                              "adjust the policy or the namespace, then apply again", 1)

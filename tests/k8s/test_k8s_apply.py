@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COMMIT, run
+from helpers.k8s import COMMIT, run
 from fake_apiserver import FailingPod, Scenario, fake_apiserver, write_kubeconfig
 
 pytest.importorskip("kubernetes")

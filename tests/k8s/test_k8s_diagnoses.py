@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COMMIT, run
+from helpers.k8s import COMMIT, run
 from fake_apiserver import FailingPod, NoPod, Pending, fake_apiserver, write_kubeconfig
 
 from modelcache.k8s.diagnose import diagnose_pod, parse_error

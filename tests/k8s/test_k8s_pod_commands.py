@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import COMMIT
+from helpers.k8s import COMMIT
 
 CLI = [sys.executable, "-c", "from modelcache.cli.main import main; main()"]
 

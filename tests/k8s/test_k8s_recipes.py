@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import by_kind, load_all, run
+from helpers.k8s import by_kind, load_all, run
 
 from modelcache.k8s.validate import SUPPORTED, validate_objects
 

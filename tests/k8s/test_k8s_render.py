@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COMMIT, by_kind, load_all, parse_cli, run
+from helpers.k8s import COMMIT, by_kind, load_all, parse_cli, run
 
 from modelcache.k8s._pod import TOKEN_PATH
 from modelcache.k8s.validate import SUPPORTED, validate_objects

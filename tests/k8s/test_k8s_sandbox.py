@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import by_kind, load_all, run
+from helpers.k8s import by_kind, load_all, run
 from helpers.fault_server import Repo, fault_server
 
 from modelcache.k8s._pod import TOKEN_DIR

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COMMIT, by_kind, load_all, parse_cli, run
+from helpers.k8s import COMMIT, by_kind, load_all, parse_cli, run
 from helpers.fault_server import Repo, fault_server
 
 from modelcache.k8s.sizing import GIB, parse_quantity, volume_size_for

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test install install-test bench clean image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ ifeq ($(findstring --quick,$(BENCH_ARGS)),)
 	$(BIN)/python benchmarks/http_stack.py
 endif
 	$(BIN)/python benchmarks/check_bench.py
+
+# The image (Dockerfile): built where a builder runs (docker or podman with a daemon/socket), else skipped.
+IMAGE ?= modelcache:0.1.0
+image:
+	@builder=$$(for b in docker podman; do command -v $$b >/dev/null 2>&1 && $$b info >/dev/null 2>&1 && echo $$b && break; done); \
+	if [ -z "$$builder" ]; then echo "make image: skipped: no container builder here (docker or podman with a running daemon)"; exit 0; fi; \
+	$$builder build --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

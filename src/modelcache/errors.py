@@ -125,3 +125,24 @@ class CacheError(ModelCacheError):
 class NotCached(ModelCacheError):
     code = "not-cached"
     exit_code = 1
+
+
+# -- exit codes: the one table (the CLI's docstring, the Job's podFailurePolicy and the k8s
+# diagnoses are derived from it) -----------------------------------------------------------
+EXIT_CODES: dict[int, tuple[str, bool]] = {
+    0: ("ok", False),
+    1: ("not ready, not cached, or another failure", False),
+    2: ("bad input (a flag, repo id or revision that cannot be right)", True),
+    3: ("the endpoint said no: repo, revision or file not found", True),
+    4: ("token rejected, or a gated repo the token has no access to", True),
+    5: ("network: unreachable, timeouts, 5xx/429 after retries", False),
+    6: ("integrity: bytes that do not match their size or sha256", False),
+    7: ("the cache cannot be used: volume full, or permission denied (the message says which)", True),
+}
+"""exit code → (meaning, permanent). *Permanent*: running the same command again cannot help, so
+a Kubernetes Job fails at once instead of retrying (``podFailurePolicy``)."""
+
+PERMANENT_EXIT_CODES: tuple[int, ...] = tuple(code for code, (_, permanent) in EXIT_CODES.items() if permanent)
+"""Exit codes no retry can fix (2, 3, 4, 7)."""
+
+__all__ += ["EXIT_CODES", "PERMANENT_EXIT_CODES"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import by_kind, load_all, run
+from helpers.k8s import by_kind, load_all, run
 from fake_apiserver import fake_apiserver, write_kubeconfig
 
 from modelcache import ModelCache, Settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,55 @@ def test_progress_lines() -> None:
     assert last_progress("nothing here") is None
 
 
-def test_dockerfile_is_slim_and_non_root() -> None:
+def test_dockerfile_is_pinned_slim_and_non_root() -> None:
     text = (ROOT / "Dockerfile").read_text()
+    base = next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ARG PYTHON_IMAGE="))
+    assert re.fullmatch(r"docker\.io/library/python:3\.11[.0-9]*-slim-bookworm@sha256:[0-9a-f]{64}", base)
     froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
-    assert froms and all(f.startswith("python:3.11-slim") for f in froms)
+    assert froms and all(f.startswith("${PYTHON_IMAGE}") for f in froms)
     user = [line for line in text.splitlines() if line.startswith("USER ")]
     assert user and user[-1].split()[1].split(":")[0] not in ("0", "root")
-    assert 'ENTRYPOINT ["modelcache"]' in text and ":latest" not in text
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--", "modelcache"]' in text and ":latest" not in text
+    assert "--require-hashes -r /tmp/requirements.txt" in text and "--require-hashes -r /tmp/build-requirements.txt" in text
+    assert "pip install --no-deps /wheels/" in text and "tini=" in text
+    for label in ("title", "version", "revision", "created", "licenses", "base.name"):
+        assert f"org.opencontainers.image.{label}=" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".git", ".venv", "tests"} <= set(ignored)
+    assert {".git", ".venv", "tests", "deploy/recipes"} <= set(ignored) and "deploy" not in ignored
+
+
+def _lock(path: Path) -> dict[str, str]:
+    """name → version; every requirement pinned with ``==`` and at least one sha256."""
+    text = path.read_text()
+    entries = re.findall(r"^([a-z0-9._-]+)==([^ \\\n]+)((?: \\\n    --hash=sha256:[0-9a-f]{64})+)$", text, re.M)
+    assert len(entries) == len([line for line in text.splitlines() if "==" in line])
+    return {name: version for name, version, _ in entries}
+
+
+def test_the_lock_covers_every_runtime_dependency() -> None:
+    from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover
+        pytest.skip("tomllib")
+    locked = _lock(ROOT / "deploy" / "image" / "requirements.txt")
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in map(Requirement, deps):
+        name = dep.name.lower().replace("_", "-")
+        assert name in locked, f"{name} is not in deploy/image/requirements.txt"
+        assert dep.specifier.contains(locked[name], prereleases=True), (name, locked[name], str(dep.specifier))
+    build = _lock(ROOT / "deploy" / "image" / "build-requirements.txt")
+    assert "setuptools" in build
+
+
+def test_make_image_skips_without_a_builder(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("make"):
+        pytest.skip("no make")
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # neither docker nor podman on PATH
+    make = shutil.which("make")
+    res = subprocess.run([make, "-s", "image"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "skipped: no container builder" in res.stdout

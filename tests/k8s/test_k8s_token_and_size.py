@@ -5,12 +5,13 @@ is pinned to the upstream's commit."""
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COMMIT, by_kind, load_all, parse_cli, run
+from helpers.k8s import COMMIT, by_kind, load_all, parse_cli, run
 from helpers.fault_server import Repo, fault_server
 
 from modelcache.k8s.sizing import GIB, parse_quantity, volume_size_for
@@ -128,9 +129,9 @@ def test_no_token_value_in_any_file_unless_filled(render_dir: Any, tmp_path: Pat
     # ... and appears nowhere in what was rendered or printed
     for text in [*files.values(), err, stdout, err2]:
         assert TOKEN not in text
-    (secret,) = load_all(files["secret.yaml"])
-    assert "data" not in secret and "stringData" not in secret
-    assert "template without a value" in files["secret.yaml"]
+    # no Secret at all: an empty one applied with kubectl would make `kubectl create secret` fail
+    assert "secret.yaml" not in files and not any(d["kind"] == "Secret" for t in files.values() for d in load_all(t))
+    assert "kubectl -n default create secret generic hf-token-secret --from-file=HF_TOKEN=" in files["download-job.yaml"]
 
 
 @pytest.mark.parametrize("source", ["file", "stdin"])
@@ -162,3 +163,45 @@ def test_a_bad_token_file_is_refused(tmp_path: Path, content: str) -> None:
     code, out, err = run("--offline", "k8s", "render", "org/m", "--revision", COMMIT, "--size", "20Gi",
                          "--token-file", str(token_file))
     assert code == 2 and "hint:" in err and out == ""
+
+
+def test_a_filled_secret_never_goes_through_a_planted_file(tmp_path: Path) -> None:
+    """#11.11: no fixed temp name: a co-tenant's symlink (or FIFO) at the old name is never written through."""
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    for name in ("secret.yaml", "pvc.yaml", "download-job.yaml", "engine-template.yaml"):
+        (out / f".{name}.tmp").symlink_to(victim)
+    os.mkfifo(out / ".secret.yaml.tmp.fifo")
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    code, _, err = run("--offline", "k8s", "render", "org/m", "--revision", COMMIT, "--size", "20Gi",
+                       "--token-file", str(token_file), "-o", str(out))
+    assert code == 0, err
+    assert victim.read_text() == "untouched"
+    secret = out / "secret.yaml"
+    assert not secret.is_symlink() and stat.S_IMODE(secret.stat().st_mode) == 0o600 and TOKEN in secret.read_text()
+    # nothing else left behind: no temp file holding the token
+    leftovers = {p.name for p in out.iterdir()} - {"secret.yaml", "pvc.yaml", "download-job.yaml", "engine-template.yaml"}
+    assert all(name.startswith(".") and (out / name).is_symlink() or name.endswith(".fifo") for name in leftovers)
+
+
+def test_rendering_again_without_a_token_drops_the_filled_secret(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    base = ("--offline", "k8s", "render", "org/m", "--revision", COMMIT, "--size", "20Gi", "-o", str(out))
+    assert run(*base, "--token-file", str(token_file))[0] == 0 and (out / "secret.yaml").exists()
+    assert run(*base)[0] == 0 and not (out / "secret.yaml").exists()
+
+
+def test_pod_failure_policy_comes_from_the_exit_code_table(render_dir: Any) -> None:
+    from modelcache.errors import EXIT_CODES, PERMANENT_EXIT_CODES
+
+    assert PERMANENT_EXIT_CODES == (2, 3, 4, 7) and all(code in EXIT_CODES for code in range(8))
+    code, files, err = render_dir("org/m", "--revision", COMMIT, "--size", "20Gi", pre=("--offline",))
+    (job,) = load_all(files["download-job.yaml"])
+    fail, ignore = job["spec"]["podFailurePolicy"]["rules"]
+    assert fail["onExitCodes"]["values"] == list(PERMANENT_EXIT_CODES)
+    assert ignore["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]

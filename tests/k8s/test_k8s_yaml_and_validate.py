@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run
+from helpers.k8s import run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -68,8 +68,11 @@ def cache_usage(cache_dir: Path) -> Usage:
         for entry in cache_dir.iterdir():
             if parse_folder_name(entry.name) is not None and entry.is_dir():
                 used += _du(entry / "blobs")
+    probe = cache_dir  # a cache not created yet: the disk of the nearest folder that exists
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        free = shutil.disk_usage(cache_dir if cache_dir.exists() else cache_dir.parent).free
+        free = shutil.disk_usage(probe).free
     except OSError:
         free = 0
     return Usage(used, read_budget(cache_dir), free)

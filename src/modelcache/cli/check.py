@@ -48,6 +48,10 @@ def check(ctx: click.Context, repo_id: str, revision: str, profile: str, include
     layout = RepoLayout(settings_of(ctx).cache_dir, repo_type, repo_id)
     asked = (include, exclude) if include or exclude else (None, None)
     deadline = time.monotonic() + (wait_s or 0.0)
+    if wait_s:
+        from .main import _stop_on_sigterm  # loaded already: it loaded this module
+
+        _stop_on_sigterm(f"stopped waiting for {repo_id}: SIGTERM")
     while True:
         result = check_revision(layout, revision, profile, *asked, accept=accept)
         if result.ready or time.monotonic() >= deadline:

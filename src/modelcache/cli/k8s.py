@@ -80,6 +80,31 @@ def k8s() -> None:
 @click.option("--tenant", "tenants", multiple=True, help="A tenant with its own cache (repeatable).")
 @click.option("--isolation", type=click.Choice(["pvc", "subpath"]), default="pvc", show_default=True,
               help="Tenants: one PVC each, or one PVC with a subPath each.")
+@click.option("--allow-insecure-token", is_flag=True, default=False,
+              help="Let the Job send the token to a plain-HTTP --job-endpoint (in clear; off by default).")
+@click.option("--ca-bundle", default=None, metavar="configmap/NAME|secret/NAME",
+              help="A CA bundle for TLS to the Hub/mirror (mounted; SSL_CERT_FILE and REQUESTS_CA_BUNDLE).")
+@click.option("--ca-bundle-key", default="ca.crt", show_default=True, help="The key holding the bundle.")
+@click.option("--proxy", default=None, metavar="URL", help="HTTP(S) proxy for the pods that reach the Hub.")
+@click.option("--no-proxy", "no_proxy", multiple=True, metavar="HOST",
+              help="Extra NO_PROXY entries (in-cluster .svc names and loopback are always there); repeatable.")
+@click.option("--serve-auth-upstream", default=None, metavar="URL",
+              help="Where serve checks callers' tokens for gated repos (default: --job-endpoint or huggingface.co).")
+@click.option("--serve-auth-tokens-secret", default=None, metavar="NAME",
+              help="Air-gapped: serve accepts the tokens listed in this Secret (key 'tokens') for gated repos.")
+@click.option("--image-pull-secret", "image_pull_secrets", multiple=True, metavar="NAME",
+              help="imagePullSecrets for our pods and the engine template (repeatable).")
+@click.option("--node-selector", "node_selector", multiple=True, metavar="KEY=VALUE",
+              help="nodeSelector for our pods: Job, serve, mirror, GC (repeatable).")
+@click.option("--toleration", "tolerations", multiple=True, metavar="KEY[=VALUE][:EFFECT]",
+              help="A toleration for our pods (repeatable), e.g. dedicated=infra:NoSchedule.")
+@click.option("--env", "env_vars", multiple=True, metavar="NAME=VALUE",
+              help="An extra environment variable for our containers (repeatable).")
+@click.option("--mirror", is_flag=True, default=False,
+              help="Also render an HA read-through mirror (serve --upstream): Deployment, Service, PDB (ReadWriteMany).")
+@click.option("--mirror-upstream", default="https://huggingface.co", show_default=True, metavar="URL")
+@click.option("--mirror-replicas", type=int, default=2, show_default=True)
+@click.option("--mirror-workers", type=int, default=2, show_default=True, help="serve --workers per replica.")
 @click.pass_context
 def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from: str | None, output: str,
            deadline: str, ttl: str, check_wait: str, compile_cache: str | None, gc_max_age: str | None,
@@ -88,6 +113,7 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
     from ..hub.client import HubClient
     from ..k8s import RenderOptions, resolve, to_text, write
     from ..k8s import render as render_manifests
+    from ..k8s.render import render_warnings
     from ..k8s.options import parse_duration
     from ..k8s.sizing import parse_quantity
     from ..settings import parse_size
@@ -120,6 +146,8 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
         **kw,
     )
     manifests = render_manifests(options)
+    for warning in render_warnings(options):
+        click.echo(f"warning: {warning}", err=True)
     count = sum(len(m.objects) for m in manifests)
     if output == "-":
         click.echo(to_text(manifests), nl=False)
@@ -130,7 +158,9 @@ def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from
     sized = (f"{options.size_bytes // 1024**3}Gi for {human_size(resolved.model_bytes)} on the Hub + headroom"
              if resolved.model_bytes is not None else f"{options.size_bytes // 1024**3}Gi as given")
     click.echo(f"rendered {count} objects for {repo_id}@{resolved.commit[:12]}; volume {sized}"
-               + ("; the Secret holds the token" if token else "; the Secret is a template without a value"), err=True)
+               + ("; the Secret holds the token" if token else
+                  f"; no Secret rendered (for a gated model: kubectl -n {options.namespace} create secret generic "
+                  f"{options.secret} --from-file={options.secret_key}=PATH)"), err=True)
 
 
 def _files(paths: tuple[str, ...]) -> list[Path]:
@@ -148,22 +178,28 @@ def _files(paths: tuple[str, ...]) -> list[Path]:
 
 @k8s.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, metavar="FILE|DIR...")
-@click.option("--kubernetes-version", default=None, help="Validate against this version (default: the newest bundled).")
+@click.option("--kubernetes-version", default=None,
+              help="Validate against this version, or 'all' for every supported one (default: the oldest supported).")
 @json_option
 def validate(paths: tuple[str, ...], kubernetes_version: str | None, as_json: bool) -> None:
     """Strict schema validation of every object in FILE... (kubernetes-validate, offline)."""
     from ..k8s.validate import (
         load_documents,
         schema_version,
+        supported_versions,
         validate_objects,
         validator_version,
     )
 
-    version = schema_version(kubernetes_version)
+    versions = supported_versions() if kubernetes_version == "all" else [schema_version(kubernetes_version)]
+    version = ",".join(versions) if len(versions) > 1 else versions[0]
     items = []
     for path in _files(paths):
         items += [(f"{path}#{i}", doc) for i, doc in enumerate(load_documents(path))]
-    problems = validate_objects(items, version)
+    problems = []
+    for v in versions:
+        found = validate_objects(items, v)
+        problems += [p if len(versions) == 1 else type(p)(p.source, p.obj, f"[{v}] {p.message}") for p in found]
     summary = {"kubernetes_version": version, "validator": f"kubernetes-validate {validator_version()}",
                "strict": True, "objects": len(items), "problems": [p.__dict__ for p in problems]}
     if as_json:
@@ -194,8 +230,10 @@ def _cluster_options(f):  # type: ignore[no-untyped-def]
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Follow the download Job to its end.")
 @click.option("--timeout", default="6h", show_default=True, help="How long to follow it (the Job goes on after).")
 @click.option("--interval", type=click.FloatRange(min=0.01), default=5.0, show_default=True, help="Seconds between polls.")
+@click.option("--force-conflicts", is_flag=True, default=False,
+              help="Take over fields another manager changed (kubectl edit, an autoscaler) instead of stopping.")
 def apply(paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | None, wait: bool, timeout: str,
-          interval: float) -> None:
+          interval: float, force_conflicts: bool) -> None:
     """Apply rendered manifests (server-side apply), then follow the download Job."""
     from ..k8s.apply import apply_objects, wait_for_job
     from ..k8s.cluster import KINDS, KubeApi
@@ -211,7 +249,7 @@ def apply(paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | No
                                "apply the files `modelcache k8s render --output DIR` wrote")
     api = KubeApi(kubeconfig, kube_context, in_cluster=_in_cluster())
     echo = lambda line: click.echo(line, err=True)
-    result = apply_objects(api, objects, echo)
+    result = apply_objects(api, objects, echo, force=force_conflicts)
     if wait:
         for ns, name in result.jobs:
             wait_for_job(api, ns, name, echo, timeout=seconds, interval=interval)
@@ -226,7 +264,8 @@ def apply(paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | No
 def status(repo_id: str, namespace: str, tenant: str | None, kubeconfig: str | None, kube_context: str | None,
            as_json: bool) -> None:
     """The download Job(s) of REPO_ID: complete, running (with progress) or failed (with the reason)."""
-    from ..k8s.apply import explain, job_progress, job_state
+    from ..k8s.apply import explain, job_progress, job_state, pending_reason
+    from ..k8s.pending import diagnose_job_events
     from ..k8s.cluster import KubeApi
     from ..k8s.names import check_label, label_value
     from ..validation import validate_repo_id
@@ -246,6 +285,13 @@ def status(repo_id: str, namespace: str, tenant: str | None, kubeconfig: str | N
                                "commit": job["metadata"].get("annotations", {}).get("modelcache.io/commit")}
         if state.phase == "running":
             row["progress"] = job_progress(api, namespace, name)
+            if not row["progress"]:
+                pods = api.pods(namespace, f"job-name={name}")
+                reasons = [pending_reason(api, namespace, pod) for pod in pods] if pods else \
+                    [diagnose_job_events(name, api.events(namespace, "Job", name))]
+                found = next((r for r in reasons if r), None)
+                if found:
+                    row.update(state="pending", reason=found.reason, message=found.message, hint=found.hint)
             worst = max(worst, 1)
         elif state.phase == "failed":
             found = explain(api, namespace, name, job)

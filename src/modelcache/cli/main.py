@@ -8,6 +8,7 @@ said no (repo, revision or file not found); 4 auth or gated; 5 network (after re
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +60,23 @@ class _Group(click.Group):
 
 
 _settings = settings_of
+
+
+def _stop_on_sigterm(message: str, hard: bool = False) -> None:
+    """Exit at once (143) on SIGTERM. As PID 1 of a container (an init container's ``check
+    --wait``) a process without a handler ignores SIGTERM, and the pod takes its whole grace
+    period to go away. ``hard``: ``os._exit``, not waiting for worker threads (a download is
+    safe to stop at any point, as after SIGKILL: it resumes)."""
+    import signal
+
+    def stop(_signum: int, _frame: object) -> None:
+        click.echo(message, err=True)
+        if hard:
+            sys.stderr.flush()
+            os._exit(143)
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _cache(ctx: click.Context) -> ModelCache:
@@ -268,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     from ..redact import install as install_redaction
 
     install_redaction()
+    if os.getpid() == 1:  # a container's PID 1 without an init: SIGTERM would be ignored
+        _stop_on_sigterm("stopped: SIGTERM (partial files are kept; the next run resumes)", hard=True)
     cli.main(args=argv, prog_name="modelcache", obj={})
 
 

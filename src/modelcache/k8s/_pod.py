@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from ..validation import is_commit
+from ._checks import parse_env, parse_node_selector, parse_toleration
 from .options import RenderOptions, Target
 
 __all__ = [
     "CACHE_VOLUME",
+    "AUTH_TOKENS",
+    "CA_PATH",
+    "auth_args",
+    "auth_mount",
+    "auth_volume",
+    "NO_PROXY",
+    "ca_mount",
+    "ca_volume",
+    "network_env",
+    "pod_extras",
+    "user_env",
     "TOKEN_DIR",
     "TOKEN_PATH",
     "annotations",
@@ -30,6 +42,14 @@ TOKEN_VOLUME = "hf-token"
 TOKEN_DIR = "/var/run/secrets/huggingface"
 TOKEN_PATH = f"{TOKEN_DIR}/token"
 DOMAIN = "modelcache.io"
+AUTH_VOLUME = "serve-auth-tokens"
+AUTH_DIR = "/var/run/secrets/modelcache-auth"
+AUTH_TOKENS = f"{AUTH_DIR}/tokens"
+CA_VOLUME = "ca-bundle"
+CA_DIR = "/etc/modelcache/ca"
+CA_PATH = f"{CA_DIR}/ca.crt"
+NO_PROXY = ("localhost", "127.0.0.1", "::1", ".svc", ".cluster.local")
+"""Never proxied: loopback and in-cluster Service names (``serve``, the mirror)."""
 
 
 def labels(o: RenderOptions, component: str, target: Target | None = None, *, model: bool = True) -> dict[str, str]:
@@ -59,13 +79,79 @@ def meta(o: RenderOptions, name: str, component: str, target: Target | None = No
 def pod_security(o: RenderOptions) -> dict[str, object]:
     """Non-root, and every file on the volume group-owned by ``fs_group`` (engines join it).
 
-    ``OnRootMismatch``: the kubelet does not walk the cache's files on every mount. With
-    ``subPath`` tenants, ``Always``: an engine pod started before the Job makes the kubelet
-    create the tenant folder as root, and only a full walk hands it back to ``fs_group``.
+    ``fsGroupChangePolicy: OnRootMismatch``, always: every file on the volume is written by our
+    pods, as ``run_as_user`` with group ``fs_group`` and group-readable modes, so once the
+    volume's root is right the rest is too, and the kubelet need not walk (and re-chown) every
+    tenant's files at each start, which ``Always`` does. It stays safe with ``subPath`` tenants
+    because no pod of ours lets the kubelet create a tenant folder as root: our own pods mount
+    the whole volume and create the folder themselves, and an engine's ``subPath`` mount is
+    made only after its init container (on the whole volume) found the model there.
     """
-    policy = "Always" if o.tenants and o.isolation == "subpath" else "OnRootMismatch"
     return {"runAsNonRoot": True, "runAsUser": o.run_as_user, "runAsGroup": o.fs_group, "fsGroup": o.fs_group,
-            "fsGroupChangePolicy": policy, "seccompProfile": {"type": "RuntimeDefault"}}
+            "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def pod_extras(o: RenderOptions, *, api_access: bool = False, scheduling: bool = True) -> dict[str, object]:
+    """Pod-spec fields from the flags: no service-account token unless the pod talks to the API,
+    imagePullSecrets, and (for our own pods) nodeSelector and tolerations."""
+    out: dict[str, object] = {}
+    if not api_access:
+        out["automountServiceAccountToken"] = False
+    if o.image_pull_secrets:
+        out["imagePullSecrets"] = [{"name": n} for n in o.image_pull_secrets]
+    if scheduling and o.node_selector:
+        out["nodeSelector"] = dict(parse_node_selector(s) for s in o.node_selector)
+    if scheduling and o.tolerations:
+        out["tolerations"] = [parse_toleration(t) for t in o.tolerations]
+    return out
+
+
+def network_env(o: RenderOptions) -> dict[str, str]:
+    """For pods that reach the Hub: the proxy (with in-cluster names bypassing it) and the CA bundle."""
+    out: dict[str, str] = {}
+    if o.proxy:
+        out.update(HTTPS_PROXY=o.proxy, HTTP_PROXY=o.proxy, NO_PROXY=",".join(dict.fromkeys((*NO_PROXY, *o.no_proxy))))
+    if o.ca_bundle:
+        out.update(SSL_CERT_FILE=CA_PATH, REQUESTS_CA_BUNDLE=CA_PATH)
+    return out
+
+
+def user_env(o: RenderOptions) -> dict[str, str]:
+    """``--env NAME=VALUE`` pairs, in order."""
+    return dict(parse_env(e) for e in o.env_vars)
+
+
+def ca_volume(o: RenderOptions) -> list[dict[str, object]]:
+    if not o.ca_bundle:
+        return []
+    kind, _, name = o.ca_bundle.partition("/")
+    items = [{"key": o.ca_bundle_key, "path": "ca.crt"}]
+    if kind == "secret":
+        return [{"name": CA_VOLUME, "secret": {"secretName": name, "items": items, "defaultMode": 0o444}}]
+    return [{"name": CA_VOLUME, "configMap": {"name": name, "items": items, "defaultMode": 0o444}}]
+
+
+def auth_volume(o: RenderOptions) -> list[dict[str, object]]:
+    """``--serve-auth-tokens-secret``: the allowed-token list for ``serve --auth-tokens``."""
+    if not o.serve_auth_tokens_secret:
+        return []
+    return [{"name": AUTH_VOLUME, "secret": {"secretName": o.serve_auth_tokens_secret, "defaultMode": 0o440,
+                                             "items": [{"key": "tokens", "path": "tokens"}]}}]
+
+
+def auth_mount(o: RenderOptions) -> list[dict[str, object]]:
+    return [{"name": AUTH_VOLUME, "mountPath": AUTH_DIR, "readOnly": True}] if o.serve_auth_tokens_secret else []
+
+
+def auth_args(o: RenderOptions, upstream: str) -> list[str]:
+    """How ``serve`` checks a caller's token for a gated or private repo."""
+    if o.serve_auth_tokens_secret:
+        return ["--auth-tokens", AUTH_TOKENS]
+    return ["--auth-upstream", o.serve_auth_upstream or upstream]
+
+
+def ca_mount(o: RenderOptions) -> list[dict[str, object]]:
+    return [{"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True}] if o.ca_bundle else []
 
 
 def container_security() -> dict[str, object]:
@@ -116,14 +202,19 @@ def tmp_mount() -> dict[str, object]:
     return {"name": "tmp", "mountPath": "/tmp"}
 
 
-def download_command(o: RenderOptions, endpoint: str | None, token: bool = True) -> list[str]:
-    """``modelcache [--token-file …] [--endpoint …] download REPO --revision COMMIT --profile P``."""
+def download_command(o: RenderOptions, endpoint: str | None, token: bool = True,
+                     insecure_token: bool = False) -> list[str]:
+    """``modelcache [--token-file …] [--endpoint …] [--allow-insecure-token] download REPO
+    --revision COMMIT --profile P --json`` (``--json``: progress and errors as JSON lines, which
+    ``k8s apply``/``status`` parse)."""
     cmd = ["modelcache"]
     if token:
         cmd += ["--token-file", TOKEN_PATH]
     if endpoint:
         cmd += ["--endpoint", endpoint]
-    cmd += ["download", o.repo_id, "--revision", o.commit, "--profile", o.profile]
+    if token and insecure_token:
+        cmd += ["--allow-insecure-token"]
+    cmd += ["download", o.repo_id, "--revision", o.commit, "--profile", o.profile, "--json"]
     if o.revision != o.commit and not is_commit(o.revision):
         cmd += ["--ref", o.revision]  # engines asking for `main` offline find the pinned commit
     return cmd

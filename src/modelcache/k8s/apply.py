@@ -25,22 +25,26 @@ from .diagnose import (
     last_progress,
     progress_text,
 )
+from .pending import diagnose_job_events, diagnose_pending, diagnose_pvc, pod_claims
 from .render import spec_hash
 
-__all__ = ["ApplyResult", "JobFailed", "JobState", "apply_objects", "explain", "job_progress", "job_state", "wait_for_job"]
+__all__ = ["ApplyResult", "JobFailed", "JobState", "apply_objects", "explain", "job_progress", "job_state",
+           "pending_reason", "wait_for_job"]
 
-ORDER = ["Secret", "PersistentVolumeClaim", "Service", "Deployment", "Job", "PodTemplate", "CronJob"]
-STOPPERS = {"image-pull", "config"}
+ORDER = ["Secret", "PersistentVolumeClaim", "Service", "Deployment", "PodDisruptionBudget", "Job", "PodTemplate",
+         "CronJob"]
+STOPPERS = {"image-pull", "config", "pvc-no-storageclass", "pvc-lost", "pod-forbidden"}
 """Pod states the Job never leaves by itself (it would wait for its deadline): fail at once."""
 
 
 class Api(Protocol):
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def apply(self, obj: dict[str, Any], force: bool = False) -> dict[str, Any]: ...
     def delete(self, kind: str, namespace: str, name: str) -> None: ...
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     def log(self, namespace: str, pod: str, container: str, tail: int = 50) -> str: ...
+    def events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]: ...
 
 
 class JobFailed(ModelCacheError):
@@ -68,12 +72,16 @@ def _gone(api: Api, ns: str, name: str, sleep: Callable[[float], None], tries: i
     for _ in range(tries):
         if api.get("Job", ns, name) is None:
             return
+        for pod in api.pods(ns, f"job-name={name}"):
+            stuck = diagnose_pending(pod, [])
+            if stuck is not None and stuck.reason == "terminating":
+                raise ModelCacheError(f"the old Job {name} cannot be replaced: {stuck.message}", stuck.hint)
         sleep(0.5)
     raise ModelCacheError(f"the old Job {name} is still being deleted", "wait a moment and apply again")
 
 
 def apply_objects(api: Api, objects: Iterable[dict[str, Any]], echo: Callable[[str], None],
-                  sleep: Callable[[float], None] = time.sleep) -> ApplyResult:
+                  sleep: Callable[[float], None] = time.sleep, force: bool = False) -> ApplyResult:
     result = ApplyResult()
     objs = sorted(objects, key=lambda o: ORDER.index(o["kind"]) if o["kind"] in ORDER else len(ORDER))
     for obj in objs:
@@ -109,10 +117,29 @@ def apply_objects(api: Api, objects: Iterable[dict[str, Any]], echo: Callable[[s
                 api.delete(kind, ns, name)
                 _gone(api, ns, name, sleep)
             result.jobs.append((ns, name))
-        api.apply(obj)
+        api.apply(obj, force=force)
         echo(f"{_key(obj)}: applied")
         result.applied.append(_key(obj))
+        if kind == "Job":
+            _say_token(api, obj, objs, echo)
     return result
+
+
+def _say_token(api: Api, job: dict[str, Any], objs: list[dict[str, Any]], echo: Callable[[str], None]) -> None:
+    """Whether the token Secret the Job mounts is there (it is optional: public models need none)."""
+    ns = job["metadata"]["namespace"]
+    for vol in job["spec"]["template"]["spec"].get("volumes") or []:
+        name = (vol.get("secret") or {}).get("secretName")
+        if not name or vol.get("name") != "hf-token" or any(
+                o["kind"] == "Secret" and o["metadata"]["name"] == name for o in objs):
+            continue
+        try:
+            missing = api.get("Secret", ns, name) is None
+        except ModelCacheError:  # no right to read Secrets: nothing to say, not a failure
+            continue
+        if missing:
+            echo(f"Secret/{name}: not found, so the Job runs without a token (fine for a public model; for a gated "
+                 f"one: kubectl -n {ns} create secret generic {name} --from-file=HF_TOKEN=PATH, then apply again)")
 
 
 @dataclass(frozen=True)
@@ -142,6 +169,26 @@ def explain(api: Api, ns: str, name: str, job: dict[str, Any]) -> Diagnosis | No
     return diagnose_job(job)
 
 
+def pending_reason(api: Api, ns: str, pod: dict[str, Any]) -> Diagnosis | None:
+    """Why a pod of ours is not running: a PVC not bound, the scheduler, a volume, stuck terminating."""
+    phase = (pod.get("status") or {}).get("phase")
+    if phase not in (None, "Pending") and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    if phase in (None, "Pending"):
+        for claim in pod_claims(pod):
+            try:
+                pvc = api.get("PersistentVolumeClaim", ns, claim)
+            except ModelCacheError:  # no right to read PVCs: diagnose from the pod alone
+                break
+            if pvc is None:
+                return Diagnosis("pvc-pending", f"PVC {claim} does not exist", "apply pvc.yaml (render's output)", 1)
+            found = diagnose_pvc(pvc, api.events(ns, "PersistentVolumeClaim", claim))
+            if found:
+                return found
+    pod_name = (pod.get("metadata") or {}).get("name", "")
+    return diagnose_pending(pod, api.events(ns, "Pod", pod_name) if phase in (None, "Pending") else [])
+
+
 def job_progress(api: Api, ns: str, name: str) -> str | None:
     for pod in api.pods(ns, f"job-name={name}"):
         if (pod.get("status") or {}).get("phase") == "Running":
@@ -168,11 +215,20 @@ def wait_for_job(api: Api, ns: str, name: str, echo: Callable[[str], None], *, t
         if state.phase == "failed":
             raise JobFailed(name, explain(api, ns, name, job) or
                             Diagnosis("failed", state.reason or "no reason given", f"kubectl -n {ns} describe job {name}"))
-        for pod in api.pods(ns, f"job-name={name}"):
-            found = diagnose_pod(pod)
+        note = None
+        pods = api.pods(ns, f"job-name={name}")
+        for found in ([diagnose_job_events(name, api.events(ns, "Job", name))] if not pods else []):
             if found and found.reason in STOPPERS:
                 raise JobFailed(name, found)
-        note = job_progress(api, ns, name) or "waiting for the pod"
+            if found:
+                note = f"pending: {found.message} (hint: {found.hint})"
+        for pod in pods:
+            found = diagnose_pod(pod) or pending_reason(api, ns, pod)
+            if found and found.reason in STOPPERS:
+                raise JobFailed(name, found)
+            if found and not note:
+                note = f"pending: {found.message} (hint: {found.hint})"
+        note = job_progress(api, ns, name) or note or "waiting for the pod"
         if note != last:
             echo(f"Job/{name}: {note}")
             last = note

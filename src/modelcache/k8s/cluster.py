@@ -26,6 +26,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "Deployment": ("AppsV1Api", "namespaced_deployment"),
     "Job": ("BatchV1Api", "namespaced_job"),
     "CronJob": ("BatchV1Api", "namespaced_cron_job"),
+    "PodDisruptionBudget": ("PolicyV1Api", "namespaced_pod_disruption_budget"),
     "ServiceAccount": ("CoreV1Api", "namespaced_service_account"),
     "Role": ("RbacAuthorizationV1Api", "namespaced_role"),
     "RoleBinding": ("RbacAuthorizationV1Api", "namespaced_role_binding"),
@@ -73,7 +74,7 @@ class KubeApi:
         # headers win: so patches go through a second client that always sends it.
         apply_client = k8s.client.ApiClient(configuration=api_client.configuration)
         apply_client.set_default_header("Content-Type", "application/apply-patch+yaml")
-        names = ("CoreV1Api", "AppsV1Api", "BatchV1Api", "RbacAuthorizationV1Api")
+        names = ("CoreV1Api", "AppsV1Api", "BatchV1Api", "PolicyV1Api", "RbacAuthorizationV1Api")
         self._apis = {name: getattr(k8s.client, name)(api_client) for name in names}
         self._apply_apis = {name: getattr(k8s.client, name)(apply_client) for name in names}
 
@@ -92,14 +93,30 @@ class KubeApi:
             raise
 
     def _api_error(self, what: str, namespace: str, exc: Any) -> ClusterError:
-        detail = exc.reason or ""
+        detail, causes = exc.reason or "", []
         try:
-            detail = json.loads(exc.body or "{}").get("message") or detail
+            body = json.loads(exc.body or "{}")
+            detail = body.get("message") or detail
+            causes = [c for c in (body.get("details") or {}).get("causes") or [] if isinstance(c, dict)]
         except (ValueError, TypeError, AttributeError):
             pass
-        hint = (f"the kubeconfig's user needs RBAC rights for this in namespace {namespace}"
-                if exc.status in (401, 403) else "see the message; fix the manifest or the cluster, then apply again")
-        return ClusterError(f"the Kubernetes API refused to {what} (HTTP {exc.status}): {str(detail)[:300]}", hint)
+        fields = ", ".join(dict.fromkeys(str(c.get("field")) for c in causes if c.get("field")))
+        if exc.status == 409 and any(c.get("type") == "FieldManagerConflict" for c in causes):
+            owners = ", ".join(dict.fromkeys(str(c.get("message", "")).replace("conflict with ", "") for c in causes))
+            return ClusterError(f"the Kubernetes API refused to {what} (HTTP 409): fields {fields} are managed by "
+                                f"{owners}", "someone changed them after render (kubectl edit, an autoscaler): keep "
+                                "their change (drop it from the manifest) or take them over with --force-conflicts")
+        if exc.status == 409:
+            hint = "the object is being deleted or was changed meanwhile: wait a moment and apply again"
+        elif exc.status == 422:
+            hint = (("invalid field " + fields + ": " if fields else "") + "render again with valid flags; "
+                    "`modelcache k8s validate --kubernetes-version X DIR` checks offline against your cluster's version")
+        elif exc.status in (401, 403):
+            hint = f"the kubeconfig's user needs RBAC rights for this in namespace {namespace}"
+        else:
+            hint = "see the message; fix the manifest or the cluster, then apply again"
+        where = f" [{fields}]" if fields and fields not in str(detail) else ""
+        return ClusterError(f"the Kubernetes API refused to {what} (HTTP {exc.status}): {str(detail)[:300]}{where}", hint)
 
     def _method(self, kind: str, verb: str) -> Any:
         if kind not in KINDS:
@@ -115,10 +132,12 @@ class KubeApi:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._json(self._call(f"read {kind} {name}", namespace, self._method(kind, "read"), name, namespace))
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, obj: dict[str, Any], force: bool = False) -> dict[str, Any]:
+        """Server-side apply as field manager ``modelcache``. Without ``force`` a field another
+        manager changed (``kubectl edit``, an HPA) is a 409 conflict, reported, not overwritten."""
         kind, meta = obj["kind"], obj["metadata"]
         resp = self._call(f"apply {kind} {meta['name']}", meta["namespace"], self._method(kind, "patch"),
-                          meta["name"], meta["namespace"], obj, field_manager=FIELD_MANAGER, force=True)
+                          meta["name"], meta["namespace"], obj, field_manager=FIELD_MANAGER, force=force)
         if resp is None:
             raise ClusterError(f"the API has no {kind} resource in namespace {meta['namespace']}",
                                "does the namespace exist? kubectl create namespace NAME")
@@ -136,6 +155,16 @@ class KubeApi:
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         fn = self._apis["CoreV1Api"].list_namespaced_pod
         data = self._json(self._call("list pods", namespace, fn, namespace, label_selector=selector))
+        return list((data or {}).get("items") or [])
+
+    def events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        """Events about one object (what ``kubectl describe`` shows at the bottom)."""
+        fn = self._apis["CoreV1Api"].list_namespaced_event
+        try:
+            data = self._json(self._call(f"list events of {kind} {name}", namespace, fn, namespace,
+                                         field_selector=f"involvedObject.kind={kind},involvedObject.name={name}"))
+        except ClusterError:
+            return []  # no right to read events: diagnose without them
         return list((data or {}).get("items") or [])
 
     def log(self, namespace: str, pod: str, container: str, tail: int = 50) -> str:

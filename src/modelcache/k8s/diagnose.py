@@ -8,12 +8,14 @@ why) and its ``hint:`` travel into the message.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .._format import human_size
 
-__all__ = ["Diagnosis", "diagnose_job", "diagnose_pod", "last_error", "last_progress", "progress_text"]
+__all__ = ["Diagnosis", "LoggedError", "diagnose_job", "diagnose_pod", "last_error", "last_progress", "parse_error",
+           "progress_text"]
 
 IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"}
 
@@ -21,24 +23,66 @@ IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageN
 @dataclass(frozen=True)
 class Diagnosis:
     reason: str
-    """``image-pull``, ``config``, ``token-rejected``, ``gated``, ``out-of-disk``, ``oom``, ``not-found``,
-    ``bad-input``, ``network``, ``integrity``, ``evicted``, ``deadline``, ``failed``."""
+    """``image-pull``, ``config``, ``token-rejected``, ``gated``, ``out-of-disk``, ``permission-denied``,
+    ``cache-unusable``, ``oom``, ``not-found``, ``bad-input``, ``network``, ``integrity``, ``evicted``,
+    ``deadline``, ``failed``; while pending (``pending``): ``unschedulable``, ``pvc-pending``,
+    ``volume``, ``terminating``."""
     message: str
     hint: str
     exit_code: int = 1
     """The CLI's exit code for it (4 token/gated, 7 disk, 3 not found, 5 network, else 1)."""
 
 
-def last_error(log: str) -> str | None:
-    """Our CLI's last ``error: …`` line (with its ``hint: …``), if the log has one."""
+@dataclass(frozen=True)
+class LoggedError:
+    """Our CLI's last error in a log: from a ``--json`` line, or the ``error:``/``hint:`` lines."""
+
+    message: str
+    hint: str = ""
+    code: str = ""
+    """The error's ``code`` (``cache``, ``gated-repo``, ``auth``…) when the line was JSON."""
+
+    def text(self) -> str:
+        return self.message + (f" (hint: {self.hint})" if self.hint else "")
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def parse_error(log: str) -> LoggedError | None:
+    """The last error our CLI printed. Progress records and other output are never read as one."""
     lines = log.splitlines()
     for i in range(len(lines) - 1, -1, -1):
+        line = lines[i].strip()
+        rec = _json_line(line)
+        if rec is not None:
+            if isinstance(rec.get("error"), str) and isinstance(rec.get("message"), str):
+                return LoggedError(rec["message"], str(rec.get("hint") or ""), rec["error"])
+            continue
         if lines[i].startswith("error: "):
-            text = lines[i][len("error: "):].strip()
+            hint = ""
             if i + 1 < len(lines) and lines[i + 1].strip().startswith("hint: "):
-                text += " (" + lines[i + 1].strip() + ")"
-            return text
+                hint = lines[i + 1].strip()[len("hint: "):]
+            return LoggedError(lines[i][len("error: "):].strip(), hint)
     return None
+
+
+def last_error(log: str) -> str | None:
+    """Our CLI's last error (with its hint) as one line, if the log has one."""
+    found = parse_error(log)
+    return found.text() if found else None
+
+
+def _plain_lines(log: str) -> str:
+    """The log without its JSON records (progress carries numbers such as 401 in byte counts)."""
+    return "\n".join(line for line in log.splitlines() if _json_line(line.strip()) is None).lower()
 
 
 def last_progress(log: str) -> dict[str, Any] | None:
@@ -83,18 +127,36 @@ def _secret(pod: dict[str, Any]) -> str:
     return "hf-token-secret"
 
 
-def _from_exit(name: str, code: int, log: str, secret: str) -> Diagnosis:
-    err = last_error(log)
-    said = f"{name} exited with {code}" + (f": {err}" if err else "")
-    low = log.lower()
-    if code == 7 or "no space left on device" in low:
+_FULL = ("no space left", "disk quota exceeded", "is full", "budget")
+_FREE = re.compile(r"[0-9.]+ ?[kmgtpe]?i?b free")
+_DENIED = ("permission denied", "operation not permitted", "read-only file system", "cannot write to the cache")
+
+
+def _cache_unusable(said: str, text: str) -> Diagnosis:
+    """Exit 7, split: a full volume (grow it) is not a volume the user cannot write (fix ownership)."""
+    if any(w in text for w in _DENIED):
+        return Diagnosis("permission-denied", f"the cache volume is not writable by the pod — {said}",
+                         "the volume's root must be writable by --run-as-user/--fs-group: for an NFS export "
+                         "owned by root (root_squash), chown it to that uid/gid on the server or render with "
+                         "the export's uid/gid; a volume mounted read-only cannot hold the cache", 7)
+    if any(w in text for w in _FULL) or _FREE.search(text):
         return Diagnosis("out-of-disk", f"the cache volume is full — {said}",
                          "give a bigger --size (or grow the PVC if its StorageClass allows expansion), "
                          "or free space with modelcache gc / rm", 7)
-    if "gatedrepo" in low or "is gated" in low:
+    return Diagnosis("cache-unusable", f"the cache cannot be used — {said}", "see the message; check the volume", 7)
+
+
+def _from_exit(name: str, code: int, log: str, secret: str) -> Diagnosis:
+    err = parse_error(log)
+    said = f"{name} exited with {code}" + (f": {err.text()}" if err else "")
+    said_low = (err.text() if err else "").lower()
+    plain = _plain_lines(log)
+    if code == 7 or (err is None and "no space left on device" in plain):
+        return _cache_unusable(said, said_low or plain)
+    if code == 4 and (err is not None and (err.code == "gated-repo" or "gated" in said_low)):
         return Diagnosis("gated", f"the repo is gated and the token has no access — {said}",
                          "accept the model's conditions on its Hub page with the token's account", 4)
-    if code == 4 or "http 401" in low or " 401" in low:
+    if code == 4:
         return Diagnosis("token-rejected", f"the Hub rejected the token — {said}",
                          f"put a valid token in the Secret {secret} (key HF_TOKEN): kubectl create secret generic "
                          f"{secret} --from-file=HF_TOKEN=PATH, then apply again", 4)
@@ -104,7 +166,7 @@ def _from_exit(name: str, code: int, log: str, secret: str) -> Diagnosis:
         return Diagnosis("bad-input", said, "re-render the manifests with `modelcache k8s render`", 1)
     if code == 5:
         return Diagnosis("network", f"the Hub was unreachable — {said}",
-                         "check the cluster's egress (proxy, NetworkPolicy) or --job-endpoint", 5)
+                         "check the cluster's egress (--proxy, NetworkPolicy, --ca-bundle) or --job-endpoint", 5)
     if code == 6:
         return Diagnosis("integrity", said, "bytes did not match their hash; the Job retries", 6)
     return Diagnosis("failed", said, "see kubectl logs for the pod", 1)

@@ -7,10 +7,11 @@ import re
 
 from ..errors import InvalidInput
 
-__all__ = ["check_label", "check_name", "label_value", "slug"]
+__all__ = ["check_label", "check_name", "check_subdomain", "label_value", "slug"]
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?\Z")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?\Z")
 
 
@@ -28,6 +29,15 @@ def check_label(value: str, what: str, flag: str, max_len: int = 63, dns1035: bo
     if len(value) > max_len:
         raise InvalidInput(f"invalid {what} {value!r}: longer than {max_len} characters",
                            f"{flag}: give a shorter name")
+    return value
+
+
+def check_subdomain(value: str, what: str, flag: str, max_len: int = 253) -> str:
+    """``value`` if it is a DNS-1123 subdomain (dots allowed: Secret, ConfigMap, StorageClass names)."""
+    if not isinstance(value, str) or not value or len(value) > max_len or not _DNS1123_SUBDOMAIN.match(value):
+        raise InvalidInput(f"invalid {what} {value!r}: not a DNS subdomain",
+                           f"{flag}: use at most {max_len} lowercase letters, digits, '-' and '.', "
+                           "starting and ending with a letter or digit")
     return value
 
 

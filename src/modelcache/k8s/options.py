@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from ..errors import InvalidInput
 from ..profiles import validate_profile
 from ..validation import is_commit, validate_repo_id, validate_revision
-from .names import check_label, check_name, label_value, slug
+from ._checks import check_cron, parse_env, parse_node_selector, parse_toleration
+from .names import check_label, check_name, check_subdomain, label_value, slug
 from .sizing import GIB
 
 __all__ = ["ACCESS_MODES", "ISOLATIONS", "RenderOptions", "Target", "parse_duration"]
@@ -25,7 +26,6 @@ ISOLATIONS = ("pvc", "subpath")
 _DURATION = re.compile(r"^([0-9]+)(s|m|h|d)?\Z")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*[a-z0-9]\Z", re.IGNORECASE)
-_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?]+\Z")
 _URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9_.\-/]*)?\Z")
 _QTY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?\Z")
 
@@ -118,6 +118,32 @@ class RenderOptions:
     tenants: tuple[str, ...] = ()
     isolation: str = "pvc"
     """``pvc``: one PVC per tenant; ``subpath``: one PVC, one folder (``subPath``) per tenant."""
+    allow_insecure_token: bool = False
+    """Let the Job send the token to a plain-HTTP ``job_endpoint`` (off: it is withheld there)."""
+    ca_bundle: str | None = None
+    """``configmap/NAME`` or ``secret/NAME`` holding a CA bundle (key ``ca_bundle_key``) for TLS to the Hub."""
+    ca_bundle_key: str = "ca.crt"
+    proxy: str | None = None
+    """An HTTP(S) proxy for the pods that reach the Hub (``HTTPS_PROXY``/``HTTP_PROXY``)."""
+    no_proxy: tuple[str, ...] = ()
+    """Extra ``NO_PROXY`` entries (in-cluster names and loopback are always there)."""
+    serve_auth_upstream: str | None = None
+    """Where ``serve`` checks callers' tokens for gated repos; None: ``job_endpoint`` or huggingface.co."""
+    serve_auth_tokens_secret: str | None = None
+    """Air-gapped: a Secret whose key ``tokens`` lists the tokens ``serve`` accepts (``--auth-tokens``)
+    instead of asking an upstream."""
+    image_pull_secrets: tuple[str, ...] = ()
+    node_selector: tuple[str, ...] = ()
+    """``KEY=VALUE`` node labels for our pods (Job, serve, mirror, GC)."""
+    tolerations: tuple[str, ...] = ()
+    """``KEY[=VALUE][:EFFECT]`` for our pods."""
+    env_vars: tuple[str, ...] = ()
+    """``NAME=VALUE`` added to our containers (not the engine's)."""
+    mirror: bool = False
+    """Render an HA read-through mirror (``serve --upstream``): Deployment, Service, PodDisruptionBudget."""
+    mirror_upstream: str = "https://huggingface.co"
+    mirror_replicas: int = 2
+    mirror_workers: int = 2
 
     def __post_init__(self) -> None:
         if any(ord(c) < 33 or ord(c) > 126 for c in self.repo_id + self.revision + self.commit):
@@ -135,10 +161,10 @@ class RenderOptions:
         check_label(self.name, "name", "--name", max_len=40, dns1035=True)
         check_label(self.namespace, "namespace", "--namespace")
         check_label(self.pvc, "PVC name", "--pvc", max_len=40, dns1035=True)
-        check_label(self.secret, "Secret name", "--secret", max_len=253)
+        check_subdomain(self.secret, "Secret name", "--secret")
         check_label(self.compile_cache_pvc, "compile-cache PVC name", "--compile-cache-pvc", max_len=40)
         if self.storage_class is not None:
-            check_label(self.storage_class, "StorageClass", "--storage-class", max_len=253)
+            check_subdomain(self.storage_class, "StorageClass", "--storage-class")
         if self.access_mode not in ACCESS_MODES:
             raise InvalidInput(f"invalid access mode {self.access_mode!r}", f"use one of: {', '.join(ACCESS_MODES)}")
         if self.isolation not in ISOLATIONS:
@@ -171,10 +197,8 @@ class RenderOptions:
             if value is not None and (not isinstance(value, int) or value < GIB):
                 raise InvalidInput(f"invalid {flag} {value!r}", "give at least 1Gi")
         if self.gc_schedule is not None:
-            fields = self.gc_schedule.split(" ")
-            if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-                raise InvalidInput(f"invalid --gc-schedule {self.gc_schedule!r}",
-                                   "give five cron fields separated by single spaces, e.g. '30 3 * * *'")
+            check_cron(self.gc_schedule)
+        self._check_network_and_scheduling()
         for arg in self.gc_args:
             if not arg or any(ord(c) < 32 for c in arg) or len(arg) > 200:
                 raise InvalidInput(f"invalid --gc-arg {arg!r}", "give one command-line word per --gc-arg")
@@ -190,12 +214,60 @@ class RenderOptions:
             check_name(f"{t.stem}-engine", "PodTemplate", "--name or --tenant")
             check_name(f"{t.base}-serve", "Service", "--pvc or --tenant")
             check_name(f"{t.base}-gc", "CronJob", "--pvc or --tenant", max_len=52)
+            check_name(f"{t.base}-mirror", "Deployment", "--pvc")
             check_name(t.claim, "PVC", "--pvc or --tenant")
+
+    def _check_network_and_scheduling(self) -> None:
+        for url, flag in ((self.proxy, "--proxy"), (self.serve_auth_upstream, "--serve-auth-upstream"),
+                          (self.mirror_upstream, "--mirror-upstream")):
+            if url is not None and not _URL.match(url):
+                raise InvalidInput(f"invalid {flag} {url!r}", "give a URL such as http://proxy.corp:3128")
+        for host in self.no_proxy:
+            if not host or not re.match(r"^[A-Za-z0-9.\-*/:\[\]]+\Z", host):
+                raise InvalidInput(f"invalid --no-proxy {host!r}", "give a host, a .domain suffix or a CIDR")
+        if self.serve_auth_tokens_secret is not None:
+            check_subdomain(self.serve_auth_tokens_secret, "Secret name", "--serve-auth-tokens-secret")
+            if self.serve_auth_upstream is not None:
+                raise InvalidInput("--serve-auth-upstream and --serve-auth-tokens-secret exclude each other",
+                                   "choose one way for serve to check tokens")
+        if self.ca_bundle is not None:
+            kind, _, ref = self.ca_bundle.partition("/")
+            if kind not in ("configmap", "secret"):
+                raise InvalidInput(f"invalid --ca-bundle {self.ca_bundle!r}", "give configmap/NAME or secret/NAME")
+            check_subdomain(ref, "CA bundle name", "--ca-bundle")
+        if not re.match(r"^[-._A-Za-z0-9]{1,253}\Z", self.ca_bundle_key):
+            raise InvalidInput(f"invalid --ca-bundle-key {self.ca_bundle_key!r}", "give a key such as ca.crt")
+        for name in self.image_pull_secrets:
+            check_subdomain(name, "imagePullSecret", "--image-pull-secret")
+        for parse, values in ((parse_node_selector, self.node_selector), (parse_toleration, self.tolerations),
+                              (parse_env, self.env_vars)):
+            for value in values:
+                parse(value)  # type: ignore[operator]
+        if self.mirror:
+            if self.access_mode != "ReadWriteMany":
+                raise InvalidInput("--mirror runs several replicas on one volume: it needs ReadWriteMany",
+                                   "add --access-mode ReadWriteMany (a shared filesystem: NFS, CephFS, EFS, Filestore)")
+            if self.tenants:
+                raise InvalidInput("--mirror with --tenant is not supported", "render the mirror without tenants")
+            for value, flag, lo in ((self.mirror_replicas, "--mirror-replicas", 2), (self.mirror_workers, "--mirror-workers", 1)):
+                if not isinstance(value, int) or not lo <= value <= 64:
+                    raise InvalidInput(f"invalid {flag} {value!r}", f"give a whole number from {lo} to 64")
 
     # -- derived ---------------------------------------------------------------------------
     @property
     def serves(self) -> bool:
         return self.access_mode == "ReadWriteOnce" if self.serve is None else self.serve
+
+    @property
+    def shared_compile_cache(self) -> bool:
+        """A compile cache on a ReadWriteMany volume is one PVC every replica shares (compiled once);
+        with ReadWriteOnce each replica gets its own emptyDir (a RWO volume attaches to one node)."""
+        return self.compile_cache_size is not None and self.access_mode == "ReadWriteMany"
+
+    @property
+    def auth_upstream(self) -> str:
+        """Where ``serve`` checks a caller's token for a gated or private repo."""
+        return self.serve_auth_upstream or self.job_endpoint or "https://huggingface.co"
 
     @property
     def filled(self) -> bool:

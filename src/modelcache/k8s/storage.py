@@ -38,6 +38,8 @@ def model_cache_pvcs(o: RenderOptions) -> list[dict[str, object]]:
 
 
 def compile_cache_pvcs(o: RenderOptions) -> list[dict[str, object]]:
-    if o.compile_cache_size is None:
+    """ReadWriteMany only (one cache every replica shares); with ReadWriteOnce each engine
+    replica gets an emptyDir instead (``consumer``), so no PVC."""
+    if not o.shared_compile_cache:
         return []
     return [pvc(o, o.compile_claim(t), o.compile_cache_size, "compile-cache") for t in o.targets()]

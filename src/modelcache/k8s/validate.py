@@ -15,7 +15,12 @@ from typing import Any
 
 from ..errors import InvalidInput, ModelCacheError
 
-__all__ = ["MissingDependency", "Problem", "load_documents", "schema_version", "validate_objects", "validator_version"]
+__all__ = ["OLDEST_SUPPORTED", "SUPPORTED", "MissingDependency", "Problem", "load_documents", "schema_version",
+           "supported_versions", "validate_objects", "validator_version"]
+
+SUPPORTED = tuple(f"1.{minor}" for minor in range(29, 38))
+"""Kubernetes versions every rendered object and every file in ``deploy/`` is valid on (tested)."""
+OLDEST_SUPPORTED = SUPPORTED[0]
 
 INSTALL_HINT = "install it: pip install 'modelcache[k8s]' (or pip install kubernetes-validate)"
 
@@ -51,12 +56,20 @@ def validator_version() -> str:
     return version("kubernetes-validate")
 
 
+def supported_versions() -> list[str]:
+    """The supported versions the installed validator has schemas for (all of them, normally)."""
+    kv = _kv()
+    bundled = {kv.major_minor(v) for v in kv.all_versions()}
+    return [v for v in SUPPORTED if v in bundled]
+
+
 def schema_version(wanted: str | None = None) -> str:
-    """The Kubernetes version validated against: ``wanted`` (``1.33``) or the newest bundled."""
+    """The Kubernetes version validated against: ``wanted`` (``1.33``) or the oldest supported."""
     kv = _kv()
     versions = kv.all_versions()
     if wanted is None:
-        return kv.major_minor(versions[-1])
+        have = supported_versions()
+        return have[0] if have else kv.major_minor(versions[-1])
     want = wanted.lstrip("v")
     minors = {kv.major_minor(v) for v in versions}
     if kv.major_minor(want) not in minors:
@@ -91,7 +104,12 @@ def _name(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind', '?')}/{meta.get('name', '?')}"  # type: ignore[union-attr]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
+def _definitions(version: str, folder: str) -> Any:
+    return _kv().schema_contents(f"{folder}/_definitions.json", version)
+
+
+@functools.lru_cache(maxsize=256)
 def _validator(version: str, api_version: str, kind: str) -> Any:
     """kubernetes-validate's own strict schema for (version, apiVersion, kind), loaded once.
 
@@ -109,7 +127,7 @@ def _validator(version: str, api_version: str, kind: str) -> Any:
         schema = kv.schema_contents(f"{folder}/{kind.lower()}-{group}.json", version)
     except FileNotFoundError:
         return None
-    defs = kv.schema_contents(f"{folder}/_definitions.json", version)
+    defs = _definitions(version, folder)
     registry = Resource.from_contents(defs) @ (Resource.from_contents(schema) @ Registry())
     return jsonschema.validators.Draft202012Validator(schema, registry=registry)
 

@@ -216,3 +216,8 @@ def test_serve_json_start_up_line(cache: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_offline_hint_names_the_flag_for_every_command(tmp_path: Path, demo_model: Path) -> None:
+    code, _, err = run("--cache-dir", str(tmp_path / "c"), "--offline", "run", "org/x", "--", "true")
+    assert code != 0 and "HF_HUB_OFFLINE" not in err, err

@@ -52,6 +52,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ModelCacheError as exc:
+            if (ctx.obj or {}).get("offline") and "unset HF_HUB_OFFLINE" in exc.hint:  # the flag, not the variable
+                exc.hint = exc.hint.replace("unset HF_HUB_OFFLINE", "drop --offline")
             emit_error(exc, as_json=bool((ctx.obj or {}).get("json")))
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -127,13 +129,8 @@ def download(ctx: click.Context, repo_id: str, revision: str, profile: str, incl
     validate_revision(revision)
     progress = None if quiet else for_stream(sys.stderr)
     with _cache(ctx) as mc:
-        try:
-            result = mc.download(repo_id, revision, profile=profile, include=include, exclude=exclude,
-                                 repo_type=repo_type, progress=progress, refs=refs)
-        except ModelCacheError as exc:
-            if ctx.find_root().obj.get("offline") and "HF_HUB_OFFLINE" in exc.hint:  # the flag, not the variable
-                exc.hint = exc.hint.replace("unset HF_HUB_OFFLINE", "drop --offline")
-            raise
+        result = mc.download(repo_id, revision, profile=profile, include=include, exclude=exclude,
+                             repo_type=repo_type, progress=progress, refs=refs)
     if result.note and not as_json:
         click.echo(f"warning: {result.note}", err=True)
     if as_json:

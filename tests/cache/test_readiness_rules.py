@@ -110,6 +110,7 @@ def test_sentencepiece_only_when_accepted(tmp_path: Path) -> None:
     mc, _ = build(tmp_path, {"config.json": CONFIG, "tokenizer.model": b"\x0a\x05hello", "model.safetensors": b"w"})
     r = mc.check(REPO)
     assert not r.ready and any(m.startswith("a tokenizer") for m in r.missing)
+    assert "tokenizer.model counts only with --accept sentencepiece" in r.reason
     assert mc.check(REPO, accept=["sentencepiece"]).ready
 
 

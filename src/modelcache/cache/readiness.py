@@ -297,7 +297,9 @@ def check_revision(layout: RepoLayout, revision: str, profile: str, include: Seq
     if need_tokenizer:
         choices = tokenizer_candidates(asked, accept) or tokenizer_candidates(tree, accept)
         if not choices:
-            missing.append(_TOKENIZER_HINT)
+            other_tok = tokenizer_candidates(tree, ACCEPT)  # only an --accept format: say which
+            fmt = other_tok and ("sentencepiece" if other_tok[0] == "tokenizer.model" else "consolidated")
+            missing.append(_TOKENIZER_HINT + (f"; {other_tok[0]} counts only with --accept {fmt}" if fmt else ""))
         else:
             good = next((c for c in choices if st(c).size is not None and not st(c).problem
                          and st(c).size == expected.get(c, st(c).size)

@@ -197,12 +197,15 @@ def _print_ls(mc: ModelCache, repo_id: str | None, repo_type: str, show_root: bo
 @click.argument("ref", metavar="REPO_ID[@REV]")
 @click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+@click.option("--force", is_flag=True, help="Remove even a revision that is pinned, leased, registered or downloading.")
 @json_option
 @click.pass_context
-def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, as_json: bool) -> None:
-    """Remove a revision (REPO_ID@REV) or a whole repo; blobs shared with other revisions stay."""
+def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, force: bool, as_json: bool) -> None:
+    """Remove a revision (REPO_ID@REV) or a whole repo; blobs shared with other revisions stay.
+
+    A revision in use (pinned, leased, registered, downloading) is refused unless --force."""
     parsed = parse_repo_ref(ref)
-    plan = _cache(ctx).rm(parsed.repo_id, parsed.revision, repo_type, dry_run=dry_run)
+    plan = _cache(ctx).rm(parsed.repo_id, parsed.revision, repo_type, dry_run=dry_run, force=force)
     if as_json:
         emit({**plan.to_dict(), "dry_run": dry_run})
         return

@@ -15,16 +15,18 @@ import httpx
 from ..cache.access import Access, write_access
 from ..cache.quota import check_room
 from ..cache.readiness import CheckResult, check_revision, download_warnings, resolve_commit
+from ..cache.activity import in_progress, repo_guard
+from ..cache.gc_extras import registered_revisions
 from ..cache.importer import import_folder
 from ..cache.inventory import RepoInfo, scan_cache, scan_repo
 from ..cache.layout import RepoLayout
-from ..cache.leases import Lease, LeaseInfo, acquire_lease, find_lease
+from ..cache.leases import Lease, LeaseInfo, acquire_lease, active_leases, find_lease, is_pinned
 from ..cache.publish import ensure_repo_dirs
 from ..cache.records import TreeRecord
 from ..cache.requests import record_request
 from ..cache.remove import RemovalPlan, execute_removal, plan_removal
 from ..cache.usage import record_use
-from ..errors import EndpointUnreachable, InvalidInput, NotCached
+from ..errors import CacheError, EndpointUnreachable, InvalidInput, NotCached
 from .ensure import ensure_files, os_error
 from .remote import fetch_revision, record_revision
 from ..hub.client import HubClient
@@ -319,14 +321,29 @@ class ModelCache:
             commits = [commit]
         return plan_removal(layout, commits)
 
-    def rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model", dry_run: bool = False) -> RemovalPlan:
+    def rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model", dry_run: bool = False,
+           force: bool = False) -> RemovalPlan:
         """Remove the repo, or one revision, as ``plan_rm`` plans it (nothing if ``dry_run``); returns the plan.
 
-        Leases and pins are not checked: unlike ``gc``, this removes what it is told to.
+        A revision that is pinned, leased, registered (``models add``) or being downloaded is
+        in use: ``InUse`` names what holds it, and nothing is removed, unless ``force``. The
+        check and the removal happen under the repo guard, so no lease or download can claim a
+        revision in between.
         """
         plan = self.plan_rm(repo_id, revision, repo_type)
-        if not dry_run:
-            execute_removal(self.layout(repo_id, repo_type), plan)
+        if dry_run:
+            return plan
+        layout = self.layout(repo_id, repo_type)
+        stale = self.settings.lock_stale_after
+        registered = {} if force else registered_revisions(self.cache_dir)
+        with repo_guard(layout, stale):
+            held = [] if force else [f"{c[:12]} {why}" for c in plan.commits
+                                     if (why := _held_by(layout, c, stale, registered))]
+            if held:
+                raise InUse(f"{repo_id}: {'; '.join(held)}",
+                            "stop what holds it (`modelcache lease ls`, `modelcache unpin`, `modelcache models remove`), "
+                            "or pass --force to remove it anyway")
+            execute_removal(layout, plan)
         return plan
 
     # -- import ----------------------------------------------------------------------------------
@@ -365,3 +382,23 @@ def _refuse_early_if_no_room(layout: RepoLayout, entries: Sequence[FileEntry]) -
         except OSError:
             needed += e.size
     check_room(layout.cache_dir, needed, layout.repo_id)
+
+
+class InUse(CacheError):
+    """``rm`` of a revision something holds (a pin, a lease, a registration, a download)."""
+
+    code = "in_use"
+    exit_code = 1
+
+
+def _held_by(layout: RepoLayout, commit: str, stale: float, registered: dict[tuple[str, str], str]) -> str | None:
+    """Why ``commit`` is in use, or None."""
+    if is_pinned(layout, commit):
+        return "is pinned"
+    leases = active_leases(layout, commit)
+    if leases:
+        return f"is leased by {', '.join(sorted({x.holder for x in leases}))}"
+    if in_progress(layout, commit, stale):
+        return "is being downloaded"
+    why = registered.get((layout.repo_id, commit))
+    return f"is {why}" if why else None

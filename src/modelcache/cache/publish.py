@@ -18,7 +18,7 @@ from ..files import atomic_symlink, shared_mkdir
 from ..protocol import FileEntry
 from .records import TreeRecord, write_record
 
-__all__ = ["ensure_repo_dirs", "install_blob", "link_file", "publish_record", "copy_into_blob"]
+__all__ = ["ensure_repo_dirs", "install_blob", "install_blob_fd", "link_file", "publish_record", "copy_into_blob"]
 
 FILE_MODE = 0o644 | 0o040  # group-readable for shared volumes
 
@@ -54,6 +54,54 @@ def install_blob(layout: RepoLayout, etag: str, verified_tmp: Path) -> Path:
         if not target.is_file():
             raise
     return target
+
+
+def install_blob_fd(layout: RepoLayout, etag: str, fd: int, partial: Path | None = None) -> Path:
+    """Make the verified inode open at ``fd`` the blob ``blobs/<etag>`` (atomic; idempotent).
+
+    The inode is linked by its descriptor (``/proc/self/fd``) to a new private name, which is
+    then renamed over the blob: what gets installed is always the inode this writer verified,
+    never whatever another writer may meanwhile have put under the partial's name. Where the
+    filesystem cannot link (no hard links, no ``/proc``), the partial is renamed by name after
+    checking that the name still refers to this inode.
+    """
+    target = layout.blob(etag)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        pass
+    tmp = layout.blobs / f"{etag}.{uuid.uuid4().hex[:12]}.install.incomplete"
+    try:
+        dirfd = os.open(layout.blobs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:  # linkat(…, AT_SYMLINK_FOLLOW): Python uses it only when a dir fd is given
+            os.link(f"/proc/self/fd/{fd}", tmp.name, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=True)
+        finally:
+            os.close(dirfd)
+    except OSError:
+        if partial is None or not _same_inode(partial, fd):
+            raise CacheError(
+                f"cannot install {etag[:12]}…: the partial download was replaced by another writer",
+                "run the download again",
+            ) from None
+        os.replace(partial, target)
+        return target
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return target
+
+
+def _same_inode(path: Path, fd: int) -> bool:
+    try:
+        a, b = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def copy_into_blob(layout: RepoLayout, etag: str, source: Path) -> Path:

@@ -15,37 +15,36 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from ...files import atomic_write_bytes
 from ...protocol import FileEntry
 from ...hashing import BlobHasher
-from .ranges import Range, add_range, contiguous_prefix, merge, missing, split
+from .partial import claim_partial, release_inode, same_inode, state_path_for, write_state
+from .ranges import Range, add_range, contiguous_prefix, missing, split
 
-__all__ = ["Assembly", "state_path_for"]
+__all__ = ["Assembly", "LockLost", "state_path_for"]
 
 READBACK = 1 << 20
 
 
-def state_path_for(partial: Path) -> Path:
-    return partial.with_name(partial.name.replace(".incomplete", ".state"))
+class LockLost(Exception):
+    """This writer's lock was taken over (it stalled past the staleness window): stop writing."""
 
 
 class Assembly:
-    def __init__(self, entry: FileEntry, partial: Path) -> None:
+    def __init__(self, entry: FileEntry, partial: Path, fence: Callable[[], bool] | None = None) -> None:
         self.entry = entry
         self.size = entry.size
         self.partial = partial
         self.state_path = state_path_for(partial)
+        self.fence = fence
+        """Returns False once this writer no longer holds the blob's lock (checked before every
+        state write and before install)."""
         self.lock = threading.Lock()
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
-        self.done: list[Range] = self._load_state()
-        if not self.done:
-            os.ftruncate(self.fd, 0)
+        self.fd, self.done = claim_partial(partial, entry.etag, self.size)
         self.hasher = BlobHasher(self.size, entry.is_lfs)
         self.hashed = 0
         self._token = False
@@ -54,25 +53,22 @@ class Assembly:
         self.stream_owner: int | None = None
         self.integrity_failures = 0
         self.finalizing = False  # set (under lock) by the one thread that verifies and publishes
+        self.lost = False  # the lock was lost: another writer owns this blob now
+        self.dropped = False  # (engine) the lost file was taken off the transfer
         self.resets = 0  # bumped when the bytes are thrown away (a reader streaming them must abort)
         self.resumed = sum(b - a for a, b in self.done)
         self._hash_prefix(contiguous_prefix(self.done))
 
     # -- state ---------------------------------------------------------------------------------
-    def _load_state(self) -> list[Range]:
-        try:
-            data = json.loads(self.state_path.read_bytes())
-            if data.get("etag") != self.entry.etag or data.get("size") != self.size:
-                return []
-            done = merge((int(a), int(b)) for a, b in data["done"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return []
-        have = os.fstat(self.fd).st_size
-        return [(a, min(b, have)) for a, b in done if a < have and 0 <= a < b <= self.size]
+    def check_fence(self) -> None:
+        """Raise ``LockLost`` when another writer has taken this blob's lock over."""
+        if self.lost or (self.fence is not None and not self.fence()):
+            self.lost = True
+            raise LockLost(self.entry.path)
 
     def _save_state(self) -> None:
-        data = {"etag": self.entry.etag, "size": self.size, "done": [list(r) for r in self.done]}
-        atomic_write_bytes(self.state_path, json.dumps(data).encode(), mode=0o664, fsync=False)
+        self.check_fence()
+        write_state(self.state_path, self.entry.etag, self.size, self.fd, self.done)
 
     def missing_chunks(self, chunk: int) -> list[Range]:
         with self.lock:
@@ -175,13 +171,28 @@ class Assembly:
             self.finalizing = False
             self.state_path.unlink(missing_ok=True)
 
+    def sync(self) -> None:
+        """Flush the verified bytes to disk (before they are installed)."""
+        os.fsync(self.fd)
+
     def finish(self) -> None:
         """Sync and close; the caller renames the partial into place; the state file goes."""
         os.fsync(self.fd)
+        if same_inode(self.partial, self.fd):
+            self.state_path.unlink(missing_ok=True)
         self.close()
-        self.state_path.unlink(missing_ok=True)
+
+    def finish_installed(self) -> None:
+        """After our inode was installed from its fd: drop the partial's names if they are still ours."""
+        if same_inode(self.partial, self.fd):
+            self.state_path.unlink(missing_ok=True)
+            self.partial.unlink(missing_ok=True)
+        elif not os.path.lexists(self.partial):  # installed by renaming the partial itself
+            self.state_path.unlink(missing_ok=True)
+        self.close()
 
     def close(self) -> None:
         if self.fd >= 0:
+            release_inode(self.fd)
             os.close(self.fd)
             self.fd = -1

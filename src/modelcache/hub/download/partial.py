@@ -1,0 +1,299 @@
+"""Opening a partial blob so that no two live writers ever share an inode.
+
+The invariant that makes a stale lock holder harmless (issue #14.1): **a live process only
+ever writes into an inode that no other live process holds open for writing.** A writer that
+is SIGSTOPped past the lock's staleness window keeps its file descriptor, so the inode it
+holds is never resumed in place by the next holder, and so it is never the one published.
+
+How a writer takes a partial ``blobs/<etag>.mc.incomplete`` (``N``), with its state file
+``blobs/<etag>.mc.state`` (``S``):
+
+1. ``rename(N, <etag>.<random>.claim.incomplete)`` takes the inode out of the shared name;
+   of two concurrent takers only one gets it. A planted symlink is moved and then removed
+   (the link, never its target); a FIFO, socket or device is removed the same way. Nothing is
+   ever opened through a link (``O_NOFOLLOW``) or blocks (``O_NONBLOCK``); a file with other
+   hard links is never written.
+2. ``S`` (read without following links, bounded size) says which byte ranges are written, for
+   which inode, and by which process (host, pid). The inode is resumed *in place* only when
+   that process is provably gone (same host, pid not running, or this process and not open
+   here). Otherwise its written ranges are copied into a new inode (``copy_file_range``:
+   a reflink or server-side copy where the filesystem can) and the old inode is dropped; a
+   stale holder that wakes up writes into a file nobody will ever read.
+3. ``S`` is rewritten naming this process and the inode *before* the inode is given the
+   shared name again, so the next taker always knows who may still hold it.
+
+Installing (see ``Assembly.install_fd`` users) links the writer's *own* descriptor to a new
+name (``/proc/self/fd``), never "whatever file is called N now".
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import stat
+import threading
+import uuid
+from pathlib import Path
+
+from ...errors import CacheError
+
+__all__ = ["claim_partial", "read_state", "state_path_for", "write_state", "writer_gone", "OPEN_INODES"]
+
+MAX_STATE_BYTES = 4 * 1024 * 1024
+_COPY_STEP = 64 * 1024 * 1024
+
+OPEN_INODES: set[tuple[int, int]] = set()
+"""(dev, ino) of the partials this process has open: "this pid, but not open here" is gone."""
+_OPEN_LOCK = threading.Lock()
+
+Range = tuple[int, int]
+
+
+def state_path_for(partial: Path) -> Path:
+    """``<etag>.mc.incomplete`` → ``<etag>.mc.state``."""
+    return partial.with_name(partial.name.replace(".incomplete", ".state"))
+
+
+def _unlink_entry(path: Path) -> None:
+    """Remove a directory entry (a link is removed itself, never its target)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise CacheError(
+            f"{path} is a directory where a partial download belongs",
+            "remove it (it was not made by modelcache) and run the download again",
+        ) from None
+    except PermissionError as exc:
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise CacheError(f"{path} is a directory where a partial download belongs",
+                             "remove it (it was not made by modelcache) and run the download again") from None
+        raise exc
+
+
+def open_regular(path: Path, flags: int) -> int | None:
+    """Open an existing *regular* file without following a link and without blocking.
+
+    Returns None when there is nothing usable: absent, or a link/FIFO/socket/device, which is
+    removed (the entry itself). A directory is a clear ``CacheError``.
+    """
+    try:
+        before = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(before.st_mode):
+        _unlink_entry(path)  # raises the clear error
+        return None
+    if not stat.S_ISREG(before.st_mode):
+        _unlink_entry(path)
+        return None
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # swapped for a link/FIFO meanwhile
+            _unlink_entry(path)
+            return None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+        os.close(fd)
+        _unlink_entry(path)
+        return None
+    return fd
+
+
+def read_state(path: Path) -> dict[str, object] | None:
+    """The partial's state file as a dict, or None (absent, not a regular file, junk, too big)."""
+    try:
+        fd = open_regular(path, os.O_RDONLY)
+    except (OSError, CacheError):
+        return None
+    if fd is None:
+        return None
+    try:
+        if os.fstat(fd).st_size > MAX_STATE_BYTES:
+            return None
+        chunks = []
+        while True:
+            piece = os.read(fd, 1 << 20)
+            if not piece:
+                break
+            chunks.append(piece)
+        data = json.loads(b"".join(chunks))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
+    return data if isinstance(data, dict) else None
+
+
+def valid_ranges(data: dict[str, object], etag: str, size: int, st: os.stat_result | None) -> list[Range]:
+    """The written ranges a state claims, if it is about this blob (and this inode, when known)."""
+    if data.get("etag") != etag or data.get("size") != size:
+        return []
+    ino = data.get("ino")
+    if ino is not None and (st is None or ino != st.st_ino or data.get("dev") not in (None, st.st_dev)):
+        return []
+    done = data.get("done")
+    if not isinstance(done, list):
+        return []
+    have = st.st_size if st is not None else 0
+    out: list[Range] = []
+    for item in done:
+        if (not isinstance(item, list) or len(item) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
+            return []
+        a, b = item
+        if 0 <= a < b <= size and a < have:
+            out.append((a, min(b, have)))
+    return out
+
+
+def writer_gone(writer: object, inode: tuple[int, int]) -> bool:
+    """Is the process that last wrote this inode provably not running any more?"""
+    if not isinstance(writer, dict):
+        return False
+    pid = writer.get("pid")
+    if writer.get("host") != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False  # another host (or unknown): it may be alive, merely stalled
+    if pid == os.getpid():
+        with _OPEN_LOCK:
+            return inode not in OPEN_INODES
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range]) -> None:
+    """Atomically write the state for the inode behind ``fd``, naming this process as its writer."""
+    from ...files import atomic_write_bytes
+
+    st = os.fstat(fd)
+    data = {"etag": etag, "size": size, "ino": st.st_ino, "dev": st.st_dev,
+            "writer": {"host": socket.gethostname(), "pid": os.getpid()}, "done": [list(r) for r in done]}
+    atomic_write_bytes(path, json.dumps(data).encode(), mode=0o664, fsync=False)
+
+
+def _private_name(partial: Path, kind: str) -> Path:
+    etag = partial.name.split(".")[0]
+    return partial.with_name(f"{etag}.{uuid.uuid4().hex[:12]}.{kind}.incomplete")
+
+
+def _new_inode(partial: Path) -> tuple[int, Path]:
+    tmp = _private_name(partial, "claim")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    return fd, tmp
+
+
+def _copy_ranges(src: int, dst: int, ranges: list[Range]) -> None:
+    for a, b in ranges:
+        pos = a
+        while pos < b:
+            try:
+                n = os.copy_file_range(src, dst, min(_COPY_STEP, b - pos), pos, pos)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                data = os.pread(src, min(1 << 20, b - pos), pos)
+                n = os.pwrite(dst, data, pos) if data else 0
+            if n <= 0:
+                raise OSError(errno.EIO, f"short copy of a partial download at byte {pos}")
+            pos += n
+
+
+def claim_partial(partial: Path, etag: str, size: int) -> tuple[int, list[Range]]:
+    """Take the partial at ``partial`` for this writer: an fd on an inode nobody else writes, and
+    the byte ranges already in it. Creates a fresh one when there is nothing to resume."""
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    state_path = state_path_for(partial)
+    old_fd: int | None = None
+    claimed = _private_name(partial, "claim")
+    try:
+        if stat.S_ISDIR(os.lstat(partial).st_mode):
+            _unlink_entry(partial)  # raises the clear error
+        os.rename(partial, claimed)  # only one concurrent taker gets the inode (a link moves as a link)
+        try:
+            old_fd = open_regular(claimed, os.O_RDWR)
+        except PermissionError:
+            old_fd = open_regular(claimed, os.O_RDONLY)  # someone else's, not writable: copy it
+    except FileNotFoundError:
+        pass
+    fd, work_name = -1, claimed
+    done: list[Range] = []
+    try:
+        if old_fd is not None:
+            st = os.fstat(old_fd)
+            data = read_state(state_path) or {}
+            done = valid_ranges(data, etag, size, st)
+            writable = _fd_flags(old_fd) == os.O_RDWR
+            if done and st.st_nlink == 1 and writable and writer_gone(data.get("writer"), (st.st_dev, st.st_ino)):
+                fd, old_fd = old_fd, None  # resume in place: its writer is gone
+            else:
+                fd, work_name = _new_inode(partial)
+                _copy_ranges(old_fd, fd, done)
+        else:
+            fd, work_name = _new_inode(partial)
+        _register(fd)
+        write_state(state_path, etag, size, fd, done)
+        os.replace(work_name, partial)  # the shared name again: found and resumed after a kill
+        if work_name != claimed:
+            _unlink_quiet(claimed)
+        return fd, done
+    except BaseException:
+        if fd >= 0:
+            release_inode(fd)
+            os.close(fd)
+        _unlink_quiet(work_name)
+        if work_name != claimed:
+            _unlink_quiet(claimed)
+        raise
+    finally:
+        if old_fd is not None:
+            os.close(old_fd)
+
+
+def _fd_flags(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _register(fd: int) -> None:
+    st = os.fstat(fd)
+    with _OPEN_LOCK:
+        OPEN_INODES.add((st.st_dev, st.st_ino))
+
+
+def release_inode(fd: int) -> None:
+    """Forget an fd's inode in the in-process registry (before closing it)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return
+    with _OPEN_LOCK:
+        OPEN_INODES.discard((st.st_dev, st.st_ino))
+
+
+def same_inode(path: Path, fd: int) -> bool:
+    """Does the name ``path`` (not followed) refer to the inode open at ``fd``?"""
+    try:
+        a, b = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

@@ -144,6 +144,12 @@ class Settings:
     """Proxy and CA bundle from the environment."""
     raw_http: bool = True
     """File bodies over modelcache's minimal socket client (faster); ``MODELCACHE_RAW_HTTP=0``: httpx."""
+    api_deadline: float = 120.0
+    """Overall seconds one API call (revision info, a file-list page) may take, retries included:
+    429 (``Retry-After`` honoured), 5xx, dropped connections and timeouts are retried with backoff
+    and jitter until then."""
+    api_max_bytes: int = 64 * 1024 * 1024
+    """The largest API (JSON) answer accepted; a bigger or endless one fails with a clear error."""
 
     def with_overrides(self, **changes: object) -> Settings:
         changes = {k: v for k, v in changes.items() if v is not None}

@@ -165,7 +165,7 @@ class ModelCache(Lifecycle):
 
         client = self.client
         try:
-            info = client.revision_info(repo_type, repo_id, revision)
+            info = client.revision_info(repo_type, repo_id, revision, on_wait=progress.waiting)
         except EndpointUnreachable as exc:
             # like huggingface_hub: an unreachable endpoint falls back to what the cache has
             cached = check_revision(layout, revision, profile)
@@ -181,7 +181,7 @@ class ModelCache(Lifecycle):
         commit = info.commit
         tree = read_record(layout.tree_record(commit), commit)
         if tree is None:
-            tree = TreeRecord.of(commit, client.list_files(repo_type, repo_id, commit))
+            tree = TreeRecord.of(commit, client.list_files(repo_type, repo_id, commit, on_wait=progress.waiting))
         wanted = select(tree.files, profile, include, exclude)
         if not wanted and (include or exclude):
             raise InvalidInput(

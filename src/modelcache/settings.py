@@ -133,9 +133,9 @@ class Settings:
     chunk_size: int = 8 * 1024 * 1024
     """Bytes per ranged request; big files are fetched by several connections at once."""
     checkpoint_bytes: int = 8 * 1024 * 1024
-    """Resume granularity: progress is recorded every this many bytes (and every second) per
-    stream, so a killed run refetches at most this much per connection
-    (``MODELCACHE_CHECKPOINT_BYTES``)."""
+    """Resume granularity: progress is recorded every this many new bytes of a file (whatever
+    the number of connections on it) and every second, so a killed run refetches at most about
+    this much per file in flight (``MODELCACHE_CHECKPOINT_BYTES``)."""
     lock_stale_after: float = 30.0
     """Seconds without a heartbeat after which another host may take over a download lock."""
     allow_insecure_token: bool = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class Assembly:
         """Returns False once this writer no longer holds the blob's lock (checked before every
         state write and before install)."""
         self.lock = threading.Lock()
+        self.checkpoint_bytes = 4 * 1024 * 1024
+        self.checkpoint_interval = 1.0
+        self._unsaved, self._saved_at = 0, time.monotonic()
         self.fd, self.done = claim_partial(partial, entry.etag, self.size)
         self.hasher = BlobHasher(self.size, entry.is_lfs)
         self.hashed = 0
@@ -86,14 +90,22 @@ class Assembly:
                     return b
             return pos
 
-    def record(self, r: Range, persist: bool = True) -> None:
-        """Mark bytes ``r`` as written (and, unless ``persist`` is off, in the state file)."""
+    def record(self, r: Range, persist: bool | None = None) -> None:
+        """Mark bytes ``r`` as written. ``persist``: True writes the state file now, False never,
+        None when due — every ``checkpoint_bytes`` of new bytes *for this file* (whatever the
+        number of connections) or every ``checkpoint_interval`` seconds, so a SIGKILL costs at
+        most that much per file in flight, never connections x chunk."""
         if r[1] <= r[0]:
             return
         with self.lock:
             self.done = add_range(self.done, r)
+            self._unsaved += r[1] - r[0]
+            if persist is None:
+                persist = (self._unsaved >= self.checkpoint_bytes
+                           or time.monotonic() - self._saved_at >= self.checkpoint_interval)
             if persist:
                 self._save_state()
+                self._unsaved, self._saved_at = 0, time.monotonic()
 
     # -- writing and hashing ----------------------------------------------------------------------
     def write(self, offset: int, data: bytes | memoryview) -> None:

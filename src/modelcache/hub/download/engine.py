@@ -112,6 +112,7 @@ class TransferEngine:
         try:
             for job in jobs:
                 asm = Assembly(job.entry, job.partial, fence=job.fence)  # type: ignore[arg-type]
+                asm.checkpoint_bytes, asm.checkpoint_interval = self.checkpoint_bytes, self.checkpoint_interval
                 assemblies.append(asm)
                 if job.on_start is not None:
                     job.on_start(asm)
@@ -266,8 +267,7 @@ class TransferEngine:
         if not whole and not asm.no_ranges:
             headers["Range"] = f"bytes={pos}-{c.end - 1}"
         end = c.end
-        recorded = pos
-        last_ckpt = time.monotonic()
+        recorded = first = pos
         try:
             resp = self._open(c.job.url, headers, entry)
             try:
@@ -280,7 +280,7 @@ class TransferEngine:
                     if inline:
                         asm.release()
                         inline = False
-                    pos = recorded = 0
+                    pos = recorded = first = 0
                     end = entry.size
                     self.stats.add(restarts=1)
                 elif resp.status_code == 206:
@@ -300,7 +300,7 @@ class TransferEngine:
                     # inline hash would expect them, so the readback hashes them instead
                     asm.release()
                     inline = False
-                    pos = recorded = 0
+                    pos = recorded = first = 0
                     end = entry.size
                 body_len = _int(resp.headers.get("content-length"))
                 got = 0
@@ -321,22 +321,20 @@ class TransferEngine:
                     pos += n
                     self.stats.add(bytes_fetched=n)
                     self.on_bytes(entry.path, n)
-                    now = time.monotonic()
-                    if pos - recorded >= self.checkpoint_bytes or now - last_ckpt >= self.checkpoint_interval:
-                        asm.record((recorded, pos))
-                        recorded, last_ckpt = pos, now
+                    asm.record((recorded, pos))  # in memory now; to disk when due (per file)
+                    recorded = pos
                     if pos >= end and (body_len is None or got < body_len):
                         break  # more body than we need: drop it (and the connection)
                 # (a body read to its end lets httpx put the connection back in its pool)
             finally:
                 resp.close()
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            asm.record((recorded, pos))
+            asm.record((recorded, pos), persist=True)
             raise TransientError(
                 f"{entry.path}: connection lost at byte {pos} ({type(exc).__name__})", "retrying"
             ) from None
         # a whole file that arrived in one stream is verified next: no state file to write for it
-        asm.record((recorded, pos), persist=not (recorded == 0 and pos == entry.size))
+        asm.record((recorded, pos), persist=False if (first == 0 and pos == entry.size) else None)
         if pos < end and not self._abort.is_set():
             raise TransientError(f"{entry.path}: body ended at byte {pos} of {end}", "retrying")
         return max(pos, c.end) if end == entry.size and pos >= end else pos

@@ -243,7 +243,10 @@ def claim_partial(partial: Path, etag: str, size: int) -> tuple[int, list[Range]
         else:
             fd, work_name = _new_inode(partial)
         _register(fd)
-        write_state(state_path, etag, size, fd, done)
+        if done:  # name this writer before the inode is findable again (it may be resumed later)
+            write_state(state_path, etag, size, fd, done)
+        else:  # nothing to resume: no state at all (a stale one could match a recycled inode number)
+            _unlink_quiet(state_path)
         os.replace(work_name, partial)  # the shared name again: found and resumed after a kill
         if work_name != claimed:
             _unlink_quiet(claimed)

@@ -6,9 +6,13 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from helpers.fault_server import Repo
+from helpers.fault_server import FaultServer, Repo
 
 CHILD = r"""
 import sys
@@ -48,3 +52,20 @@ def sha256_of(path: Path) -> str:
         for piece in iter(lambda: fh.read(1 << 20), b""):
             h.update(piece)
     return h.hexdigest()
+
+
+@contextmanager
+def quick_fault_server(repo: Repo, **kw: object) -> Iterator[FaultServer]:
+    """``fault_server`` with Nagle off: no 40 ms delayed-ACK stall per request (many short runs)."""
+    fs = FaultServer(repo, **kw)  # type: ignore[arg-type]
+    handler = type("NoDelay", (fs.handler(),), {"disable_nagle_algorithm": True})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    fs.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield fs
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -39,7 +39,8 @@ from pathlib import Path
 
 from ...errors import CacheError
 
-__all__ = ["claim_partial", "read_state", "state_path_for", "write_state", "writer_gone", "OPEN_INODES"]
+__all__ = ["OPEN_INODES", "claim_partial", "read_state", "state_path_for", "write_state", "writer_gone",
+           "writer_identity"]
 
 MAX_STATE_BYTES = 4 * 1024 * 1024
 _COPY_STEP = 64 * 1024 * 1024
@@ -154,13 +155,38 @@ def valid_ranges(data: dict[str, object], etag: str, size: int, st: os.stat_resu
     return out
 
 
+def _process_space() -> str:
+    """Which pid numbering this process lives in: boot id + pid namespace. Two pods with the same
+    hostname (``hostNetwork``) or a rebooted host number their processes independently."""
+    cached = _SPACE.get(os.getpid())
+    if cached is not None:
+        return cached
+    parts = []
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
+        except OSError:
+            parts.append("?")
+    _SPACE[os.getpid()] = "|".join(parts)
+    return _SPACE[os.getpid()]
+
+
+_SPACE: dict[int, str] = {}
+
+
+def writer_identity() -> dict[str, object]:
+    """Who writes a partial: host, pid numbering and pid (recorded in its state file)."""
+    return {"host": socket.gethostname(), "space": _process_space(), "pid": os.getpid()}
+
+
 def writer_gone(writer: object, inode: tuple[int, int]) -> bool:
     """Is the process that last wrote this inode provably not running any more?"""
     if not isinstance(writer, dict):
         return False
     pid = writer.get("pid")
-    if writer.get("host") != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False  # another host (or unknown): it may be alive, merely stalled
+    if (writer.get("host") != socket.gethostname() or writer.get("space") != _process_space()
+            or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
+        return False  # another host, pid namespace or boot (or unknown): it may be alive, merely stalled
     if pid == os.getpid():
         with _OPEN_LOCK:
             return inode not in OPEN_INODES
@@ -179,7 +205,7 @@ def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range]) ->
 
     st = os.fstat(fd)
     data = {"etag": etag, "size": size, "ino": st.st_ino, "dev": st.st_dev,
-            "writer": {"host": socket.gethostname(), "pid": os.getpid()}, "done": [list(r) for r in done]}
+            "writer": writer_identity(), "done": [list(r) for r in done]}
     atomic_write_bytes(path, json.dumps(data).encode(), mode=0o664, fsync=False)
 
 

@@ -76,6 +76,11 @@ class LineProgress(Progress):
 
     def waiting(self, reason: str, seconds: float) -> None:
         what = "rate limited" if "429" in reason else "endpoint failing"
+        now = self.clock()
+        with self._lock:  # many connections may wait at once: one line per second is enough
+            if now - getattr(self, "_waited_at", -1e9) < 1.0:
+                return
+            self._waited_at = now
         if self.json_lines:
             self._emit("waiting", force=True, reason=f"{what}: {reason}", retry_in_s=round(seconds, 1))
         else:

@@ -286,7 +286,11 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
         from ..hub.client import HubClient
         from ..server.mirror import Mirror
 
-        client = HubClient.for_settings(settings, upstream.rstrip("/"), connections=32)
+        from ..hub.retry import RetryPolicy
+
+        # a client waits for the mirror: retry the upstream's API briefly, then answer from the cache
+        client = HubClient.for_settings(settings, upstream.rstrip("/"), connections=32,
+                                        retry=RetryPolicy(deadline=min(settings.api_deadline, 10.0)))
         mirror = Mirror(settings.cache_dir, client, ttl=parse_duration(revision_ttl, "--revision-ttl"),
                         offline=settings.offline, allow=allow, deny=deny, chunk_size=settings.chunk_size,
                         retries=settings.retries)

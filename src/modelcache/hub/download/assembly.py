@@ -95,11 +95,12 @@ class Assembly:
         None when due — every ``checkpoint_bytes`` of new bytes *for this file* (whatever the
         number of connections) or every ``checkpoint_interval`` seconds, so a SIGKILL costs at
         most that much per file in flight, never connections x chunk."""
-        if r[1] <= r[0]:
-            return
         with self.lock:
-            self.done = add_range(self.done, r)
-            self._unsaved += r[1] - r[0]
+            if r[1] > r[0]:
+                self.done = add_range(self.done, r)
+                self._unsaved += r[1] - r[0]
+            if not self._unsaved:
+                return  # nothing new since the last save
             if persist is None:
                 persist = (self._unsaved >= self.checkpoint_bytes
                            or time.monotonic() - self._saved_at >= self.checkpoint_interval)

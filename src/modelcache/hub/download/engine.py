@@ -334,7 +334,7 @@ class TransferEngine:
                 f"{entry.path}: connection lost at byte {pos} ({type(exc).__name__})", "retrying"
             ) from None
         # a whole file that arrived in one stream is verified next: no state file to write for it
-        asm.record((recorded, pos), persist=False if (first == 0 and pos == entry.size) else None)
+        asm.record((recorded, pos), persist=not (first == 0 and pos == entry.size))
         if pos < end and not self._abort.is_set():
             raise TransientError(f"{entry.path}: body ended at byte {pos} of {end}", "retrying")
         return max(pos, c.end) if end == entry.size and pos >= end else pos

@@ -8,22 +8,24 @@ holds is never resumed in place by the next holder, and so it is never the one p
 How a writer takes a partial ``blobs/<etag>.mc.incomplete`` (``N``), with its state file
 ``blobs/<etag>.mc.state`` (``S``):
 
-1. ``rename(N, <etag>.<random>.claim.incomplete)`` takes the inode out of the shared name;
-   of two concurrent takers only one gets it. A planted symlink is moved and then removed
-   (the link, never its target); a FIFO, socket or device is removed the same way. Nothing is
-   ever opened through a link (``O_NOFOLLOW``) or blocks (``O_NONBLOCK``); a file with other
-   hard links is never written.
-2. ``S`` (read without following links, bounded size) says which byte ranges are written, for
-   which inode, and by which process (host, pid). The inode is resumed *in place* only when
-   that process is provably gone (same host, pid not running, or this process and not open
-   here). Otherwise its written ranges are copied into a new inode (``copy_file_range``:
-   a reflink or server-side copy where the filesystem can) and the old inode is dropped; a
-   stale holder that wakes up writes into a file nobody will ever read.
-3. ``S`` is rewritten naming this process and the inode *before* the inode is given the
-   shared name again, so the next taker always knows who may still hold it.
+1. ``N`` is opened without following a link (``O_NOFOLLOW``) and without blocking
+   (``O_NONBLOCK``); anything but a regular file (a planted symlink, FIFO, socket, device) is
+   removed — the entry itself, never its target; a directory is a clear error. A file with
+   other hard links is never resumed, copied or written.
+2. ``S`` (read the same way, bounded size, validated) says which byte ranges are written, for
+   which inode, and by which process (host, boot + pid namespace, pid). The inode is resumed
+   *in place* only when that process is provably gone (same host and pid namespace, pid not
+   running; or this process, and not open here): it is first renamed to a private name, so of
+   two concurrent takers only one gets it. Otherwise its written ranges are copied into a new
+   inode (``copy_file_range``: a reflink or a server-side copy where the filesystem can),
+   which then replaces ``N``; a stale holder that wakes up writes into a file nobody will ever
+   read. (Until that swap ``N`` still holds the old bytes: a kill during the copy loses nothing.)
+3. ``S`` is rewritten naming this process and the inode *before* the inode is reachable as
+   ``N`` again, so the next taker always knows who may still hold it. A new partial with
+   nothing to resume has no state at all (a stale one could match a recycled inode number).
 
-Installing (see ``Assembly.install_fd`` users) links the writer's *own* descriptor to a new
-name (``/proc/self/fd``), never "whatever file is called N now".
+Installing (``cache.publish.install_blob_fd``) links the writer's *own* descriptor to a new
+name (``/proc/self/fd``) and renames that over the blob, never "whatever file is called N now".
 """
 
 from __future__ import annotations
@@ -241,53 +243,73 @@ def claim_partial(partial: Path, etag: str, size: int) -> tuple[int, list[Range]
     the byte ranges already in it. Creates a fresh one when there is nothing to resume."""
     partial.parent.mkdir(parents=True, exist_ok=True)
     state_path = state_path_for(partial)
-    old_fd: int | None = None
-    claimed = _private_name(partial, "claim")
-    try:
-        if stat.S_ISDIR(os.lstat(partial).st_mode):
-            _unlink_entry(partial)  # raises the clear error
-        os.rename(partial, claimed)  # only one concurrent taker gets the inode (a link moves as a link)
-        try:
-            old_fd = open_regular(claimed, os.O_RDWR)
-        except PermissionError:
-            old_fd = open_regular(claimed, os.O_RDONLY)  # someone else's, not writable: copy it
-    except FileNotFoundError:
-        pass
-    fd, work_name = -1, claimed
+    old_fd = _open_existing(partial)
+    fd, work = -1, None
     done: list[Range] = []
     try:
         if old_fd is not None:
             st = os.fstat(old_fd)
             data = read_state(state_path) or {}
-            done = valid_ranges(data, etag, size, st)
-            writable = _fd_flags(old_fd) == os.O_RDWR
-            if done and st.st_nlink == 1 and writable and writer_gone(data.get("writer"), (st.st_dev, st.st_ino)):
-                fd, old_fd = old_fd, None  # resume in place: its writer is gone
-            else:
-                fd, work_name = _new_inode(partial)
-                _copy_ranges(old_fd, fd, done)
-        else:
-            fd, work_name = _new_inode(partial)
+            # a file with other hard links may be someone else's file: never resumed nor copied
+            done = valid_ranges(data, etag, size, st) if st.st_nlink == 1 else []
+            if (done and _fd_flags(old_fd) == os.O_RDWR
+                    and writer_gone(data.get("writer"), (st.st_dev, st.st_ino))):
+                work = _take_in_place(partial, old_fd)
+                if work is not None:
+                    fd, old_fd = old_fd, None  # resume in place: its writer is gone
+        if fd < 0:
+            fd, work = _new_inode(partial)
+            if done and old_fd is not None:
+                _copy_ranges(old_fd, fd, done)  # the old inode stays resumable until the swap below
         _register(fd)
         if done:  # name this writer before the inode is findable again (it may be resumed later)
             write_state(state_path, etag, size, fd, done)
         else:  # nothing to resume: no state at all (a stale one could match a recycled inode number)
             _unlink_quiet(state_path)
-        os.replace(work_name, partial)  # the shared name again: found and resumed after a kill
-        if work_name != claimed:
-            _unlink_quiet(claimed)
+        os.replace(work, partial)  # type: ignore[arg-type]  # the shared name: resumed after a kill
         return fd, done
     except BaseException:
+        if work is not None:
+            if old_fd is None and fd >= 0:  # taken in place: give the name back
+                try:
+                    os.rename(work, partial)
+                except OSError:
+                    pass
+            else:
+                _unlink_quiet(work)
         if fd >= 0:
             release_inode(fd)
             os.close(fd)
-        _unlink_quiet(work_name)
-        if work_name != claimed:
-            _unlink_quiet(claimed)
         raise
     finally:
         if old_fd is not None:
             os.close(old_fd)
+
+
+def _open_existing(partial: Path) -> int | None:
+    """The existing partial, read-write if we may (read-only: it can only be copied)."""
+    try:
+        return open_regular(partial, os.O_RDWR)
+    except PermissionError:
+        return open_regular(partial, os.O_RDONLY)
+
+
+def _take_in_place(partial: Path, fd: int) -> Path | None:
+    """Move the inode behind ``fd`` from the shared name to a private one (only one concurrent
+    taker gets it). None when the name no longer holds that inode (then nothing is moved)."""
+    claimed = _private_name(partial, "claim")
+    try:
+        os.rename(partial, claimed)
+    except FileNotFoundError:
+        return None
+    if same_inode(claimed, fd):
+        return claimed
+    try:  # another writer swapped the name meanwhile: give its file back, untouched
+        os.link(claimed, partial)
+    except OSError:
+        pass
+    _unlink_quiet(claimed)
+    return None
 
 
 def _fd_flags(fd: int) -> int:

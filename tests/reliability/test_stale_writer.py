@@ -58,5 +58,6 @@ def test_sigstopped_holder_never_writes_into_the_published_blob(tmp_path: Path) 
     assert all(r.ok for r in mc.verify(repo.repo_id))
     assert mc.check(repo.repo_id).ready
     assert not partial.exists() and not state_path_for(partial).exists()
+    print(f"served {served / SIZE:.2f}x the file")
     # B resumed A's bytes (copied, not refetched) and A stopped early: not ~2x the file
-    assert served <= SIZE * 1.35, (served, SIZE)
+    assert served <= SIZE * 1.2, (served, SIZE)

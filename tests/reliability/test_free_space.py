@@ -4,6 +4,7 @@ let a rerun pass the check and fill the disk again."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from rel_helpers import model
 
 from modelcache import ModelCache, Settings
 from modelcache.errors import CacheError
+from modelcache.hub.download.partial import state_path_for, writer_identity
 
 
 def test_sparse_partial_does_not_count_as_downloaded(tmp_path: Path) -> None:
@@ -34,8 +36,13 @@ def test_sparse_partial_does_not_count_as_downloaded(tmp_path: Path) -> None:
         layout.blobs.mkdir(parents=True)
         with open(layout.partial(sha), "wb") as fh:
             fh.truncate(size)  # apparent size: all of it; allocated: nothing
-        if os.stat(layout.partial(sha)).st_blocks * 512 >= 1024**2:
+        st = os.stat(layout.partial(sha))
+        if st.st_blocks * 512 >= 1024**2:
             pytest.skip("this filesystem does not make sparse files")
+        # a state that would resume it in place (its writer is gone) and claims every byte
+        state_path_for(layout.partial(sha)).write_text(json.dumps({
+            "etag": sha, "size": size, "ino": st.st_ino, "dev": st.st_dev, "done": [[0, size]],
+            "writer": {**writer_identity(), "pid": 999_999_999}}))
         with pytest.raises(CacheError) as exc:
             mc.download(repo.repo_id, profile="full")
         assert "free" in exc.value.message

@@ -15,7 +15,6 @@ Composes ``hub`` (transfer engine) and ``cache`` (layout, publishing, locks):
 from __future__ import annotations
 
 import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from ..cache.records import TreeRecord
 from ..errors import CacheError
 from ..hub.client import HubClient
 from ..hub.download.assembly import state_path_for
+from ..hub.download.partial import resumable_in_place
 from ..hub.download.engine import Backoff, FileJob, TransferEngine
 from ..hub.download.plan import FilePlan, LocalState, plan_transfer
 from ..progress import Progress
@@ -55,18 +55,6 @@ def _size(p: Path) -> int | None:
         return p.stat().st_size
     except OSError:
         return None
-
-
-def _allocated(p: Path) -> int:
-    """Bytes a partial really holds on disk (its allocated blocks, not its apparent size: a
-    partial is sparse where ranges are missing, and a disk-full run leaves holes)."""
-    try:
-        st = os.lstat(p)
-    except OSError:
-        return 0
-    if not stat.S_ISREG(st.st_mode):
-        return 0
-    return min(st.st_size, st.st_blocks * 512)
 
 
 def _drop_installed_partial(layout: RepoLayout, etag: str) -> None:
@@ -111,7 +99,10 @@ def ensure_files(
     try:
         publish_record(layout, record)
         plan = plan_transfer(entries, {e.path: local_state(layout, commit, e) for e in entries})
-        partial_bytes = sum(_allocated(layout.partial(fp.entry.etag)) for fp in plan.to_fetch)
+        # what partials really hold (allocated blocks, not their apparent size), and only when
+        # they will be resumed in place (a copied one needs its room again until the swap)
+        partial_bytes = sum(resumable_in_place(layout.partial(fp.entry.etag), fp.entry.etag, fp.entry.size)
+                            for fp in plan.to_fetch)
         check_room(layout.cache_dir, max(0, plan.bytes_to_fetch - partial_bytes), layout.repo_id)
         progress.start(layout.repo_id, commit, plan)
         totals = {"fetched": 0, "resumed": 0, "waited": 0, "files": 0}

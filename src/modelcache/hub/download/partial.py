@@ -41,8 +41,8 @@ from pathlib import Path
 
 from ...errors import CacheError
 
-__all__ = ["OPEN_INODES", "claim_partial", "read_state", "state_path_for", "write_state", "writer_gone",
-           "writer_identity"]
+__all__ = ["OPEN_INODES", "claim_partial", "read_state", "resumable_in_place", "state_path_for", "write_state",
+           "writer_gone", "writer_identity"]
 
 MAX_STATE_BYTES = 4 * 1024 * 1024
 _COPY_STEP = 64 * 1024 * 1024
@@ -284,6 +284,22 @@ def claim_partial(partial: Path, etag: str, size: int) -> tuple[int, list[Range]
     finally:
         if old_fd is not None:
             os.close(old_fd)
+
+
+def resumable_in_place(partial: Path, etag: str, size: int) -> int:
+    """Bytes on disk (allocated blocks) of a partial that would be resumed *in place*; 0 when
+    there is none or when it would be copied (its writer may be alive): then the copy needs
+    that much room again until the old one is dropped. For the free-space pre-check."""
+    try:
+        st = os.lstat(partial)
+    except OSError:
+        return 0
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        return 0
+    data = read_state(state_path_for(partial)) or {}
+    if not valid_ranges(data, etag, size, st) or not writer_gone(data.get("writer"), (st.st_dev, st.st_ino)):
+        return 0
+    return min(st.st_size, st.st_blocks * 512)
 
 
 def _open_existing(partial: Path) -> int | None:

@@ -15,7 +15,7 @@ from rel_helpers import model
 
 from modelcache import ModelCache, Settings
 from modelcache.errors import CacheError
-from modelcache.hub.download.partial import state_path_for, writer_identity
+from modelcache.hub.download.partial import resumable_in_place, state_path_for, writer_identity
 
 
 def test_sparse_partial_does_not_count_as_downloaded(tmp_path: Path) -> None:
@@ -39,10 +39,14 @@ def test_sparse_partial_does_not_count_as_downloaded(tmp_path: Path) -> None:
         st = os.stat(layout.partial(sha))
         if st.st_blocks * 512 >= 1024**2:
             pytest.skip("this filesystem does not make sparse files")
-        # a state that would resume it in place (its writer is gone) and claims every byte
+        # as a writer leaves it (shared + private name), with a state that would resume it in
+        # place (its writer is gone) and claims every byte
+        private = f"{sha}.0123456789ab.w.incomplete"
+        os.link(layout.partial(sha), layout.blobs / private)
         state_path_for(layout.partial(sha)).write_text(json.dumps({
             "etag": sha, "size": size, "ino": st.st_ino, "dev": st.st_dev, "done": [[0, size]],
-            "writer": {**writer_identity(), "pid": 999_999_999}}))
+            "private": private, "writer": {**writer_identity(), "pid": 999_999_999}}))
+        assert resumable_in_place(layout.partial(sha), sha, size) == 0  # holds nothing on disk
         with pytest.raises(CacheError) as exc:
             mc.download(repo.repo_id, profile="full")
         assert "free" in exc.value.message

@@ -56,43 +56,22 @@ def install_blob(layout: RepoLayout, etag: str, verified_tmp: Path) -> Path:
     return target
 
 
-def install_blob_fd(layout: RepoLayout, etag: str, fd: int, partial: Path | None = None) -> Path:
+def install_blob_fd(layout: RepoLayout, etag: str, fd: int, private: Path) -> Path | None:
     """Make the verified inode open at ``fd`` the blob ``blobs/<etag>`` (atomic; idempotent).
 
-    The inode is linked by its descriptor (``/proc/self/fd``) to a new private name, which is
-    then renamed over the blob: what gets installed is always the inode this writer verified,
-    never whatever another writer may meanwhile have put under the partial's name. Where the
-    filesystem cannot link (no hard links, no ``/proc``), the partial is renamed by name after
-    checking that the name still refers to this inode.
+    ``private`` is the writer's own name for that inode: it is checked to still be that inode
+    and renamed over the blob. What gets installed is always the inode this writer verified,
+    never whatever another writer may meanwhile have put under the partial's shared name.
+    Returns None (nothing installed) when the private name is not ours any more.
     """
     target = layout.blob(etag)
     try:
         os.fchmod(fd, FILE_MODE)
     except OSError:
         pass
-    tmp = layout.blobs / f"{etag}.{uuid.uuid4().hex[:12]}.install.incomplete"
-    try:
-        dirfd = os.open(layout.blobs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:  # linkat(…, AT_SYMLINK_FOLLOW): Python uses it only when a dir fd is given
-            os.link(f"/proc/self/fd/{fd}", tmp.name, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=True)
-        finally:
-            os.close(dirfd)
-    except OSError:
-        if partial is None or not _same_inode(partial, fd):
-            raise CacheError(
-                f"cannot install {etag[:12]}…: the partial download was replaced by another writer",
-                "run the download again",
-            ) from None
-        os.replace(partial, target)
-        return target
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    if not _same_inode(private, fd):
+        return None
+    os.replace(private, target)
     return target
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from ..cache.access import Access, write_access
 from ..cache.layout import RepoLayout
-from ..cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
+from ..cache.publish import ensure_repo_dirs, install_blob_fd, link_file, publish_record
 from ..protocol import FileEntry
 from ..cache.records import TreeRecord, read_record
 from ..cache.usage import record_use
@@ -148,8 +149,10 @@ class Mirror:
             fill.asm = asm
             fill.started.set()
 
+        def install(e: FileEntry, fd: int, private: Path) -> Path | None:  # the verified inode itself
+            return install_blob_fd(layout, e.etag, fd, private)
+
         def publish(e: FileEntry) -> None:
-            install_blob(layout, e.etag, layout.partial(e.etag))
             link_file(layout, commit, e)
             record_use(layout, commit)
 
@@ -163,7 +166,7 @@ class Mirror:
                 link_file(layout, commit, entry)
             else:
                 job = FileJob(entry, self.client.file_url(layout.repo_type, layout.repo_id, commit, entry.path),
-                              layout.partial(entry.etag), publish, on_start=on_start)
+                              layout.partial(entry.etag), publish, on_start=on_start, install=install)
                 TransferEngine(self.client, connections=self.connections, chunk_size=self.chunk_size,
                                backoff=Backoff(base=0.2, cap=5.0, attempts=self.retries), on_bytes=count,
                                repo_id=layout.repo_id).run([job])
@@ -183,12 +186,23 @@ class Mirror:
                     del self._fills[key]
 
     def partial_fd(self, layout: RepoLayout, entry: FileEntry) -> int | None:
-        """An fd on the bytes being filled (stays valid across the final rename); None if neither exists."""
-        for path in (layout.partial(entry.etag), layout.blob(entry.etag)):
+        """An fd on the bytes being filled (stays valid across the final rename); None if neither exists.
+
+        The partial's name is only trusted when it holds *this* fill's inode (another process may
+        be filling the same blob into its own inode); a blob is always verified bytes."""
+        with self._lock:
+            fill = self._fills.get((str(layout.folder), entry.etag))
+        want = fill.asm.inode if fill is not None and fill.asm is not None else None
+        for path, must_match in ((layout.partial(entry.etag), True), (layout.blob(entry.etag), False)):
             try:
-                return os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
                 continue
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (must_match and (st.st_dev, st.st_ino) != want):
+                os.close(fd)
+                continue
+            return fd
         return None
 
 

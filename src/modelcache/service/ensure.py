@@ -143,8 +143,8 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
     def blob_ready(e: FileEntry) -> bool:
         return _size(layout.blob(e.etag)) == e.size
 
-    def install(entry: FileEntry, fd: int) -> None:
-        install_blob_fd(layout, entry.etag, fd, layout.partial(entry.etag))
+    def install(entry: FileEntry, fd: int, private: Path) -> Path | None:
+        return install_blob_fd(layout, entry.etag, fd, private)
 
     def publish(entry: FileEntry) -> None:
         link_file(layout, commit, entry)

@@ -48,7 +48,11 @@ class Assembly:
         self.checkpoint_bytes = 4 * 1024 * 1024
         self.checkpoint_interval = 1.0
         self._unsaved, self._saved_at = 0, time.monotonic()
-        self.fd, self.done = claim_partial(partial, entry.etag, self.size)
+        self.fd, self.done, self.private = claim_partial(partial, entry.etag, self.size)
+        """``private``: this writer's own name for its inode (installed by renaming it)."""
+        st = os.fstat(self.fd)
+        self.inode = (st.st_dev, st.st_ino)
+        """(dev, ino) of this writer's partial: a reader opening it by name checks it got this one."""
         self.hasher = BlobHasher(self.size, entry.is_lfs)
         self.hashed = 0
         self._token = False
@@ -72,7 +76,7 @@ class Assembly:
 
     def _save_state(self) -> None:
         self.check_fence()
-        write_state(self.state_path, self.entry.etag, self.size, self.fd, self.done)
+        write_state(self.state_path, self.entry.etag, self.size, self.fd, self.done, self.private.name)
 
     def missing_chunks(self, chunk: int) -> list[Range]:
         with self.lock:
@@ -193,16 +197,25 @@ class Assembly:
         os.fsync(self.fd)
         if same_inode(self.partial, self.fd):
             self.state_path.unlink(missing_ok=True)
+        self._drop_private()
         self.close()
 
     def finish_installed(self) -> None:
-        """After our inode was installed from its fd: drop the partial's names if they are still ours."""
+        """After our private name was installed as the blob: drop the shared name and state if
+        they are still ours."""
         if same_inode(self.partial, self.fd):
             self.state_path.unlink(missing_ok=True)
             self.partial.unlink(missing_ok=True)
-        elif not os.path.lexists(self.partial):  # installed by renaming the partial itself
-            self.state_path.unlink(missing_ok=True)
+        self._drop_private()
         self.close()
+
+    def _drop_private(self) -> None:
+        if same_inode(self.private, self.fd):
+            self.private.unlink(missing_ok=True)
+
+    def abandon(self) -> None:
+        """Lost to another writer: drop our private name (our bytes are nobody's now)."""
+        self._drop_private()
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -41,9 +42,11 @@ class FileJob:
     """Called with the file's assembly before any byte moves (a mirror streams from it)."""
     fence: Callable[[], bool] | None = None
     """False once this process no longer holds the blob's lock: the file is dropped (``lost``)."""
-    install: Callable[[FileEntry, int], None] | None = None
-    """Given the fd of the verified, synced partial: make *that inode* the blob (never a name
-    that another writer may have replaced). Without it, ``on_verified`` renames by name."""
+    install: Callable[[FileEntry, int, Path], object] | None = None
+    """Given the fd of the verified, synced partial and the writer's private name for it: make
+    *that inode* the blob (never the shared partial name, which another writer may have swapped;
+    return None when the private name is not ours any more). Without it, ``on_verified``
+    renames the shared name (legacy)."""
 
 
 @dataclass
@@ -188,7 +191,9 @@ class TransferEngine:
             return
         if job.install is not None:
             asm.sync()
-            job.install(job.entry, asm.fd)
+            if job.install(job.entry, asm.fd, asm.private) is None:
+                self._lose(asm, job)  # our private name was taken: we were presumed dead meanwhile
+                return
             asm.finish_installed()
         else:
             asm.finish()
@@ -204,6 +209,7 @@ class TransferEngine:
                 return
             asm.lost = asm.dropped = True
             self.lost.append(job)
+        asm.abandon()
         with self._cv:
             self._remaining -= 1
             self._cv.notify_all()

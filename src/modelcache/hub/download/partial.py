@@ -5,27 +5,28 @@ ever writes into an inode that no other live process holds open for writing.** A
 is SIGSTOPped past the lock's staleness window keeps its file descriptor, so the inode it
 holds is never resumed in place by the next holder, and so it is never the one published.
 
-How a writer takes a partial ``blobs/<etag>.mc.incomplete`` (``N``), with its state file
-``blobs/<etag>.mc.state`` (``S``):
+Every writer's inode has two names: the shared ``blobs/<etag>.mc.incomplete`` (``N``: found
+and resumed after a kill) and the writer's private ``blobs/<etag>.<random>.w.incomplete``
+(``P``: what it installs — renamed over ``blobs/<etag>`` once verified, so what gets published
+is always the inode that writer verified, never "whatever file is called N now"). The state
+file ``blobs/<etag>.mc.state`` (``S``) names the inode, its writer and ``P``.
 
 1. ``N`` is opened without following a link (``O_NOFOLLOW``) and without blocking
    (``O_NONBLOCK``); anything but a regular file (a planted symlink, FIFO, socket, device) is
    removed — the entry itself, never its target; a directory is a clear error. A file with
-   other hard links is never resumed, copied or written.
+   hard links other than its ``P`` is never resumed, copied or written.
 2. ``S`` (read the same way, bounded size, validated) says which byte ranges are written, for
    which inode, and by which process (host, boot + pid namespace, pid). The inode is resumed
    *in place* only when that process is provably gone (same host and pid namespace, pid not
-   running; or this process, and not open here): it is first renamed to a private name, so of
-   two concurrent takers only one gets it. Otherwise its written ranges are copied into a new
-   inode (``copy_file_range``: a reflink or a server-side copy where the filesystem can),
-   which then replaces ``N``; a stale holder that wakes up writes into a file nobody will ever
-   read. (Until that swap ``N`` still holds the old bytes: a kill during the copy loses nothing.)
-3. ``S`` is rewritten naming this process and the inode *before* the inode is reachable as
-   ``N`` again, so the next taker always knows who may still hold it. A new partial with
-   nothing to resume has no state at all (a stale one could match a recycled inode number).
-
-Installing (``cache.publish.install_blob_fd``) links the writer's *own* descriptor to a new
-name (``/proc/self/fd``) and renames that over the blob, never "whatever file is called N now".
+   running; or this process, and not open here): the taker renames the gone writer's ``P`` to
+   its own, so of two concurrent takers only one gets it. Otherwise the written ranges are
+   copied into a new inode (``copy_file_range``: a reflink or a server-side copy where the
+   filesystem can), which then replaces ``N``; a stale holder that wakes up writes into a file
+   nobody will ever publish but itself (and it only installs after re-checking its lock).
+   Until that swap ``N`` still holds the old bytes: a kill during the copy loses nothing.
+3. ``S`` is rewritten naming this writer *before* its inode is reachable as ``N``, so the
+   next taker always knows who may still hold it. A partial with nothing to resume has no
+   state at all (a stale one could match a recycled inode number).
 """
 
 from __future__ import annotations
@@ -201,13 +202,14 @@ def writer_gone(writer: object, inode: tuple[int, int]) -> bool:
     return False
 
 
-def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range]) -> None:
-    """Atomically write the state for the inode behind ``fd``, naming this process as its writer."""
+def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range], private: str) -> None:
+    """Atomically write the state for the inode behind ``fd``, naming this process as its writer
+    and ``private`` as the writer's own name for the inode."""
     from ...files import atomic_write_bytes
 
     st = os.fstat(fd)
     data = {"etag": etag, "size": size, "ino": st.st_ino, "dev": st.st_dev,
-            "writer": writer_identity(), "done": [list(r) for r in done]}
+            "writer": writer_identity(), "private": private, "done": [list(r) for r in done]}
     atomic_write_bytes(path, json.dumps(data).encode(), mode=0o664, fsync=False)
 
 
@@ -217,7 +219,7 @@ def _private_name(partial: Path, kind: str) -> Path:
 
 
 def _new_inode(partial: Path) -> tuple[int, Path]:
-    tmp = _private_name(partial, "claim")
+    tmp = _private_name(partial, "w")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     return fd, tmp
 
@@ -238,45 +240,43 @@ def _copy_ranges(src: int, dst: int, ranges: list[Range]) -> None:
             pos += n
 
 
-def claim_partial(partial: Path, etag: str, size: int) -> tuple[int, list[Range]]:
-    """Take the partial at ``partial`` for this writer: an fd on an inode nobody else writes, and
-    the byte ranges already in it. Creates a fresh one when there is nothing to resume."""
+def claim_partial(partial: Path, etag: str, size: int) -> tuple[int, list[Range], Path]:
+    """Take the partial at ``partial`` for this writer: an fd on an inode nobody else writes, the
+    byte ranges already in it, and the writer's private name for that inode (what gets
+    installed). Creates a fresh partial when there is nothing to resume."""
     partial.parent.mkdir(parents=True, exist_ok=True)
     state_path = state_path_for(partial)
     old_fd = _open_existing(partial)
-    fd, work = -1, None
+    fd, private, in_place = -1, None, False
     done: list[Range] = []
     try:
         if old_fd is not None:
             st = os.fstat(old_fd)
             data = read_state(state_path) or {}
-            # a file with other hard links may be someone else's file: never resumed nor copied
-            done = valid_ranges(data, etag, size, st) if st.st_nlink == 1 else []
-            if (done and _fd_flags(old_fd) == os.O_RDWR
+            # a file with unknown other hard links may be someone else's: never resumed nor copied
+            done = valid_ranges(data, etag, size, st) if _links_are_ours(st, data, partial.parent) else []
+            if (done and _fd_flags(old_fd) == os.O_RDWR and st.st_nlink == 2
                     and writer_gone(data.get("writer"), (st.st_dev, st.st_ino))):
-                work = _take_in_place(partial, old_fd)
-                if work is not None:
-                    fd, old_fd = old_fd, None  # resume in place: its writer is gone
+                private = _take_in_place(partial.parent / str(data["private"]), partial, old_fd)
+                if private is not None:
+                    fd, old_fd, in_place = old_fd, None, True  # resume in place: its writer is gone
         if fd < 0:
-            fd, work = _new_inode(partial)
+            fd, private = _new_inode(partial)
             if done and old_fd is not None:
                 _copy_ranges(old_fd, fd, done)  # the old inode stays resumable until the swap below
         _register(fd)
-        if done:  # name this writer before the inode is findable again (it may be resumed later)
-            write_state(state_path, etag, size, fd, done)
+        if done:  # name this writer before its inode is findable again (it may be resumed later)
+            write_state(state_path, etag, size, fd, done, private.name)  # type: ignore[union-attr]
         else:  # nothing to resume: no state at all (a stale one could match a recycled inode number)
             _unlink_quiet(state_path)
-        os.replace(work, partial)  # type: ignore[arg-type]  # the shared name: resumed after a kill
-        return fd, done
+        if not in_place:  # the shared name (found and resumed after a kill) — atomically swapped
+            tmp = _private_name(partial, "link")
+            os.link(private, tmp)  # type: ignore[arg-type]
+            os.replace(tmp, partial)
+        return fd, done, private  # type: ignore[return-value]
     except BaseException:
-        if work is not None:
-            if old_fd is None and fd >= 0:  # taken in place: give the name back
-                try:
-                    os.rename(work, partial)
-                except OSError:
-                    pass
-            else:
-                _unlink_quiet(work)
+        if private is not None and not in_place:
+            _unlink_quiet(private)
         if fd >= 0:
             release_inode(fd)
             os.close(fd)
@@ -284,6 +284,43 @@ def claim_partial(partial: Path, etag: str, size: int) -> tuple[int, list[Range]
     finally:
         if old_fd is not None:
             os.close(old_fd)
+
+
+def _links_are_ours(st: os.stat_result, data: dict[str, object], folder: Path) -> bool:
+    """A partial has its shared name and its writer's private name (recorded in the state);
+    one name only is fine too (a leftover); any other hard link is not ours."""
+    if st.st_nlink == 1:
+        return True
+    private = data.get("private")
+    if st.st_nlink != 2 or not _is_private_name(private):
+        return False
+    try:
+        pst = os.lstat(folder / str(private))
+    except OSError:
+        return False
+    return (pst.st_dev, pst.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _is_private_name(name: object) -> bool:
+    return (isinstance(name, str) and len(name) < 200 and "/" not in name and "\0" not in name
+            and name.endswith(".w.incomplete") and not name.startswith("."))
+
+
+def _take_in_place(old_private: Path, partial: Path, fd: int) -> Path | None:
+    """Rename the gone writer's private name to ours: of two concurrent takers only one gets
+    it. None when that name no longer holds the inode behind ``fd`` (then nothing is moved)."""
+    mine = _private_name(partial, "w")
+    try:
+        os.rename(old_private, mine)
+    except FileNotFoundError:
+        return None
+    if same_inode(mine, fd):
+        return mine
+    try:  # not the inode we inspected: give it back untouched
+        os.rename(mine, old_private)
+    except OSError:
+        pass
+    return None
 
 
 def resumable_in_place(partial: Path, etag: str, size: int) -> int:
@@ -294,9 +331,11 @@ def resumable_in_place(partial: Path, etag: str, size: int) -> int:
         st = os.lstat(partial)
     except OSError:
         return 0
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 2:
         return 0
     data = read_state(state_path_for(partial)) or {}
+    if not _links_are_ours(st, data, partial.parent):
+        return 0
     if not valid_ranges(data, etag, size, st) or not writer_gone(data.get("writer"), (st.st_dev, st.st_ino)):
         return 0
     return min(st.st_size, st.st_blocks * 512)
@@ -308,24 +347,6 @@ def _open_existing(partial: Path) -> int | None:
         return open_regular(partial, os.O_RDWR)
     except PermissionError:
         return open_regular(partial, os.O_RDONLY)
-
-
-def _take_in_place(partial: Path, fd: int) -> Path | None:
-    """Move the inode behind ``fd`` from the shared name to a private one (only one concurrent
-    taker gets it). None when the name no longer holds that inode (then nothing is moved)."""
-    claimed = _private_name(partial, "claim")
-    try:
-        os.rename(partial, claimed)
-    except FileNotFoundError:
-        return None
-    if same_inode(claimed, fd):
-        return claimed
-    try:  # another writer swapped the name meanwhile: give its file back, untouched
-        os.link(claimed, partial)
-    except OSError:
-        pass
-    _unlink_quiet(claimed)
-    return None
 
 
 def _fd_flags(fd: int) -> int:

@@ -23,7 +23,7 @@ import httpx
 from ...protocol import FileEntry
 from ...errors import IntegrityError, ModelCacheError, ProtocolError, TransientError
 from .assembly import Assembly, LockLost
-from .ranges import DEFAULT_CHUNK
+from .ranges import DEFAULT_CHUNK, content_range as _content_range, header_int as _int
 from ..client import HubClient, error_for_response
 from ..rawhttp import RawResponse, Unsupported, iter_body
 from ..retry import Backoff, WaitCallback
@@ -379,24 +379,3 @@ class TransferEngine:
                 continue
             return resp
         raise ProtocolError(f"{entry.path}: too many redirects", "is the endpoint HF-compatible?")
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _content_range(value: str | None, size: int) -> tuple[int, int] | None:
-    """``bytes a-b/N`` → ``(a, b + 1)`` when N is the expected size; None otherwise."""
-    if not value or not value.startswith("bytes "):
-        return None
-    span, _, total = value[6:].partition("/")
-    a, _, b = span.partition("-")
-    try:
-        if total != "*" and int(total) != size:
-            return None
-        return int(a), int(b) + 1
-    except ValueError:
-        return None

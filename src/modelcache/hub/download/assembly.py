@@ -1,16 +1,22 @@
 """One blob being assembled from byte ranges by several threads, verified as it grows.
 
-- Bytes go to ``blobs/<etag>.mc.incomplete`` with ``pwrite`` at their offsets.
-- ``blobs/<etag>.mc.state`` records which ranges are written (every few MiB per stream), so a
-  run killed with SIGKILL resumes with only the unrecorded tail of each in-flight range to
-  refetch. The data is not fsynced per checkpoint: a power loss may make the state claim bytes
-  the disk lost, which the final digest catches (the file is fetched again, never kept corrupt).
+- Bytes go with ``pwrite`` at their offsets into an inode that only this writer writes
+  (``partial.claim_partial``): reachable as ``blobs/<etag>.mc.incomplete`` (to resume after a
+  kill) and as this writer's private name (what it installs once verified).
+- ``blobs/<etag>.mc.state`` records which ranges are written: every piece is recorded in
+  memory as it lands, and the state is persisted every ``checkpoint_bytes`` of new bytes of
+  the file (whatever the number of connections) or every ``checkpoint_interval`` seconds, so a
+  SIGKILL costs about that much per file in flight. The data is not fsynced per checkpoint: a
+  power loss may make the state claim bytes the disk lost, which the final digest catches.
+- Before every state write (and, in the engine, before every request and the install) the
+  writer checks its lock is still its own (``fence``): a writer that stalled past the lock's
+  staleness window stops (``LockLost``) instead of competing with the one that took over.
 - The hash follows a *frontier*: bytes ``0..hashed`` are hashed. A worker streaming the range
   that starts at the frontier hashes its bytes as they arrive (no extra I/O); ranges finished
   ahead of the frontier are hashed by reading them back from the page cache when the frontier
   reaches them. One thread at a time holds the *hash token* and feeds the hasher.
 - When the frontier reaches the size, the digest is compared with the etag (sha256 for LFS
-  files, git sha1 otherwise). Only then may the file be renamed into ``blobs/``.
+  files, git sha1 otherwise). Only then may the inode be installed into ``blobs/``.
 """
 
 from __future__ import annotations

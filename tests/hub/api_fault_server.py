@@ -45,6 +45,9 @@ class ApiFaultServer(FaultServer):
                 if fault is not None:
                     hdrs = {"Retry-After": srv.retry_after} if fault == 429 and srv.rng.random() < 0.5 else {}
                     return self._json(fault, {"error": "injected"}, hdrs)  # type: ignore[arg-type]
+                if srv.api_mode == "stall":  # headers never come
+                    srv.stop.wait(30)
+                    return
                 if srv.api_mode == "trickle":
                     self.send_response(200)
                     self.send_header("Content-Length", "100000")

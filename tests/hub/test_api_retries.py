@@ -131,6 +131,18 @@ def test_a_trickling_api_answer_fails_after_the_deadline(tmp_path: Path) -> None
     assert "within 1s" in exc.value.message or "gave up" in exc.value.message
 
 
+def test_an_api_call_that_never_answers_times_out_and_gives_up(tmp_path: Path) -> None:
+    repo = small_repo()
+    with api_fault_server(repo) as srv:
+        srv.api_mode = "stall"
+        s = Settings(cache_dir=tmp_path / "c", endpoint=srv.url, timeout=0.3)
+        mc = ModelCache(s)
+        mc._client = HubClient.for_settings(s, retry=fast_policy(deadline=1.0))
+        with pytest.raises(TransientError) as exc:
+            mc.download(repo.repo_id)
+    assert "timed out" in exc.value.message.lower() or "gave up" in exc.value.message
+
+
 def test_an_endless_json_answer_fails_at_the_cap(tmp_path: Path) -> None:
     repo = small_repo()
     with api_fault_server(repo) as srv:

@@ -130,6 +130,8 @@ def _copy_ranges(src: int, dst: int, ranges: list[Range]) -> None:
         pos = a
         while pos < b:
             try:
+                if not hasattr(os, "copy_file_range"):  # (not Linux)
+                    raise OSError(errno.ENOSYS, "no copy_file_range")
                 n = os.copy_file_range(src, dst, min(_COPY_STEP, b - pos), pos, pos)
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):

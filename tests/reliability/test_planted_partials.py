@@ -110,3 +110,34 @@ def test_a_directory_at_the_partial_is_a_clear_error(tmp_path: Path) -> None:
             mc.download(repo.repo_id)
     assert "is a directory where a partial download belongs" in exc.value.message
     assert not mc.check(repo.repo_id).ready
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the threat is a root mirror; run as root to test it")
+def test_a_mirror_fill_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    """#11.2, mirror side: a client asking a root mirror for a file whose partial is a planted
+    link gets the right bytes; the link's target (a system file) is neither created nor written."""
+    import httpx
+
+    from modelcache.cache.layout import RepoLayout
+    from modelcache.hub.client import HubClient
+    from modelcache.server.background import running_server
+    from modelcache.server.mirror import Mirror
+
+    repo = model("org/mirrored", SIZE)
+    etag = repo.etag("model.safetensors")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    layout = RepoLayout(cache, "model", repo.repo_id)
+    layout.blobs.mkdir(parents=True)
+    data = b"precious root-owned data\n"
+    victim = _victim(tmp_path, "victim", data)
+    st = os.stat(victim)
+    os.symlink(victim, layout.partial(etag))
+    ghost = tmp_path / "outside" / "created-by-root"
+    os.symlink(ghost, state_path_for(layout.partial(etag)))
+    with fault_server(repo) as srv, running_server(cache, mirror=Mirror(cache, HubClient(srv.url))) as url:
+        commit = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main").json()["sha"]
+        r = httpx.get(f"{url}/{repo.repo_id}/resolve/{commit}/model.safetensors", timeout=60)
+        assert r.status_code == 200 and r.content == repo.files["model.safetensors"]
+    _unchanged(victim, data, st)
+    assert not ghost.exists()

@@ -141,3 +141,21 @@ def test_a_mirror_fill_never_writes_through_a_planted_link(tmp_path: Path) -> No
         assert r.status_code == 200 and r.content == repo.files["model.safetensors"]
     _unchanged(victim, data, st)
     assert not ghost.exists()
+
+
+def test_leftover_private_copies_are_swept_by_the_next_download(tmp_path: Path) -> None:
+    """A run killed mid-copy leaves a private copy of a partial: the next download (holding the
+    blob's lock) removes it, and keeps the shared partial it resumes from."""
+    repo = model("org/leftover", SIZE)
+    etag = repo.etag("model.safetensors")
+    with fault_server(repo) as srv:
+        mc = _mc(tmp_path, srv.url)
+        layout = mc.layout(repo.repo_id)
+        layout.blobs.mkdir(parents=True)
+        orphan = layout.blobs / f"{etag}.0123456789ab.w.incomplete"
+        orphan.write_bytes(b"y" * 5000)
+        other = layout.blobs / f"{'c' * 64}.0123456789ab.w.incomplete"  # another blob's: not ours
+        other.write_bytes(b"z")
+        mc.download(repo.repo_id)
+    assert not orphan.exists() and other.exists()
+    assert mc.check(repo.repo_id).ready

@@ -162,6 +162,7 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
         """Fetch ``batch``; returns the files whose lock another process took over meanwhile."""
         if not batch:
             return []
+        _sweep_leftovers(layout, {fp.entry.etag for fp in batch})
         jobs = [FileJob(fp.entry, client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path),
                         layout.partial(fp.entry.etag), publish, fence=locks[fp.entry.etag].still_mine,
                         install=install) for fp in batch]
@@ -221,6 +222,37 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
     finally:
         for lk in locks.values():
             lk.release()
+
+
+_LEFTOVER_KINDS = (".w.incomplete", ".link.incomplete", ".claim.incomplete", ".install.incomplete")
+
+
+def _sweep_leftovers(layout: RepoLayout, etags: set[str]) -> None:
+    """Before fetching blobs whose locks we hold: remove the private names other writers left
+    for them (killed mid-claim or mid-copy; or a stale holder, which then cannot install and
+    stops). They may hold a whole copy of a partial: disk is freed now, not at the next ``gc``.
+    The shared partial and whatever shares its inode are kept (that is what we resume)."""
+    try:
+        entries = list(os.scandir(layout.blobs))
+    except OSError:
+        return
+    keep: set[tuple[int, int]] = set()
+    for etag in etags:
+        try:
+            st = os.lstat(layout.partial(etag))
+            keep.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    for entry in entries:
+        name = entry.name
+        if not name.endswith(_LEFTOVER_KINDS) or name.split(".", 1)[0] not in etags:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if (st.st_dev, st.st_ino) not in keep:
+                os.unlink(entry.path)
+        except OSError:
+            pass
 
 
 def os_error(exc: OSError, layout: RepoLayout) -> CacheError:

@@ -14,6 +14,7 @@ from helpers.fault_server import Repo, fault_server
 
 from modelcache import ModelCache, Settings
 from modelcache.hub.client import HubClient
+from modelcache.hub.retry import RetryPolicy
 from modelcache.server.mirror import Mirror
 from modelcache.server.background import running_server
 
@@ -33,7 +34,7 @@ def upstream_model(shard: int = MiB) -> Repo:
 
 def mirror_for(cache: Path, url: str, *, offline: bool = False, retries: int = 5, **kw: object) -> Mirror:
     settings = Settings(cache_dir=cache, offline=offline, retries=retries, connections=4)
-    return Mirror(settings, HubClient(url, connections=32), **kw)  # type: ignore[arg-type]
+    return Mirror(settings, HubClient(url, connections=32, retry=RetryPolicy(deadline=0.5)), **kw)  # type: ignore[arg-type]
 
 
 def _resolve_gets(srv) -> int:  # type: ignore[no-untyped-def]

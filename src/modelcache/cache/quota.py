@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,13 +52,15 @@ class Usage:
 
 def _du(folder: Path) -> int:
     total = 0
+    seen: set[tuple[int, int]] = set()  # a partial has two names (shared + its writer's): count it once
     for root, _dirs, files in os.walk(folder):
         for f in files:
             try:
                 st = os.lstat(os.path.join(root, f))
             except OSError:
                 continue
-            if not os.path.islink(os.path.join(root, f)):
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512 if st.st_blocks else st.st_size
     return total
 

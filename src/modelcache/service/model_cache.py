@@ -224,7 +224,7 @@ class ModelCache:
 
         client = self.client
         try:
-            info, tree = fetch_revision(client, layout, revision)
+            info, tree = fetch_revision(client, layout, revision, on_wait=progress.waiting)
         except EndpointUnreachable as exc:
             # like huggingface_hub: an unreachable endpoint falls back to what the cache has
             cached = check_revision(layout, revision, profile, *asked)

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import shared_mkdir
+from ..files import CorruptState, read_json_state, shared_mkdir
 
 __all__ = ["FileLock", "LockInfo", "fs_now", "read_lock", "lock_is_dead"]
 
@@ -44,30 +44,42 @@ class LockInfo:
 
 def fs_now(directory: Path) -> float:
     """'Now' by the clock of the filesystem holding ``directory`` (falls back to local time)."""
-    probe = directory / f".mc-clock.{uuid.uuid4().hex[:12]}"
+    probe = directory / f".mc-clock.{uuid.uuid4().hex}"
     try:
-        fd = os.open(probe, os.O_CREAT | os.O_WRONLY, 0o664)
-        os.close(fd)
-        now = probe.stat().st_mtime
-        probe.unlink()
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o664)
+        try:
+            now = os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
+            probe.unlink()
         return now
     except OSError:
         return time.time()
 
 
 def read_lock(path: Path) -> LockInfo | None:
+    """Who holds the lock at ``path``; None when there is none.
+
+    A half-written, junk or non-regular entry (a planted FIFO, link or folder) is never
+    followed or blocked on: it is judged by its age alone, like a lock of a dead owner.
+    """
     try:
-        st = path.stat()
-        data = json.loads(path.read_bytes() or b"{}")
-        return LockInfo(str(data.get("host", "")), int(data.get("pid", -1)), str(data.get("token", "")),
-                        str(data.get("purpose", "")), st.st_mtime)
-    except FileNotFoundError:
+        st = os.lstat(path)
+    except OSError:
         return None
-    except (OSError, ValueError, TypeError):
-        try:
-            return LockInfo("", -1, "", "", path.stat().st_mtime)  # half-written: judge by age
-        except OSError:
-            return None
+    try:
+        data = read_json_state(path, max_bytes=64 * 1024, max_depth=4) or {}
+        pid = data.get("pid", -1)  # type: ignore[union-attr]
+        if not isinstance(pid, int) or isinstance(pid, bool) or not -1 <= pid < 1 << 31:
+            pid = -1
+        return LockInfo(_text(data.get("host")), pid, _text(data.get("token")),  # type: ignore[union-attr]
+                        _text(data.get("purpose")), st.st_mtime)  # type: ignore[union-attr]
+    except CorruptState:
+        return LockInfo("", -1, "", "", st.st_mtime)  # half-written or planted: judge by age
+
+
+def _text(value: object) -> str:
+    return value[:200] if isinstance(value, str) else ""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -124,8 +136,8 @@ class _Heartbeat:
                     self._last[p] = now
             for p in due:
                 try:
-                    os.utime(p)
-                except OSError:
+                    os.utime(p, follow_symlinks=False)
+                except (OSError, NotImplementedError):
                     pass
             time.sleep(min(tick, 1.0))
 
@@ -137,8 +149,9 @@ class FileLock:
     """``with FileLock(path):`` — or ``try_acquire()`` / ``release()``; heartbeats while held."""
 
     def __init__(self, path: Path, *, purpose: str = "", stale_after: float = DEFAULT_STALE,
-                 heartbeat: float = DEFAULT_HEARTBEAT) -> None:
+                 heartbeat: float = DEFAULT_HEARTBEAT, root: Path | None = None) -> None:
         self.path = Path(path)
+        self.root = root
         self.purpose = purpose
         self.stale_after = stale_after
         self.heartbeat = min(heartbeat, stale_after / 3)
@@ -146,10 +159,10 @@ class FileLock:
         self.held = False
 
     def try_acquire(self) -> bool:
-        shared_mkdir(self.path.parent)
+        shared_mkdir(self.path.parent, self.root)
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o664)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o664)
             except FileExistsError:
                 info = read_lock(self.path)
                 if info is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .._format import human_size
 from ..errors import CacheError, InvalidInput
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, read_state_or_none, safe_iterdir
 from .layout import parse_folder_name, root_state
 
 __all__ = ["Usage", "cache_usage", "check_room", "read_budget", "write_budget"]
@@ -25,17 +25,23 @@ def _quota_file(cache_dir: Path) -> Path:
 
 
 def read_budget(cache_dir: Path) -> int | None:
-    try:
-        value = json.loads(_quota_file(cache_dir).read_bytes()).get("max_size")
-        return int(value) if value is not None else None
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
+    """The budget of this root in bytes; None when unset (or the file is junk: warned, ignored)."""
+    data = read_state_or_none(_quota_file(cache_dir), max_bytes=4096, max_depth=2)
+    value = data.get("max_size") if isinstance(data, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 62:
+        return value
+    if value is not None:
+        from ..files import CorruptState, warn_corrupt
+
+        warn_corrupt(CorruptState(_quota_file(cache_dir), f"max_size {str(value)[:40]!r} is not a size in bytes",
+                                  "set it again with `modelcache quota set SIZE` (or `--clear`)"))
+    return None
 
 
 def write_budget(cache_dir: Path, max_size: int | None) -> None:
     if max_size is not None and max_size <= 0:
         raise InvalidInput(f"invalid budget {max_size}", "give a positive size such as 500GiB, or --clear")
-    atomic_write_bytes(_quota_file(cache_dir), json.dumps({"max_size": max_size}).encode())
+    atomic_write_bytes(_quota_file(cache_dir), json.dumps({"max_size": max_size}).encode(), root=cache_dir)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class Usage:
 
 def _du(folder: Path) -> int:
     total = 0
+    if folder.is_symlink():
+        return 0
     for root, _dirs, files in os.walk(folder):
         for f in files:
             try:
@@ -65,9 +73,9 @@ def _du(folder: Path) -> int:
 def cache_usage(cache_dir: Path) -> Usage:
     used = 0
     if cache_dir.is_dir():
-        for entry in cache_dir.iterdir():
-            if parse_folder_name(entry.name) is not None and entry.is_dir():
-                used += _du(entry / "blobs")
+        for entry in safe_iterdir(cache_dir):
+            if parse_folder_name(entry.name) is not None and entry.is_dir(follow_symlinks=False):
+                used += _du(Path(entry.path) / "blobs")
     try:
         free = shutil.disk_usage(cache_dir if cache_dir.exists() else cache_dir.parent).free
     except OSError:

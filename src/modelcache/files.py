@@ -42,6 +42,7 @@ __all__ = [
     "confined_unlink",
     "create_exclusive",
     "is_inside",
+    "open_in_root",
     "open_regular",
     "read_bounded",
     "read_json_state",
@@ -152,6 +153,17 @@ def open_regular(path: Path | str, max_bytes: int | None = None, *, follow: bool
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_in_root(path: Path | str, root: Path | str, max_bytes: int | None = None) -> int:
+    """``open_regular`` on where ``path`` leads (a snapshot link, say), only if that is inside ``root``.
+
+    Raises ``NotRegularFile`` for a link that leads out of ``root`` (it is never opened).
+    """
+    real = os.path.realpath(path)
+    if not is_inside(real, root):
+        raise NotRegularFile(errno.EXDEV, "leads outside the cache", str(path))
+    return open_regular(real, max_bytes)
 
 
 def read_bounded(path: Path | str, max_bytes: int = STATE_MAX_BYTES, *, follow: bool = False) -> bytes:

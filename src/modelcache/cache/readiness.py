@@ -6,7 +6,6 @@ network — so it answers in milliseconds even for a 140 GB model.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..profiles import (
     weight_files,
 )
 from ..validation import is_commit, validate_revision
+from ..files import CorruptState, is_inside, read_json_state
 from .layout import RepoLayout
 from .records import read_record
 
@@ -72,15 +72,23 @@ def _size_of(path: Path) -> int | None:
         return None
 
 
-def _index_maps(snapshot: Path, paths: list[str]) -> dict[str, list[str]]:
+def _index_maps(snapshot: Path, paths: list[str], root: Path) -> dict[str, list[str]]:
+    """Shards each ``*.index.json`` names. Read safely: only a bounded regular file inside the
+    cache (a FIFO or a link out of the cache reads as an empty map, never blocks)."""
     maps: dict[str, list[str]] = {}
     for p in paths:
         if p.endswith(".index.json") and "/" not in p:
+            maps[p] = []
+            real = os.path.realpath(snapshot / p)
+            if not is_inside(real, root):
+                continue
             try:
-                data = json.loads((snapshot / p).read_bytes())
-                maps[p] = sorted(set(data.get("weight_map", {}).values()))
-            except (OSError, ValueError, AttributeError):
-                maps[p] = []
+                data = read_json_state(real, max_bytes=64 << 20, max_depth=16)
+            except CorruptState:
+                continue
+            wmap = data.get("weight_map") if isinstance(data, dict) else None
+            if isinstance(wmap, dict):
+                maps[p] = sorted({v for v in wmap.values() if isinstance(v, str)})
     return maps
 
 
@@ -131,7 +139,7 @@ def check_revision(layout: RepoLayout, revision: str, profile: str) -> CheckResu
     if not tokenizer_loadable(all_paths):
         missing.append("tokenizer.json (or tiktoken.model / *.tiktoken / tokenizer.model)")
     if profile == "full":
-        weights = weight_files(all_paths, _index_maps(snapshot, all_paths))
+        weights = weight_files(all_paths, _index_maps(snapshot, all_paths, layout.cache_dir))
         if weights is None:
             missing.append("weights (model.safetensors, pytorch_model.bin or shards of a *.index.json)")
         else:

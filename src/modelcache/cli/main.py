@@ -257,6 +257,8 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--auth-upstream", metavar="URL",
               help="Check callers' tokens for gated/private repos against this Hub (e.g. https://huggingface.co).")
+@click.option("--allow-insecure-auth-upstream", is_flag=True,
+              help="Allow a plain-http --auth-upstream on another host (callers' tokens cross the network in clear).")
 @click.option("--auth-tokens", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Air-gapped: a file of allowed tokens (one per line, or sha256:<hex>) for gated/private repos.")
 @click.option("--auth-ttl", default="5m", show_default=True, help="How long an upstream access decision is cached.")
@@ -268,8 +270,8 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes (use the cores: e.g. 2-4); not with --upstream.")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
-          auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
+def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, allow_insecure_auth_upstream: bool,
+          auth_tokens: Path | None, auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
           log_json: bool, workers: int) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
     from ..cache.usage import ThrottledUseRecorder
@@ -278,7 +280,8 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
 
     if auth_upstream and auth_tokens:
         raise InvalidInput("--auth-upstream and --auth-tokens exclude each other", "choose one access policy")
-    access = (UpstreamPolicy(auth_upstream, parse_duration(auth_ttl, "--auth-ttl")) if auth_upstream
+    access = (UpstreamPolicy(auth_upstream, parse_duration(auth_ttl, "--auth-ttl"),
+                             allow_insecure=allow_insecure_auth_upstream) if auth_upstream
               else TokenListPolicy.from_file(auth_tokens) if auth_tokens else None)
     settings = _settings(ctx)
     mirror = None
@@ -306,10 +309,13 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
 
         from .serve_worker import ENV, spec_for
 
+        from ..server._limits import uvicorn_limits
+
         os.environ[ENV] = spec_for(settings.cache_dir, auth_upstream=auth_upstream, auth_tokens=auth_tokens,
-                                   auth_ttl=parse_duration(auth_ttl, "--auth-ttl"), log_json=log_json)
+                                   auth_ttl=parse_duration(auth_ttl, "--auth-ttl"), log_json=log_json,
+                                   allow_insecure=allow_insecure_auth_upstream)
         uvicorn.run("modelcache.cli.serve_worker:app_factory", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
+                    log_level="warning", access_log=False, **uvicorn_limits())  # type: ignore[arg-type]
         return
     run_server(settings.cache_dir, host=host, port=port, on_served=ThrottledUseRecorder(), access=access,
                mirror=mirror, log_json=log_json)

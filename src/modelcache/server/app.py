@@ -40,7 +40,7 @@ from ..cache.records import read_record
 from ..errors import GatedRepo, InvalidInput, RepoNotFound, RevisionNotFound
 from ..models import models_status
 from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_revision
-from ._access import AccessPolicy, bearer_token
+from ._access import AccessPolicy, bearer_token, checked_target
 from ._http import (
     HttpError,
     WithErrorHeaders,
@@ -107,7 +107,7 @@ class _Handlers:
         self.indexes = IndexCache(self.cache_dir)
         self.access = access
         self.mirror = mirror
-        self._access_cache: dict[Path, tuple[Access, int | None]] = {}
+        self._access_cache: dict[Path, tuple[Access, int | str | None]] = {}
         self.metrics = Metrics(self.cache_dir, mirror.stats if mirror is not None else None)
         self.log_json = log_json
 
@@ -131,7 +131,7 @@ class _Handlers:
         elif path == "/readyz":
             kind = "readyz"
             ready = os.access(self.cache_dir, os.R_OK | os.X_OK) and self.cache_dir.is_dir()
-            response = JSONResponse({"ready": ready, "cache_dir": str(self.cache_dir)}, status_code=200 if ready else 503)
+            response = JSONResponse({"ready": ready}, status_code=200 if ready else 503)  # no paths to callers
         else:
             response = await self._route(request)
             kind = getattr(request.state, "kind", "other")
@@ -161,7 +161,7 @@ class _Handlers:
         try:
             if request.method not in ("GET", "HEAD"):
                 raise HttpError(405, "MethodNotAllowed", "this modelcache server is read-only: use GET or HEAD")
-            target = parse_target(raw_path)
+            target = checked_target(parse_target(raw_path))  # '..'/%2e%2e/%2F refused before anything else
             request.state.kind = target.kind
             if self.mirror is not None and target.kind in ("resolve", "api"):
                 await self._mirror_refresh(target)
@@ -216,14 +216,22 @@ class _Handlers:
             raise HttpError(403, "GatedRepo", exc.message) from None
 
     def _access_of(self, layout: RepoLayout) -> Access:
-        """``access.json`` of a repo, parsed again only when the file changes (one ``stat`` per request)."""
+        """``access.json`` of a repo, parsed again only when the file changes (one ``stat`` per request).
+
+        Fails closed: a record that cannot be read counts as restricted and is never cached.
+        """
+        stamp: int | str | None
         try:
             stamp = os.stat(layout.state / "access.json").st_mtime_ns
+        except FileNotFoundError:
+            stamp = "missing"
         except OSError:
-            stamp = None
+            stamp = None  # cannot tell: read it (and fail closed if that fails too)
         hit = self._access_cache.get(layout.folder)
-        if hit is None or hit[1] != stamp:
+        if hit is None or hit[1] != stamp or stamp is None:
             hit = (read_access(layout), stamp)
+            if hit[0].unreadable or stamp is None:
+                return hit[0]  # never cache an answer we could not read
             self._access_cache[layout.folder] = hit
         return hit[0]
 
@@ -451,9 +459,18 @@ def create_app(
     return Starlette(routes=[Route("/{rest:path}", handlers.dispatch, methods=_ALL_METHODS)])
 
 
-def serve(cache_dir: Path, host: str = "127.0.0.1", port: int = 8080, **kw: object) -> None:
-    """Serve ``cache_dir`` on ``host:port`` until interrupted (blocking). ``kw`` goes to ``create_app``."""
+def serve(cache_dir: Path, host: str = "127.0.0.1", port: int = 8080, *, header_timeout: float = 10.0,
+          keep_alive: float = 5.0, max_connections: int | None = None, **kw: object) -> None:
+    """Serve ``cache_dir`` on ``host:port`` until interrupted (blocking). ``kw`` goes to ``create_app``.
+
+    Callers are untrusted: a client must send its request head within ``header_timeout``
+    seconds, an idle keep-alive connection is closed after ``keep_alive`` seconds, headers are
+    capped at 64 KiB, and above ``max_connections`` (default: well under the fd limit) new
+    connections are closed at once (see ``_limits``).
+    """
     import uvicorn
+
+    from ._limits import GuardedH11Protocol, default_max_connections, uvicorn_limits
 
     if kw.get("log_json"):
         handler = logging.StreamHandler()
@@ -461,4 +478,7 @@ def serve(cache_dir: Path, host: str = "127.0.0.1", port: int = 8080, **kw: obje
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    uvicorn.run(create_app(Path(cache_dir), **kw), host=host, port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]
+    GuardedH11Protocol.header_timeout = header_timeout
+    GuardedH11Protocol.max_connections = max_connections or default_max_connections()
+    uvicorn.run(create_app(Path(cache_dir), **kw), host=host, port=port, log_level="warning",  # type: ignore[arg-type]
+                access_log=False, **uvicorn_limits(keep_alive=keep_alive))  # type: ignore[arg-type]

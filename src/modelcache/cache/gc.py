@@ -28,8 +28,8 @@ from .locks import fs_now, lock_is_dead, read_lock
 from .remove import execute_removal, plan_removal, snapshot_links
 from .usage import last_used
 
-__all__ = ["GcDecision", "GcPlan", "RevisionState", "execute_gc", "plan_gc", "record_gc_freed", "scan_revisions",
-           "sweep"]
+__all__ = ["GcDecision", "GcPlan", "RevisionState", "execute_gc", "plan_gc", "read_gc_freed", "record_gc_freed",
+           "scan_revisions", "sweep"]
 
 PARTIAL_MAX_AGE = 24 * 3600.0
 TMP_MAX_AGE = 600.0
@@ -324,6 +324,15 @@ def _sweep_temps(layout: RepoLayout, now: float) -> None:
             continue
 
 
+def read_gc_freed(cache_dir: Path) -> int:
+    """All-time bytes freed by ``gc`` in this root (0 when unknown; junk is warned about, ignored)."""
+    from .layout import root_state
+
+    data = read_state_or_none(root_state(cache_dir) / "gc-stats.json", max_bytes=4096, max_depth=2)
+    value = data.get("freed_bytes", 0) if isinstance(data, dict) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 62 else 0
+
+
 def record_gc_freed(cache_dir: Path, freed: int) -> None:
     """Add to the all-time bytes freed in this root (read by ``serve``'s ``/metrics``)."""
     import json
@@ -333,11 +342,7 @@ def record_gc_freed(cache_dir: Path, freed: int) -> None:
     from .layout import root_state
 
     path = root_state(cache_dir) / "gc-stats.json"
-    data = read_state_or_none(path)
-    try:
-        total = max(0, int(data.get("freed_bytes", 0))) if isinstance(data, dict) else 0
-    except (ValueError, TypeError, OverflowError):
-        total = 0
+    total = read_gc_freed(cache_dir)
     try:
         atomic_write_bytes(path, json.dumps({"freed_bytes": total + freed, "at": time.time()}).encode(), fsync=False,
                            root=cache_dir)

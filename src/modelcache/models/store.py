@@ -10,13 +10,14 @@ on the newer registry if it did. Readers never lock.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from ..files import atomic_write_bytes
+from ..files import CorruptState, atomic_write_bytes, read_json_state
 from ..cache.layout import root_state
 from ..cache.locks import FileLock, read_lock
 from ..errors import CacheError
@@ -43,16 +44,16 @@ class RegistryStore:
         return self.path.with_name(self.path.name + ".mc-lock")
 
     def read(self) -> Registry:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+        hint = "restore it from a backup, or move it aside to start an empty registry"
+        try:  # bounded, regular file only (no FIFO hang, no link followed), finite numbers, bounded depth
+            data = read_json_state(self.path, max_bytes=64 << 20, max_depth=16, hint=hint)
+        except CorruptState as exc:
+            raise CacheError(f"the model registry {self.path} is unreadable ({exc.why})", hint) from None
+        if data is None:
             return Registry()
-        except OSError as exc:
-            raise CacheError(f"cannot read the model registry {self.path}: {exc.strerror or exc}",
-                             "check the cache volume's permissions and mount") from None
         try:
-            return Registry.from_bytes(raw)
-        except ValueError as exc:
+            return Registry.from_bytes(json.dumps(data).encode())
+        except (ValueError, OverflowError) as exc:
             raise CacheError(f"the model registry {self.path} is unreadable ({exc})",
                              "restore it from a backup, or move it aside to start an empty registry") from None
 

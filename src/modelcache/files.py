@@ -263,7 +263,12 @@ def shared_mkdir(path: Path, root: Path | None = None) -> None:
         p = p.parent
     if root is not None:
         _require_inside(p, root, "create folders in")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        bad = next((q for q in [path, *path.parents] if os.path.lexists(q) and not os.path.isdir(q)), path)
+        raise CacheError(f"{bad} is not a folder (a file, FIFO or dangling link where a folder belongs)",
+                         f"remove it (`rm '{bad}'`); modelcache makes the folder again") from None
     for d in missing:
         try:
             os.chmod(d, SHARED_DIR_MODE, follow_symlinks=False)

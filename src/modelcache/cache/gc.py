@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._format import human_size
+from ..errors import CacheError
 from ..files import confined_unlink, is_inside, read_state_or_none, safe_iterdir
 from .activity import in_progress, repo_guard, sweep_dead_markers
 from .layout import RepoLayout, parse_folder_name
@@ -234,15 +235,18 @@ def execute_gc(plan: GcPlan, stale_after: float = 30.0) -> list[str]:
     for d in plan.remove:
         r = d.revision
         layout = RepoLayout(r.cache_dir, r.repo_type, r.repo_id)
-        with repo_guard(layout, stale_after):  # no download or lease can claim it between check and removal
-            if is_pinned(layout, r.commit) or active_leases(layout, r.commit) or in_progress(layout, r.commit,
-                                                                                               stale_after):
-                skipped.append(f"{r.repo_id}@{r.commit[:12]}: became protected, kept")
-                continue
-            # never the whole repo folder: a download of another revision may be starting in it
-            execute_removal(layout, plan_removal(layout, [r.commit], keep_folder=True))
-            for sub in ("used", "pins"):
-                confined_unlink(layout.state / sub / r.commit, layout.cache_dir)
+        try:
+            with repo_guard(layout, stale_after):  # no download or lease can claim it between check and removal
+                if is_pinned(layout, r.commit) or active_leases(layout, r.commit) or in_progress(layout, r.commit,
+                                                                                                   stale_after):
+                    skipped.append(f"{r.repo_id}@{r.commit[:12]}: became protected, kept")
+                    continue
+                # never the whole repo folder: a download of another revision may be starting in it
+                execute_removal(layout, plan_removal(layout, [r.commit], keep_folder=True))
+                for sub in ("used", "pins"):
+                    confined_unlink(layout.state / sub / r.commit, layout.cache_dir)
+        except CacheError as exc:  # one broken repo (a planted FIFO at its lock folder…) never stops the rest
+            skipped.append(f"{r.repo_id}@{r.commit[:12]}: kept: {exc}")
     return skipped
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -60,22 +61,28 @@ def fs_now(directory: Path) -> float:
 def read_lock(path: Path) -> LockInfo | None:
     """Who holds the lock at ``path``; None when there is none.
 
-    A half-written, junk or non-regular entry (a planted FIFO, link or folder) is never
-    followed or blocked on: it is judged by its age alone, like a lock of a dead owner.
+    Never follows or blocks on what is there. An empty file is a lock being written: judged
+    by its age. Anything a lock never is — a folder, FIFO or link planted there, or bytes
+    that are not a lock record — reads as the lock of a long-dead owner (taken over at once),
+    so junk can neither hang nor wedge a writer.
     """
     try:
         st = os.lstat(path)
     except OSError:
         return None
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        return LockInfo("", -1, "", "", st.st_mtime)  # half-written: judge by age
     try:
-        data = read_json_state(path, max_bytes=64 * 1024, max_depth=4) or {}
-        pid = data.get("pid", -1)  # type: ignore[union-attr]
-        if not isinstance(pid, int) or isinstance(pid, bool) or not -1 <= pid < 1 << 31:
-            pid = -1
-        return LockInfo(_text(data.get("host")), pid, _text(data.get("token")),  # type: ignore[union-attr]
-                        _text(data.get("purpose")), st.st_mtime)  # type: ignore[union-attr]
+        data = read_json_state(path, max_bytes=64 * 1024, max_depth=4)
     except CorruptState:
-        return LockInfo("", -1, "", "", st.st_mtime)  # half-written or planted: judge by age
+        return LockInfo("", -1, "", "", 0.0)  # not a lock modelcache wrote: dead
+    if data is None:
+        return None
+    pid = data.get("pid", -1)  # type: ignore[union-attr]
+    if not isinstance(pid, int) or isinstance(pid, bool) or not -1 <= pid < 1 << 31:
+        pid = -1
+    return LockInfo(_text(data.get("host")), pid, _text(data.get("token")),  # type: ignore[union-attr]
+                    _text(data.get("purpose")), st.st_mtime)
 
 
 def _text(value: object) -> str:

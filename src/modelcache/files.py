@@ -322,7 +322,11 @@ def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664, fsync: bool
             if fsync:
                 os.fsync(fh.fileno())
             os.fchmod(fh.fileno(), mode)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+            raise CacheError(f"cannot write {target}: {exc.strerror} (a folder where a file belongs?)",
+                             f"remove it (`rm -rf '{target}'`); modelcache writes it again") from None
     except BaseException:
         try:
             os.unlink(tmp)

@@ -185,3 +185,25 @@ def test_junk_snapshot_index_json_is_never_opened_blocking(cache: tuple[Path, st
     code, out = run(root, "verify", REPO)
     assert code != 0 and "model.safetensors.index.json" in out
     _serve_start(root)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir", "link-out", "inf", "deep", "binary", "types"])
+def test_download_over_junk_state(cache: tuple[Path, str, Path], tmp_path: Path, kind: str) -> None:
+    """``download`` into a cache whose state files are junk: done (or one clear line), never a traceback."""
+    from helpers.live_server import live_server
+
+    root, commit, outside = cache
+    upstream = tmp_path / "upstream"
+    import_demo(upstream, REPO)
+    for name, path in _state_files(root, commit).items():
+        if name not in ("record", "ref"):  # those two are rewritten by the download itself
+            plant(path, kind, outside)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    with live_server(upstream) as url:
+        res = CliRunner().invoke(cli, ["--cache-dir", str(root), "--endpoint", url, "download", REPO], obj={},
+                                 catch_exceptions=True)
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    code, out = run(root, "check", REPO)
+    assert code == 0 or "budget" in res.output or "quota" in res.output, res.output + out

@@ -78,9 +78,10 @@ def read_lock(path: Path) -> LockInfo | None:
         return LockInfo("", -1, "", "", 0.0)  # not a lock modelcache wrote: dead
     if data is None:
         return None
-    pid = data.get("pid", -1)  # type: ignore[union-attr]
-    if not isinstance(pid, int) or isinstance(pid, bool) or not -1 <= pid < 1 << 31:
-        pid = -1
+    pid, host, token = data.get("pid"), data.get("host"), data.get("token")  # type: ignore[union-attr]
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 1 << 31 and isinstance(host, str)
+            and isinstance(token, str) and token):
+        return LockInfo("", -1, "", "", 0.0)  # JSON, but not a lock record modelcache wrote: dead
     return LockInfo(_text(data.get("host")), pid, _text(data.get("token")),  # type: ignore[union-attr]
                     _text(data.get("purpose")), st.st_mtime)
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CacheError
-from ..files import confined_unlink, safe_iterdir
+from ..files import confined_unlink, is_inside, safe_iterdir
 from .layout import RepoLayout
 from .locks import FileLock, fs_now, lock_is_dead, read_lock
 
@@ -42,8 +42,10 @@ def activity(layout: RepoLayout, commit: str, stale_after: float = 30.0) -> File
 
 
 def _markers(layout: RepoLayout, commit: str | None = None) -> list[Path]:
-    return [Path(e.path) for e in safe_iterdir(layout.state / "active")
-            if commit is None or e.name.startswith(commit + ".")]
+    folder = layout.state / "active"
+    if not is_inside(folder, layout.cache_dir):
+        return []  # linked out of the cache: not ours to read (nor to probe the clock in)
+    return [Path(e.path) for e in safe_iterdir(folder) if commit is None or e.name.startswith(commit + ".")]
 
 
 def in_progress(layout: RepoLayout, commit: str, stale_after: float = 30.0) -> bool:

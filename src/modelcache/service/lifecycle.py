@@ -142,6 +142,7 @@ class Lifecycle:
         return reports
 
     def _repair(self, layout: RepoLayout, commit: str, report: VerifyReport) -> None:
+        from ..files import confined_unlink
         from .ensure import ensure_files
 
         record = read_record(layout.tree_record(commit), commit)
@@ -150,8 +151,8 @@ class Lifecycle:
         entries = [record.files[p.path] for p in report.problems]
         for e in entries:  # the bad blob is shared by every snapshot linking it: drop it for all
             if any(p.kind != "missing" for p in report.problems if p.path == e.path):
-                layout.blob(e.etag).unlink(missing_ok=True)
-            layout.snapshot_file(commit, e.path).unlink(missing_ok=True)
+                confined_unlink(layout.blob(e.etag), layout.cache_dir)  # never through a planted link
+            confined_unlink(layout.snapshot_file(commit, e.path), layout.cache_dir)
         ensure_files(self.settings, self.client, layout, record, entries, NullProgress())  # type: ignore[attr-defined]
 
     # -- quota ------------------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ def _quota_file(cache_dir: Path) -> Path:
 
 def read_budget(cache_dir: Path) -> int | None:
     """The budget of this root in bytes; None when unset (or the file is junk: warned, ignored)."""
-    data = read_state_or_none(_quota_file(cache_dir), max_bytes=4096, max_depth=2)
+    path = _quota_file(cache_dir)
+    data = read_state_or_none(path, max_bytes=4096, max_depth=2,
+                              hint=f"set the budget again (`modelcache quota set SIZE`, or `--clear`), or remove {path}")
     value = data.get("max_size") if isinstance(data, dict) else None
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 62:
         return value

@@ -302,3 +302,12 @@ def test_serve_configures_the_limits(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert seen["http"] is GuardedH11Protocol and seen["timeout_keep_alive"] > 0
     assert seen["h11_max_incomplete_event_size"] <= 64 * 1024 and seen["limit_concurrency"]
     assert GuardedH11Protocol.header_timeout == 3.0 and GuardedH11Protocol.max_connections == 77
+
+
+def test_token_list_that_is_a_fifo_is_one_clear_error(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "tokens")
+    with pytest.raises(InvalidInput, match="cannot read the token list"):
+        TokenListPolicy.from_file(tmp_path / "tokens")
+    (tmp_path / "bin").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(InvalidInput, match="cannot read the token list"):
+        TokenListPolicy.from_file(tmp_path / "bin")

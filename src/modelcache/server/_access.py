@@ -32,6 +32,7 @@ import httpx
 
 from ..cache.layout import RepoLayout
 from ..errors import InvalidInput
+from ..files import read_bounded
 from ..validation import validate_repo_id, validate_repo_path, validate_revision
 from ._routes import Target
 
@@ -107,10 +108,11 @@ class TokenListPolicy(AccessPolicy):
 
     @classmethod
     def from_file(cls, path: Path) -> TokenListPolicy:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read the token list {path}: {exc.strerror}",
+        try:  # a regular file of bounded size (a mounted Secret's link is fine): never a FIFO hang
+            lines = read_bounded(path, 16 << 20, follow=True).decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            raise InvalidInput(f"cannot read the token list {path}: {why}",
                                "give a file with one allowed token (or sha256:<hex>) per line") from None
         digests = set()
         for line in lines:

@@ -38,6 +38,7 @@ from ..cache.layout import RepoLayout
 from ..protocol import FileEntry
 from ..cache.records import read_record
 from ..errors import GatedRepo, InvalidInput, RepoNotFound, RevisionNotFound
+from ..files import open_regular
 from ..models import models_status
 from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_revision
 from ._access import AccessPolicy, bearer_token, checked_target
@@ -391,8 +392,8 @@ class _Handlers:
         if request.method == "GET" and st.st_size <= _SMALL and "range" not in request.headers:
             # Small files (configs, tokenizers) are read in one go on the event loop: a blocking
             # read of a few KiB costs less than the thread hops of a streamed response.
-            try:
-                with open(real, "rb") as fh:
+            try:  # O_NOFOLLOW|O_NONBLOCK + S_ISREG: a FIFO swapped in after the stat never blocks the loop
+                with os.fdopen(open_regular(real, _SMALL), "rb") as fh:
                     body = fh.read(_SMALL + 1)
             except OSError:
                 raise _not_cached(layout, commit, path) from None

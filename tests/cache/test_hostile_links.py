@@ -339,3 +339,17 @@ def test_verify_repair_never_deletes_through_a_linked_blobs_folder(env: tuple) -
     except ModelCacheError:
         pass  # offline: the repair cannot fetch; what matters is what it deleted
     assert tree_digest(outside) == before
+
+
+def test_install_never_chmods_or_renames_through_a_planted_link(env: tuple) -> None:
+    cache, layout, commit, outside = env
+    from modelcache.cache.publish import install_blob
+
+    victim = outside / "victim"
+    os.chmod(victim, 0o600)
+    tmp = layout.blobs / f"{'9' * 40}.mc.incomplete"
+    os.symlink(victim, tmp)
+    with pytest.raises(ModelCacheError, match="not a regular file"):
+        install_blob(layout, "9" * 40, tmp)
+    assert os.stat(victim).st_mode & 0o777 == 0o600  # not made group/world readable
+    assert not os.path.lexists(layout.blob("9" * 40))

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from ..errors import CacheError
 from .layout import RepoLayout
-from ..files import atomic_symlink, create_exclusive, is_inside, open_regular, shared_mkdir, write_new_file
+from ..files import (
+    NotRegularFile,
+    atomic_symlink,
+    create_exclusive,
+    is_inside,
+    open_regular,
+    shared_mkdir,
+    write_new_file,
+)
 from ..protocol import FileEntry
 from .records import TreeRecord, write_record
 
@@ -51,9 +59,12 @@ def install_blob(layout: RepoLayout, etag: str, verified_tmp: Path) -> Path:
     except FileNotFoundError:
         # Another writer of the same partial (a lock taken over from a slow, not dead, holder)
         # installed it first: blobs are content-addressed and verified, so theirs is ours.
-        if _is_blob(target, -1) or (target.is_file() and not target.is_symlink()):
+        if target.is_file() and not target.is_symlink():
             return target
         raise
+    except NotRegularFile:
+        raise CacheError(f"{verified_tmp} is not a regular file (a link or FIFO planted there?)",
+                         f"remove it (`rm -f '{verified_tmp}'`) and download again") from None
     try:
         os.fchmod(fd, FILE_MODE)
         ino = os.fstat(fd)

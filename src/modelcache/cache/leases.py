@@ -101,6 +101,8 @@ def _read(path: Path) -> LeaseInfo | None:
 
 
 def find_lease(layout: RepoLayout, lease_id: str) -> LeaseInfo | None:
+    """The lease ``lease_id`` of this repo (any revision), or None."""
+    _lease_path(layout, "0" * 40, lease_id)  # validates the id before it becomes a glob pattern
     root = layout.state / "leases"
     for path in root.glob(f"*/{lease_id}.json") if root.is_dir() else []:
         return _read(path)

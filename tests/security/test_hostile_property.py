@@ -134,6 +134,21 @@ def _api(fn, *args, **kw):  # type: ignore[no-untyped-def]
         return None
 
 
+def _serve(cache: Path, commit: str) -> None:
+    """``serve`` over the hostile cache: answers (no 5xx), and never a byte from outside the cache."""
+    from starlette.testclient import TestClient
+
+    from modelcache.server import create_app
+
+    with TestClient(create_app(cache)) as client:
+        for url in ("/healthz", "/metrics", f"/api/models/{REPO}", f"/api/models/{REPO}/tree/main?recursive=1",
+                    f"/{REPO}/resolve/main/config.json", f"/{REPO}/resolve/{commit}/original/params.json",
+                    f"/{REPO}/resolve/{commit}/model.safetensors.index.json"):
+            r = client.get(url)
+            assert r.status_code < 500, (url, r.status_code)
+            assert b"bait" not in r.content and b"precious" not in r.content, url
+
+
 def _run_everything(cache: Path, commit: str) -> None:
     layout = RepoLayout(cache, "model", REPO)
     _api(scan_cache, cache)
@@ -144,6 +159,7 @@ def _run_everything(cache: Path, commit: str) -> None:
     revs = _api(scan_revisions, [cache]) or []
     _api(execute_gc, plan_gc(revs, max_size=1, max_age=0, now=time.time() + 10**7))
     _api(sweep, cache, partial_max_age=0)
+    _serve(cache, commit)
     for args in (["ls", "--json"], ["check", REPO], ["verify", REPO], ["gc", "--max-size", "1"]):
         res = CliRunner().invoke(cli, ["--cache-dir", str(cache), "--offline", *args], obj={})
         assert res.exception is None or isinstance(res.exception, SystemExit), (args, repr(res.exception))

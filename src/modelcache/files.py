@@ -84,10 +84,11 @@ def _first_link(path: Path, root: Path) -> Path:
     return p
 
 
-def safe_iterdir(folder: Path) -> Iterator[os.DirEntry[str]]:
-    """Entries of ``folder`` (none if it is missing, not a folder, or a symlink)."""
+def safe_iterdir(folder: Path, *, follow: bool = False) -> Iterator[os.DirEntry[str]]:
+    """Entries of ``folder`` (none if it is missing, not a folder, or — unless ``follow``, for a
+    cache root the user chose — a symlink)."""
     try:
-        if stat.S_ISLNK(os.lstat(folder).st_mode):
+        if not follow and stat.S_ISLNK(os.lstat(folder).st_mode):
             return iter(())
         with os.scandir(folder) as it:
             return iter(list(it))

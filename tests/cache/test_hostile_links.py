@@ -353,3 +353,23 @@ def test_install_never_chmods_or_renames_through_a_planted_link(env: tuple) -> N
         install_blob(layout, "9" * 40, tmp)
     assert os.stat(victim).st_mode & 0o777 == 0o600  # not made group/world readable
     assert not os.path.lexists(layout.blob("9" * 40))
+
+
+def test_a_symlinked_cache_root_still_works(tmp_path: Path) -> None:
+    """The user's own choice (``~/.cache/huggingface/hub`` linked to a big disk) is not a planted link."""
+    from modelcache.cache.inventory import scan_cache
+
+    (tmp_path / "disk").mkdir()
+    os.symlink(tmp_path / "disk", tmp_path / "hub")
+    cache = tmp_path / "hub"
+    import_demo(cache, "org/a")
+    import_demo(cache, "org/b")
+    assert len(scan_cache(cache)) == 2
+    plan = plan_gc(scan_revisions([cache]), max_age=0, now=time.time() + 10**6)
+    assert len(plan.remove) == 2
+    execute_gc(plan)
+    assert not any(list((tmp_path / "disk" / f"models--org--{n}" / "snapshots").iterdir()) for n in "ab")
+    layout = RepoLayout(cache, "model", "org/a")
+    import_demo(cache, "org/a")
+    execute_removal(layout, plan_removal(layout, layout.commits()))
+    assert not layout.folder.exists()

@@ -125,7 +125,7 @@ def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0) -> lis
     for cache_dir in cache_dirs:
         if not cache_dir.is_dir():
             continue
-        for entry in sorted(safe_iterdir(cache_dir), key=lambda e: e.name):
+        for entry in sorted(safe_iterdir(cache_dir, follow=True), key=lambda e: e.name):
             parsed = parse_folder_name(entry.name)
             if parsed is None or not entry.is_dir(follow_symlinks=False):
                 continue
@@ -257,7 +257,7 @@ def sweep(cache_dir: Path, *, partial_max_age: float = PARTIAL_MAX_AGE, stale_af
               "orphan_bytes": 0}
     if not cache_dir.is_dir():
         return counts
-    for entry in sorted(safe_iterdir(cache_dir), key=lambda e: e.name):
+    for entry in sorted(safe_iterdir(cache_dir, follow=True), key=lambda e: e.name):
         parsed = parse_folder_name(entry.name)
         if parsed is None or not entry.is_dir(follow_symlinks=False):
             continue

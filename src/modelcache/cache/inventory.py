@@ -116,7 +116,7 @@ def scan_cache(cache_dir: Path) -> list[RepoInfo]:
     if not cache_dir.is_dir():
         return []
     repos = []
-    for entry in sorted(safe_iterdir(cache_dir), key=lambda e: e.name):
+    for entry in sorted(safe_iterdir(cache_dir, follow=True), key=lambda e: e.name):
         parsed = parse_folder_name(entry.name)
         if parsed is None or not entry.is_dir(follow_symlinks=False):
             continue

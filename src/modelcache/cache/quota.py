@@ -75,7 +75,7 @@ def _du(folder: Path) -> int:
 def cache_usage(cache_dir: Path) -> Usage:
     used = 0
     if cache_dir.is_dir():
-        for entry in safe_iterdir(cache_dir):
+        for entry in safe_iterdir(cache_dir, follow=True):
             if parse_folder_name(entry.name) is not None and entry.is_dir(follow_symlinks=False):
                 used += _du(Path(entry.path) / "blobs")
     try:

@@ -1,52 +1,178 @@
-"""Small file-system primitives every layer may use: atomic writes, shared folders, symlinks.
+"""Small file-system primitives every layer may use: safe reads, atomic writes, confined deletes.
 
 Nothing here knows the cache layout; ``cache/layout.py`` says *where*, this says *how*.
+
+The cache may sit on a volume that other tenants can write (a group-writable PVC), and
+modelcache may run as root. So every primitive here assumes an adversary may have planted a
+symlink, a FIFO, a directory or junk at any path:
+
+- reads open with ``O_NOFOLLOW | O_NONBLOCK`` and accept only a regular file of bounded size
+  (``open_regular``, ``read_bounded``, ``read_json_state``): a FIFO never blocks, a link
+  never leads out, a huge or deeply nested file never exhausts memory or the stack;
+- writes create their temp file with ``O_EXCL | O_NOFOLLOW`` under an unpredictable name and
+  refuse a target folder that resolves outside ``root`` (``atomic_write_bytes``,
+  ``create_exclusive``, ``write_new_file``);
+- deletes never follow a link: ``unlink`` of a link removes the link, folders are walked
+  with ``os.fwalk`` (no links followed) and nothing is removed unless its real path lies
+  inside ``root`` (``confined_unlink``, ``confined_rmtree``).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
-import tempfile
-import uuid
+import secrets
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["SHARED_DIR_MODE", "atomic_symlink", "atomic_write_bytes", "shared_mkdir"]
+from ._safe_read import (
+    STATE_MAX_BYTES,
+    STATE_MAX_DEPTH,
+    CorruptState,
+    NotRegularFile,
+    is_inside,
+    open_in_root,
+    open_regular,
+    read_bounded,
+    read_json_state,
+    read_state_or_none,
+    warn_corrupt,
+)
+from .errors import CacheError
 
+__all__ = [
+    "SHARED_DIR_MODE",
+    "STATE_MAX_BYTES",
+    "STATE_MAX_DEPTH",
+    "CorruptState",
+    "NotRegularFile",
+    "atomic_symlink",
+    "atomic_write_bytes",
+    "confined_rmtree",
+    "confined_unlink",
+    "create_exclusive",
+    "is_inside",
+    "open_in_root",
+    "open_regular",
+    "read_bounded",
+    "read_json_state",
+    "read_state_or_none",
+    "safe_iterdir",
+    "shared_mkdir",
+    "warn_corrupt",
+    "write_new_file",
+]
+log = logging.getLogger("modelcache.state")
 
 SHARED_DIR_MODE = 0o2775  # group-writable, new entries inherit the group (shared volumes, fsGroup)
 
 
-def shared_mkdir(path: Path) -> None:
-    """``mkdir -p`` whose new folders are group-writable, so every pod of the group can lock and lease."""
+def _require_inside(folder: Path, root: Path | None, what: str) -> None:
+    if root is not None and not is_inside(folder, root):
+        raise CacheError(f"refusing to {what} {folder}: it resolves outside the cache at {root} (a planted symlink?)",
+                         f"remove the link `{_first_link(folder, root)}` from the cache")
+
+
+def _first_link(path: Path, root: Path) -> Path:
+    p = Path(path)
+    chain = [p, *p.parents]
+    for q in reversed(chain):
+        if len(q.parts) > len(Path(root).parts) and q.is_symlink():
+            return q
+    return p
+
+
+def safe_iterdir(folder: Path, *, follow: bool = False) -> Iterator[os.DirEntry[str]]:
+    """Entries of ``folder`` (none if it is missing, not a folder, or — unless ``follow``, for a
+    cache root the user chose — a symlink)."""
+    try:
+        if not follow and stat.S_ISLNK(os.lstat(folder).st_mode):
+            return iter(())
+        with os.scandir(folder) as it:
+            return iter(list(it))
+    except OSError:
+        return iter(())
+
+
+# -- writes -----------------------------------------------------------------------------------------
+def shared_mkdir(path: Path, root: Path | None = None) -> None:
+    """``mkdir -p`` whose new folders are group-writable, so every pod of the group can lock and lease.
+
+    With ``root``: refuse (``CacheError``) when ``path`` resolves outside it.
+    """
     missing = []
     p = path
-    while not p.exists() and p != p.parent:
+    while not os.path.lexists(p) and p != p.parent:
         missing.append(p)
         p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
+    if root is not None:
+        _require_inside(p, root, "create folders in")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        bad = next((q for q in [path, *path.parents] if os.path.lexists(q) and not os.path.isdir(q)), path)
+        raise CacheError(f"{bad} is not a folder (a file, FIFO or dangling link where a folder belongs)",
+                         f"remove it (`rm '{bad}'`); modelcache makes the folder again") from None
     for d in missing:
         try:
-            os.chmod(d, SHARED_DIR_MODE)
-        except OSError:
+            os.chmod(d, SHARED_DIR_MODE, follow_symlinks=False)
+        except (OSError, NotImplementedError):
             pass
+    if root is not None:
+        _require_inside(path, root, "create folders in")
 
 
-def _tmp_sibling(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+def create_exclusive(folder: Path, prefix: str, suffix: str = ".tmp", mode: int = 0o600) -> tuple[int, Path]:
+    """A new file in ``folder`` with an unpredictable name, ``O_CREAT|O_EXCL|O_NOFOLLOW``: (fd, path)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = folder / f"{prefix}{secrets.token_hex(8)}{suffix}"
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temp name", str(folder))
 
 
-def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664, fsync: bool = True) -> None:
-    """Write to a temp file next to ``target``, fsync, then ``os.replace``: readers see old or new."""
-    shared_mkdir(target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+def write_new_file(path: Path, data: bytes, mode: int = 0o644) -> bool:
+    """Create ``path`` with ``data`` only if nothing (not even a dangling link) is there; True if written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return True
+
+
+def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664, fsync: bool = True, *,
+                       root: Path | None = None, tmp_dir: Path | None = None) -> None:
+    """Write to a temp file, fsync, then ``os.replace``: readers see old or new.
+
+    The temp file is created ``O_EXCL|O_NOFOLLOW`` with an unpredictable name in ``tmp_dir``
+    (same filesystem; where HF's scanner does not look) or else next to ``target``. With
+    ``root``, both folders must resolve inside it. A symlink planted at ``target`` is replaced,
+    never written through.
+    """
+    shared_mkdir(target.parent, root)
+    folder = tmp_dir if tmp_dir is not None else target.parent
+    if tmp_dir is not None:
+        shared_mkdir(tmp_dir, root)
+    fd, tmp = create_exclusive(folder, f".{target.name}.", ".tmp", 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+            os.fchmod(fh.fileno(), mode)
+        try:
+            os.replace(tmp, target)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+            raise CacheError(f"cannot write {target}: {exc.strerror} (a folder where a file belongs?)",
+                             f"remove it (`rm -rf '{target}'`); modelcache writes it again") from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -55,19 +181,19 @@ def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664, fsync: bool
         raise
 
 
-def atomic_symlink(link: Path, target: Path, tmp_dir: Path | None = None) -> None:
+def atomic_symlink(link: Path, target: Path, tmp_dir: Path | None = None, *, root: Path | None = None) -> None:
     """Make ``link`` a *relative* symlink to ``target``, replacing any previous entry atomically.
 
     The temporary link is made in ``tmp_dir`` (same filesystem) when given, so a crash never
     leaves a stray entry inside a snapshot folder.
     """
-    link.parent.mkdir(parents=True, exist_ok=True)
+    shared_mkdir(link.parent, root)
     rel = os.path.relpath(target, link.parent)
     if tmp_dir is not None:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / f"link.{uuid.uuid4().hex}.tmp"
+        shared_mkdir(tmp_dir, root)
+        tmp = tmp_dir / f"link.{secrets.token_hex(16)}.tmp"
     else:
-        tmp = _tmp_sibling(link)
+        tmp = link.with_name(f".{link.name}.{secrets.token_hex(8)}.tmp")
     os.symlink(rel, tmp)
     try:
         os.replace(tmp, link)
@@ -77,3 +203,108 @@ def atomic_symlink(link: Path, target: Path, tmp_dir: Path | None = None) -> Non
         except FileNotFoundError:
             pass
         raise
+
+
+# -- deletes ----------------------------------------------------------------------------------------
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_confined_dir(folder: Path | str, root: Path | str) -> int | None:
+    """An fd on ``folder``, reached from ``root`` one component at a time with ``O_NOFOLLOW``:
+    None when ``folder`` is not below ``root`` or any folder on the way is a symlink."""
+    real_root = os.path.realpath(root)
+    folder = os.path.abspath(folder)
+    for base in (real_root, os.path.abspath(root)):
+        if folder == base:
+            rel = ""
+            break
+        if folder.startswith(base.rstrip(os.sep) + os.sep):
+            rel = folder[len(base.rstrip(os.sep)) + 1:]
+            break
+    else:
+        return None
+    try:
+        fd = os.open(real_root, _DIR_FLAGS)
+    except OSError:
+        return None
+    for part in filter(None, rel.split(os.sep)):
+        if part in (".", ".."):
+            os.close(fd)
+            return None
+        try:
+            nfd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nfd
+    return fd
+
+
+def _refuse(path: Path | str, root: Path | str) -> None:
+    if os.path.lexists(path):
+        log.warning("modelcache: warning: not deleting %s: it is not inside the cache at %s, or a folder on the "
+                    "way is a symlink (planted? remove the link)", path, root)
+
+
+def confined_unlink(path: Path | str, root: Path | str) -> bool:
+    """Remove the file or link at ``path`` (a link itself, never its target); True if removed.
+
+    The folder holding it is reached from ``root`` without following any link; refused (False,
+    logged) when that fails, and a folder at ``path`` is never removed.
+    """
+    path = Path(path)
+    fd = _open_confined_dir(path.parent, root)
+    if fd is None:
+        _refuse(path, root)
+        return False
+    try:
+        if stat.S_ISDIR(os.lstat(path.name, dir_fd=fd).st_mode):
+            return False
+        os.unlink(path.name, dir_fd=fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def confined_rmtree(path: Path | str, root: Path | str) -> None:
+    """``rm -rf path`` that never leaves ``root``: a link is unlinked (not followed), a folder
+    is emptied with ``os.fwalk`` (no links followed, every unlink relative to a folder fd)."""
+    path = Path(path)
+    parent = _open_confined_dir(path.parent, root)
+    if parent is None:
+        _refuse(path, root)
+        return
+    try:
+        try:
+            st = os.lstat(path.name, dir_fd=parent)
+        except OSError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            try:
+                os.unlink(path.name, dir_fd=parent)
+            except OSError:
+                pass
+            return
+        for _top, dirs, files, dfd in os.fwalk(path.name, topdown=False, follow_symlinks=False, dir_fd=parent):
+            for name in files:
+                try:
+                    os.unlink(name, dir_fd=dfd)
+                except OSError:
+                    pass
+            for name in dirs:
+                try:
+                    if stat.S_ISLNK(os.lstat(name, dir_fd=dfd).st_mode):
+                        os.unlink(name, dir_fd=dfd)
+                    else:
+                        os.rmdir(name, dir_fd=dfd)
+                except OSError:
+                    pass
+        try:
+            os.rmdir(path.name, dir_fd=parent)
+        except OSError:
+            pass
+    finally:
+        os.close(parent)

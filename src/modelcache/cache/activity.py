@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CacheError
+from ..files import confined_unlink, is_inside, safe_iterdir
 from .layout import RepoLayout
 from .locks import FileLock, fs_now, lock_is_dead, read_lock
 
@@ -23,7 +24,8 @@ __all__ = ["activity", "in_progress", "repo_guard", "sweep_dead_markers"]
 def repo_guard(layout: RepoLayout, stale_after: float = 30.0, timeout: float = 120.0) -> Iterator[None]:
     """Make "GC checks a revision is unprotected, then removes it" atomic against "a download
     marks it in progress" and "a lease is taken": all three happen under this short lock."""
-    lock = FileLock(layout.repo_lock, purpose="repo guard", stale_after=stale_after, heartbeat=1.0)
+    lock = FileLock(layout.repo_lock, purpose="repo guard", stale_after=stale_after, heartbeat=1.0,
+                    root=layout.cache_dir)
     if not lock.acquire(timeout=timeout, poll=0.02):
         raise CacheError(f"{layout.repo_id}: the repo lock {layout.repo_lock} is held for over {timeout:.0f}s",
                          "is a `modelcache gc` stuck? it is taken over automatically once its holder dies")
@@ -36,14 +38,14 @@ def repo_guard(layout: RepoLayout, stale_after: float = 30.0, timeout: float = 1
 def activity(layout: RepoLayout, commit: str, stale_after: float = 30.0) -> FileLock:
     """A marker to ``try_acquire()`` at the start of work on ``commit`` and ``release()`` at the end."""
     return FileLock(layout.activity_marker(commit, uuid.uuid4().hex), purpose=f"download {commit}",
-                    stale_after=stale_after)
+                    stale_after=stale_after, root=layout.cache_dir)
 
 
 def _markers(layout: RepoLayout, commit: str | None = None) -> list[Path]:
-    d = layout.state / "active"
-    if not d.is_dir():
-        return []
-    return [p for p in d.iterdir() if commit is None or p.name.startswith(commit + ".")]
+    folder = layout.state / "active"
+    if not is_inside(folder, layout.cache_dir):
+        return []  # linked out of the cache: not ours to read (nor to probe the clock in)
+    return [Path(e.path) for e in safe_iterdir(folder) if commit is None or e.name.startswith(commit + ".")]
 
 
 def in_progress(layout: RepoLayout, commit: str, stale_after: float = 30.0) -> bool:
@@ -62,7 +64,6 @@ def sweep_dead_markers(layout: RepoLayout, stale_after: float = 30.0) -> int:
     n = 0
     for p in markers:
         info = read_lock(p)
-        if info is not None and lock_is_dead(info, now, stale_after):
-            p.unlink(missing_ok=True)
+        if info is not None and lock_is_dead(info, now, stale_after) and confined_unlink(p, layout.cache_dir):
             n += 1
     return n

@@ -14,23 +14,28 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._format import human_size
+from ..errors import CacheError
+from ..files import confined_unlink, is_inside, read_state_or_none, safe_iterdir
 from .activity import in_progress, repo_guard, sweep_dead_markers
 from .layout import RepoLayout, parse_folder_name
 from .leases import active_leases, is_pinned, sweep_expired
 from .locks import fs_now, lock_is_dead, read_lock
-from .remove import execute_removal, plan_removal
+from .remove import execute_removal, plan_removal, snapshot_links
 from .usage import last_used
 
-__all__ = ["GcDecision", "GcPlan", "Protection", "RevisionState", "execute_gc", "plan_gc", "record_gc_freed",
+__all__ = ["GcDecision", "GcPlan", "Protection", "RevisionState", "execute_gc", "plan_gc", "read_gc_freed",
+           "record_gc_freed",
            "scan_revisions", "sweep"]
 
 PARTIAL_MAX_AGE = 24 * 3600.0
+TMP_MAX_AGE = 600.0
 
 
 @dataclass(frozen=True)
@@ -103,15 +108,18 @@ class GcPlan:
 
 # -- scan ------------------------------------------------------------------------------------------
 def _snapshot_blobs(layout: RepoLayout, commit: str) -> frozenset[tuple[str, int]]:
+    """(real path, size) of every file the snapshot holds or links to inside the cache."""
     out = set()
-    for p in layout.snapshot(commit).rglob("*"):
-        if p.is_dir():
-            continue
+    for p in snapshot_links(layout, commit):
         target = os.path.realpath(p)
+        if not is_inside(target, layout.cache_dir):
+            continue  # a link out of the cache is never counted, never collected
         try:
-            out.add((target, os.stat(target).st_size))
+            st = os.stat(target)
         except OSError:
             continue
+        if stat.S_ISREG(st.st_mode):
+            out.add((target, st.st_size))
     return frozenset(out)
 
 
@@ -128,9 +136,9 @@ def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0,
     for cache_dir in cache_dirs:
         if not cache_dir.is_dir():
             continue
-        for entry in sorted(cache_dir.iterdir()):
+        for entry in sorted(safe_iterdir(cache_dir, follow=True), key=lambda e: e.name):
             parsed = parse_folder_name(entry.name)
-            if parsed is None or not entry.is_dir():
+            if parsed is None or not entry.is_dir(follow_symlinks=False):
                 continue
             layout = RepoLayout(cache_dir, *parsed)
             refs = layout.all_refs()
@@ -139,7 +147,7 @@ def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0,
                 used = last_used(layout, commit)
                 if used is None:
                     try:
-                        used = layout.snapshot(commit).stat().st_mtime
+                        used = layout.snapshot(commit).lstat().st_mtime
                     except OSError:
                         used = 0.0
                 out.append(RevisionState(
@@ -242,15 +250,18 @@ def execute_gc(plan: GcPlan, stale_after: float = 30.0, protect: Protection | No
     for d in plan.remove:
         r = d.revision
         layout = RepoLayout(r.cache_dir, r.repo_type, r.repo_id)
-        with repo_guard(layout, stale_after):  # no download or lease can claim it between check and removal
-            if ((r.repo_id, r.commit) in protect or is_pinned(layout, r.commit) or active_leases(layout, r.commit)
-                    or in_progress(layout, r.commit, stale_after)):
-                skipped.append(f"{r.repo_id}@{r.commit[:12]}: became protected, kept")
-                continue
-            # never the whole repo folder: a download of another revision may be starting in it
-            execute_removal(layout, plan_removal(layout, [r.commit], keep_folder=True))
-            for sub in ("used", "pins"):
-                (layout.state / sub / r.commit).unlink(missing_ok=True)
+        try:
+            with repo_guard(layout, stale_after):  # no download or lease can claim it between check and removal
+                if ((r.repo_id, r.commit) in protect or is_pinned(layout, r.commit)
+                        or active_leases(layout, r.commit) or in_progress(layout, r.commit, stale_after)):
+                    skipped.append(f"{r.repo_id}@{r.commit[:12]}: became protected, kept")
+                    continue
+                # never the whole repo folder: a download of another revision may be starting in it
+                execute_removal(layout, plan_removal(layout, [r.commit], keep_folder=True))
+                for sub in ("used", "pins"):
+                    confined_unlink(layout.state / sub / r.commit, layout.cache_dir)
+        except CacheError as exc:  # one broken repo (a planted FIFO at its lock folder…) never stops the rest
+            skipped.append(f"{r.repo_id}@{r.commit[:12]}: kept: {exc}")
     return skipped
 
 
@@ -261,65 +272,98 @@ def sweep(cache_dir: Path, *, partial_max_age: float = PARTIAL_MAX_AGE, stale_af
               "orphan_bytes": 0}
     if not cache_dir.is_dir():
         return counts
-    for entry in sorted(cache_dir.iterdir()):
+    for entry in sorted(safe_iterdir(cache_dir, follow=True), key=lambda e: e.name):
         parsed = parse_folder_name(entry.name)
-        if parsed is None or not entry.is_dir():
+        if parsed is None or not entry.is_dir(follow_symlinks=False):
             continue
         layout = RepoLayout(cache_dir, *parsed)
-        now = fs_now(layout.blobs) if layout.blobs.is_dir() else time.time()
+        blobs_ok = layout.blobs.is_dir() and not layout.blobs.is_symlink() and is_inside(layout.blobs, cache_dir)
+        now = fs_now(layout.blobs) if blobs_ok else time.time()
         live_locks = set()
-        if layout.locks.is_dir():
-            for lock in layout.locks.glob("*.mc-lock"):
-                info = read_lock(lock)
-                if info is not None and lock_is_dead(info, now, stale_after):
-                    counts["locks"] += 1
-                    if not dry_run:
-                        lock.unlink(missing_ok=True)
-                elif info is not None:
-                    live_locks.add(lock.name.split(".")[0])
-        referenced = {p for c in layout.commits() for p, _ in _snapshot_blobs(layout, c)}
-        busy = any(in_progress(layout, c, stale_after) for c in layout.commits())
-        if layout.blobs.is_dir():
-            for f in layout.blobs.iterdir():
-                etag = f.name.split(".")[0]
-                try:
-                    st = f.stat()
-                except OSError:
-                    continue
-                if f.name.endswith((".incomplete", ".mc.state")):
-                    done = (layout.blobs / etag).exists()
-                    if etag in live_locks or (not done and now - st.st_mtime < partial_max_age):
-                        continue
-                    counts["partials"] += 1
-                    counts["partial_bytes"] += st.st_size
-                elif "." not in f.name and not busy and str(f.resolve()) not in referenced and etag not in live_locks:
-                    if now - st.st_mtime < 60:  # just installed by a running download: not an orphan yet
-                        continue
-                    counts["orphan_blobs"] += 1
-                    counts["orphan_bytes"] += st.st_size
-                else:
-                    continue
+        for lock_entry in safe_iterdir(layout.locks):
+            if not lock_entry.name.endswith(".mc-lock"):
+                continue
+            lock = Path(lock_entry.path)
+            info = read_lock(lock)
+            if info is not None and lock_is_dead(info, now, stale_after):
+                counts["locks"] += 1
                 if not dry_run:
-                    f.unlink(missing_ok=True)
+                    confined_unlink(lock, cache_dir)
+            elif info is not None:
+                live_locks.add(lock.name.split(".")[0])
+        commits = layout.commits()
+        referenced = {p for c in commits for p, _ in _snapshot_blobs(layout, c)}
+        busy = any(in_progress(layout, c, stale_after) for c in commits)
+        for f_entry in safe_iterdir(layout.blobs) if blobs_ok else ():
+            f = Path(f_entry.path)
+            etag = f.name.split(".")[0]
+            try:
+                st = f.lstat()
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if f.name.endswith((".incomplete", ".mc.state")):
+                done = (layout.blobs / etag).exists()
+                if etag in live_locks or (not done and now - st.st_mtime < partial_max_age):
+                    continue
+                counts["partials"] += 1
+                counts["partial_bytes"] += st.st_size if stat.S_ISREG(st.st_mode) else 0
+            elif "." not in f.name and not busy and str(f) not in referenced and etag not in live_locks:
+                if now - st.st_mtime < 60:  # just installed by a running download: not an orphan yet
+                    continue
+                if str(Path(os.path.realpath(layout.blobs)) / f.name) in referenced:
+                    continue
+                counts["orphan_blobs"] += 1
+                counts["orphan_bytes"] += st.st_size if stat.S_ISREG(st.st_mode) else 0
+            else:
+                continue
+            if not dry_run:
+                confined_unlink(f, cache_dir)
         if not dry_run:
+            _sweep_temps(layout, now)
             counts["markers"] += sweep_dead_markers(layout, stale_after)
             counts["leases"] += sweep_expired(layout)
     return counts
+
+
+def _sweep_temps(layout: RepoLayout, now: float) -> None:
+    """Temp files a killed writer left: in ``.modelcache/tmp/`` and (from older versions) under ``refs/``."""
+    stale = []
+    for e in safe_iterdir(layout.tmp):
+        stale.append(Path(e.path))
+    if layout.refs.is_dir() and not layout.refs.is_symlink():
+        for root, dirs, files in os.walk(layout.refs, followlinks=False):
+            stale.extend(Path(root) / f for f in files if f.startswith(".") and f.endswith(".tmp"))
+    for p in stale:
+        try:
+            if now - p.lstat().st_mtime > TMP_MAX_AGE:
+                confined_unlink(p, layout.cache_dir)
+        except OSError:
+            continue
+
+
+def read_gc_freed(cache_dir: Path) -> int:
+    """All-time bytes freed by ``gc`` in this root (0 when unknown; junk is warned about, ignored)."""
+    from .layout import root_state
+
+    data = read_state_or_none(root_state(cache_dir) / "gc-stats.json", max_bytes=4096, max_depth=2)
+    value = data.get("freed_bytes", 0) if isinstance(data, dict) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 62 else 0
 
 
 def record_gc_freed(cache_dir: Path, freed: int) -> None:
     """Add to the all-time bytes freed in this root (read by ``serve``'s ``/metrics``)."""
     import json
 
+    from ..errors import CacheError
     from ..files import atomic_write_bytes
     from .layout import root_state
 
     path = root_state(cache_dir) / "gc-stats.json"
+    total = read_gc_freed(cache_dir)
     try:
-        total = int(json.loads(path.read_bytes()).get("freed_bytes", 0))
-    except (OSError, ValueError, AttributeError):
-        total = 0
-    try:
-        atomic_write_bytes(path, json.dumps({"freed_bytes": total + freed, "at": time.time()}).encode(), fsync=False)
-    except OSError:
+        atomic_write_bytes(path, json.dumps({"freed_bytes": total + freed, "at": time.time()}).encode(), fsync=False,
+                           root=cache_dir)
+    except (OSError, CacheError):
         pass

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -18,7 +17,7 @@ from ..errors import CacheError
 from .activity import in_progress, repo_guard
 from .layout import RepoLayout, parse_folder_name, root_state
 from .leases import active_leases
-from .loadable import read_regular
+from ..files import CorruptState, read_json_state
 
 __all__ = ["registered_revisions", "remove_empty_repos"]
 
@@ -29,25 +28,21 @@ def registered_revisions(cache_dir: Path) -> dict[tuple[str, str], str]:
     Raises ``CacheError`` when the registry exists but cannot be read: GC must not guess.
     """
     path = root_state(cache_dir) / "models.json"
-    try:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode):  # a link or a FIFO planted on the volume: never followed or opened
-            raise OSError(0, "not a regular file")
-        raw = read_regular(str(path), st.st_size)
-    except FileNotFoundError:
+    hint = "gc protects registered revisions and will not run without them; restore or fix the registry"
+    try:  # bounded, regular file only (a link or FIFO is never followed or opened), bounded nesting
+        data = read_json_state(path, max_bytes=64 << 20, max_depth=16, hint=hint)
+    except CorruptState as exc:
+        raise CacheError(f"cannot read the model registry {path}: {exc.why}", hint) from None
+    if data is None:
         return {}
-    except OSError as exc:
-        raise CacheError(f"cannot read the model registry {path}: {exc.strerror or exc}",
-                         "gc protects registered revisions and will not run without it; fix the mount") from None
     try:
         out: dict[tuple[str, str], str] = {}
-        for m in json.loads(raw)["models"]:
+        for m in data["models"]:  # type: ignore[index]
             out.setdefault((str(m["repo_id"]), str(m["commit"])),
                            f"registered as model {m['name']} (namespace {m['namespace']})")
         return out
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CacheError(f"the model registry {path} is unreadable ({type(exc).__name__})",
-                         "gc protects registered revisions and will not run without it; restore the registry") from None
+    except (KeyError, TypeError) as exc:
+        raise CacheError(f"the model registry {path} is unreadable ({type(exc).__name__})", hint) from None
 
 
 def remove_empty_repos(cache_dir: Path, *, stale_after: float = 30.0, min_age: float = 60.0,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInput
+from ..files import open_regular
 from ..hashing import CHUNK, BlobHasher, git_blob_sha1, lfs_pointer
 from ..validation import validate_repo_path
 from .layout import RepoLayout
@@ -38,15 +39,19 @@ class ImportPlanItem:
     entry: FileEntry
 
 
-def _hash_file(path: Path, size: int) -> tuple[str, str]:
-    """(git sha1 of the content, sha256 of the content) in one read."""
+def _hash_fd(fd: int) -> tuple[int, str, str]:
+    """(size, git sha1 of the content, sha256 of the content) in one read of ``fd``."""
+    size = os.fstat(fd).st_size
     sha1 = BlobHasher(size, lfs=False)
     sha256 = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            sha1.update(chunk)
-            sha256.update(chunk)
-    return sha1.hexdigest(), sha256.hexdigest()
+    offset = 0
+    while offset < size and (chunk := os.pread(fd, min(CHUNK, size - offset), offset)):
+        sha1.update(chunk)
+        sha256.update(chunk)
+        offset += len(chunk)
+    if offset != size:
+        raise InvalidInput(f"file changed while it was read (fd {fd})", "import it again once nothing writes it")
+    return size, sha1.hexdigest(), sha256.hexdigest()
 
 
 def plan_import(folder: Path) -> list[ImportPlanItem]:
@@ -66,10 +71,14 @@ def plan_import(folder: Path) -> list[ImportPlanItem]:
             real = src.resolve()
             if src.is_symlink() and folder not in real.parents:
                 raise InvalidInput(f"{rel} is a symlink that leaves {folder}", "copy the file in, or remove the link")
-            if not real.is_file():
+            try:
+                fd = open_regular(real)  # O_NOFOLLOW|O_NONBLOCK: a FIFO or a link swapped in is skipped
+            except OSError:
                 continue
-            size = real.stat().st_size
-            sha1, sha256 = _hash_file(real, size)
+            try:
+                size, sha1, sha256 = _hash_fd(fd)
+            finally:
+                os.close(fd)
             if is_lfs_path(rel, size):
                 entry = FileEntry(rel, size, git_blob_sha1(lfs_pointer(sha256, size)), sha256)
             else:
@@ -78,6 +87,20 @@ def plan_import(folder: Path) -> list[ImportPlanItem]:
     if not items:
         raise InvalidInput(f"{folder} holds no files", "give the folder that holds config.json and the weights")
     return items
+
+
+def _copy_verified(layout: RepoLayout, item: ImportPlanItem) -> None:
+    """Open the source once (no links followed) and copy from *that fd*, hashing as it copies:
+    what lands in ``blobs/`` is exactly what the record says, whatever is swapped in meanwhile."""
+    try:
+        fd = open_regular(item.source)
+    except OSError as exc:
+        raise InvalidInput(f"{item.entry.path}: cannot open it again ({exc.strerror or exc})",
+                           "was it replaced by a link or removed during the import? import again") from None
+    try:
+        copy_into_blob(layout, item.entry, fd)
+    finally:
+        os.close(fd)
 
 
 def commit_id_for(entries: list[FileEntry]) -> str:
@@ -94,7 +117,7 @@ def import_folder(layout: RepoLayout, folder: Path, revision: str = "main") -> T
     ensure_repo_dirs(layout)
     publish_record(layout, record)
     for item in items:
-        copy_into_blob(layout, item.entry.etag, item.source)
+        _copy_verified(layout, item)
         link_file(layout, record.commit, item.entry)
     layout.write_ref(revision, record.commit)
     return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from .layout import RepoLayout, parse_folder_name
 from .leases import is_pinned
 from .readiness import check_revision
 from .records import read_record
+from .remove import snapshot_links
 from .requests import describe, read_requests
+from ..files import is_inside, safe_iterdir
 from .usage import last_used
 
 __all__ = ["RepoInfo", "RevisionInfo", "scan_cache", "scan_repo"]
@@ -77,18 +80,23 @@ class RepoInfo:
         }
 
 
-def _snapshot_blobs(snapshot: Path) -> dict[Path, int]:
-    """Real file behind every snapshot entry → its size (broken links skipped)."""
+def _snapshot_blobs(layout: RepoLayout, commit: str) -> tuple[dict[Path, int], int]:
+    """Real file behind every snapshot entry → its size (broken links, and links out of the cache,
+    skipped); and how many entries lead to one."""
     out: dict[Path, int] = {}
-    for p in snapshot.rglob("*"):
-        if p.is_dir():
-            continue
+    n = 0
+    for p in snapshot_links(layout, commit):
         target = Path(os.path.realpath(p))
+        if not is_inside(target, layout.cache_dir):
+            continue
         try:
-            out[target] = target.stat().st_size
+            st = target.lstat()
         except OSError:
             continue
-    return out
+        if stat.S_ISREG(st.st_mode):
+            out[target] = st.st_size
+            n += 1
+    return out, n
 
 
 def scan_repo(layout: RepoLayout) -> RepoInfo:
@@ -99,14 +107,14 @@ def scan_repo(layout: RepoLayout) -> RepoInfo:
     all_blobs: dict[Path, int] = {}
     for commit in layout.commits():
         snap = layout.snapshot(commit)
-        blobs = _snapshot_blobs(snap)
+        blobs, nfiles = _snapshot_blobs(layout, commit)
         all_blobs.update(blobs)
         record = read_record(layout.tree_record(commit), commit)
         revisions.append(
             RevisionInfo(
                 commit=commit,
                 refs=tuple(sorted(refs_by_commit.get(commit, []))),
-                files=sum(1 for p in snap.rglob("*") if not p.is_dir() and p.exists()),
+                files=nfiles,
                 size_on_disk=sum(blobs.values()),
                 complete=check_revision(layout, commit, "full").ready,
                 tokenizer_ready=check_revision(layout, commit, "tokenizer").ready,
@@ -127,9 +135,9 @@ def scan_cache(cache_dir: Path) -> list[RepoInfo]:
     if not cache_dir.is_dir():
         return []
     repos = []
-    for entry in sorted(cache_dir.iterdir()):
+    for entry in sorted(safe_iterdir(cache_dir, follow=True), key=lambda e: e.name):
         parsed = parse_folder_name(entry.name)
-        if parsed is None or not entry.is_dir():
+        if parsed is None or not entry.is_dir(follow_symlinks=False):
             continue
         repos.append(scan_repo(RepoLayout(cache_dir, *parsed)))
     return repos

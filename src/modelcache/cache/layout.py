@@ -8,13 +8,14 @@ folder. Our own state lives in ``<repo folder>/.modelcache/``, where HF tools ne
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ..files import atomic_write_bytes
-from ..validation import validate_repo_id, validate_repo_path, validate_repo_type, validate_revision
+from ..files import CorruptState, NotRegularFile, atomic_write_bytes, read_bounded, warn_corrupt
+from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_repo_type, validate_revision
 
 __all__ = [
     "RepoLayout",
@@ -123,34 +124,73 @@ class RepoLayout:
     def tree_record(self, commit: str) -> Path:
         return self.trees / f"{commit}.json"
 
+    @cached_property
+    def tmp(self) -> Path:
+        """Temp files of atomic writes (refs, records, state): where HF's scanner never looks."""
+        return self.state / "tmp"
+
     def read_ref(self, revision: str) -> str | None:
-        try:
-            return self.ref(revision).read_text(encoding="utf-8").strip() or None
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
+        """The commit ``refs/<revision>`` names; None when missing or not a commit id.
+
+        A FIFO, folder, link or junk planted there reads as missing (with a warning naming the
+        file): it never blocks and never leaves the cache.
+        """
+        return _read_ref_file(self.ref(revision))
 
     def write_ref(self, revision: str, commit: str) -> None:
-        """``refs/<rev>`` holds the commit with no trailing newline, written atomically."""
-        atomic_write_bytes(self.ref(revision), commit.encode())
+        """``refs/<rev>`` holds the commit with no trailing newline, written atomically.
+
+        The temp file lives in ``.modelcache/tmp/`` so a kill never leaves a stray file under
+        ``refs/`` (which huggingface_hub's ``scan_cache_dir()`` would read as a broken ref).
+        """
+        atomic_write_bytes(self.ref(revision), commit.encode(), root=self.cache_dir, tmp_dir=self.tmp)
 
     def commits(self) -> list[str]:
+        """Commit ids with a snapshot folder (a real folder named by 40 hex; links and odd names skipped)."""
         try:
-            return sorted(p.name for p in self.snapshots.iterdir() if p.is_dir())
-        except FileNotFoundError:
+            if stat.S_ISLNK(os.lstat(self.snapshots).st_mode):
+                return []
+            with os.scandir(self.snapshots) as it:
+                return sorted(e.name for e in it if is_commit(e.name) and e.is_dir(follow_symlinks=False))
+        except OSError:
             return []
 
     def all_refs(self) -> dict[str, str]:
-        """``{ref name: commit}`` for every file under ``refs/``."""
+        """``{ref name: commit}`` for every regular file under ``refs/`` that names a commit."""
         out: dict[str, str] = {}
-        if not self.refs.is_dir():
+        try:
+            if stat.S_ISLNK(os.lstat(self.refs).st_mode):
+                return out
+        except OSError:
             return out
-        for p in sorted(self.refs.rglob("*")):
-            if p.is_file() and not p.name.startswith("."):
-                try:
-                    out[p.relative_to(self.refs).as_posix()] = p.read_text(encoding="utf-8").strip()
-                except OSError:
+        for root, dirs, files in os.walk(self.refs, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith("."):
                     continue
+                p = Path(root) / name
+                commit = _read_ref_file(p)
+                if commit is not None:
+                    out[p.relative_to(self.refs).as_posix()] = commit
         return out
+
+
+def _read_ref_file(path: Path) -> str | None:
+    try:
+        text = read_bounded(path, 4096).decode("utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (NotRegularFile, OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+        warn_corrupt(CorruptState(path, why, f"remove it (`rm -rf '{path}'`) and download the revision again"))
+        return None
+    if not text:
+        return None
+    if not is_commit(text):
+        warn_corrupt(CorruptState(path, "does not hold a 40-hex commit id",
+                                  f"remove it (`rm -f '{path}'`) and download the revision again"))
+        return None
+    return text
 
 
 def root_state(cache_dir: Path) -> Path:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..errors import InvalidInput, NotCached
 from .layout import RepoLayout
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, confined_unlink, read_state_or_none
+from ..validation import is_commit
 
 __all__ = ["Lease", "LeaseInfo", "acquire_lease", "active_leases", "is_pinned", "list_pins", "pin", "release_lease",
            "renew_lease", "unpin"]
@@ -54,7 +55,7 @@ def _lease_path(layout: RepoLayout, commit: str, lease_id: str) -> Path:
 
 def _write(layout: RepoLayout, info: LeaseInfo) -> None:
     atomic_write_bytes(_lease_path(layout, info.commit, info.lease_id), json.dumps(info.to_dict()).encode(),
-                       fsync=False)
+                       fsync=False, root=layout.cache_dir, tmp_dir=layout.tmp)
 
 
 def acquire_lease(layout: RepoLayout, commit: str, holder: str, ttl: float, now: float | None = None) -> LeaseInfo:
@@ -76,15 +77,32 @@ def acquire_lease(layout: RepoLayout, commit: str, holder: str, ttl: float, now:
 
 
 def _read(path: Path) -> LeaseInfo | None:
+    """The lease in ``path``; None (with a warning for junk) when it is not one modelcache wrote."""
+    d = read_state_or_none(path, max_bytes=64 * 1024, max_depth=4)
+    if not isinstance(d, dict):
+        return None
     try:
-        d = json.loads(path.read_bytes())
-        return LeaseInfo(str(d["lease_id"]), str(d["repo_id"]), str(d["commit"]), str(d["holder"]),
-                         float(d["expires"]), float(d["created"]), str(d.get("host", "")), int(d.get("pid", -1)))
-    except (OSError, ValueError, KeyError, TypeError):
+        lease_id, commit = d["lease_id"], d["commit"]
+        expires, created, pid = d["expires"], d["created"], d.get("pid", -1)
+        if not (isinstance(lease_id, str) and path.name == f"{lease_id}.json" and isinstance(commit, str)
+                and is_commit(commit) and path.parent.name == commit):
+            raise ValueError("names another lease")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (expires, created)):
+            raise ValueError("times are not numbers")
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            pid = -1
+        return LeaseInfo(lease_id, str(d["repo_id"])[:200], commit, str(d["holder"])[:200], float(expires),
+                         float(created), str(d.get("host", ""))[:200], pid)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        from ..files import CorruptState, warn_corrupt
+
+        warn_corrupt(CorruptState(path, "not a lease modelcache wrote"))
         return None
 
 
 def find_lease(layout: RepoLayout, lease_id: str) -> LeaseInfo | None:
+    """The lease ``lease_id`` of this repo (any revision), or None."""
+    _lease_path(layout, "0" * 40, lease_id)  # validates the id before it becomes a glob pattern
     root = layout.state / "leases"
     for path in root.glob(f"*/{lease_id}.json") if root.is_dir() else []:
         return _read(path)
@@ -105,7 +123,7 @@ def release_lease(layout: RepoLayout, lease_id: str) -> bool:
     info = find_lease(layout, lease_id)
     if info is None:
         return False
-    _lease_path(layout, info.commit, lease_id).unlink(missing_ok=True)
+    confined_unlink(_lease_path(layout, info.commit, lease_id), layout.cache_dir)
     return True
 
 
@@ -126,7 +144,7 @@ def sweep_expired(layout: RepoLayout, now: float | None = None) -> int:
     n = 0
     for info in all_leases(layout):
         if not info.alive(now):
-            _lease_path(layout, info.commit, info.lease_id).unlink(missing_ok=True)
+            confined_unlink(_lease_path(layout, info.commit, info.lease_id), layout.cache_dir)
             n += 1
     return n
 
@@ -165,13 +183,14 @@ class Lease:
 
 
 def pin(layout: RepoLayout, commit: str, note: str = "") -> None:
-    atomic_write_bytes(layout.state / "pins" / commit, json.dumps({"note": note, "at": time.time()}).encode())
+    atomic_write_bytes(layout.state / "pins" / commit, json.dumps({"note": note, "at": time.time()}).encode(),
+                       root=layout.cache_dir, tmp_dir=layout.tmp)
 
 
 def unpin(layout: RepoLayout, commit: str) -> bool:
     p = layout.state / "pins" / commit
-    existed = p.exists()
-    p.unlink(missing_ok=True)
+    existed = os.path.lexists(p)
+    confined_unlink(p, layout.cache_dir)
     return existed
 
 
@@ -181,4 +200,4 @@ def is_pinned(layout: RepoLayout, commit: str) -> bool:
 
 def list_pins(layout: RepoLayout) -> list[str]:
     d = layout.state / "pins"
-    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+    return sorted(p.name for p in d.iterdir() if is_commit(p.name)) if d.is_dir() and not d.is_symlink() else []

@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import CacheError
 from ..files import atomic_write_bytes
 
 __all__ = ["MAX_PARSE_BYTES", "FileStat", "SnapshotReader", "parse_problem", "read_regular"]
@@ -171,7 +172,7 @@ def _stored_ok(verdicts: str, fs: FileStat) -> bool:
 def _store_ok(verdicts: str, fs: FileStat) -> None:
     try:  # best effort: an engine's read-only mount stores nothing
         atomic_write_bytes(Path(verdicts) / (fs.blob or ""), f"{fs.size} {fs.mtime_ns} ok".encode(), fsync=False)
-    except OSError:
+    except (OSError, CacheError):  # read-only, or a planted link/FIFO where our state goes: store nothing
         pass
 
 

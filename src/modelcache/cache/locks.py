@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import shared_mkdir
+from ..files import CorruptState, read_json_state, shared_mkdir
 
 __all__ = ["FileLock", "LockInfo", "fs_now", "read_lock", "lock_is_dead"]
 
@@ -44,30 +45,49 @@ class LockInfo:
 
 def fs_now(directory: Path) -> float:
     """'Now' by the clock of the filesystem holding ``directory`` (falls back to local time)."""
-    probe = directory / f".mc-clock.{uuid.uuid4().hex[:12]}"
+    probe = directory / f".mc-clock.{uuid.uuid4().hex}"
     try:
-        fd = os.open(probe, os.O_CREAT | os.O_WRONLY, 0o664)
-        os.close(fd)
-        now = probe.stat().st_mtime
-        probe.unlink()
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o664)
+        try:
+            now = os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
+            probe.unlink()
         return now
     except OSError:
         return time.time()
 
 
 def read_lock(path: Path) -> LockInfo | None:
+    """Who holds the lock at ``path``; None when there is none.
+
+    Never follows or blocks on what is there. An empty file is a lock being written: judged
+    by its age. Anything a lock never is — a folder, FIFO or link planted there, or bytes
+    that are not a lock record — reads as the lock of a long-dead owner (taken over at once),
+    so junk can neither hang nor wedge a writer.
+    """
     try:
-        st = path.stat()
-        data = json.loads(path.read_bytes() or b"{}")
-        return LockInfo(str(data.get("host", "")), int(data.get("pid", -1)), str(data.get("token", "")),
-                        str(data.get("purpose", "")), st.st_mtime)
-    except FileNotFoundError:
+        st = os.lstat(path)
+    except OSError:
         return None
-    except (OSError, ValueError, TypeError):
-        try:
-            return LockInfo("", -1, "", "", path.stat().st_mtime)  # half-written: judge by age
-        except OSError:
-            return None
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        return LockInfo("", -1, "", "", st.st_mtime)  # half-written: judge by age
+    try:
+        data = read_json_state(path, max_bytes=64 * 1024, max_depth=4)
+    except CorruptState:
+        return LockInfo("", -1, "", "", 0.0)  # not a lock modelcache wrote: dead
+    if data is None:
+        return None
+    pid, host, token = data.get("pid"), data.get("host"), data.get("token")  # type: ignore[union-attr]
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 1 << 31 and isinstance(host, str)
+            and isinstance(token, str) and token):
+        return LockInfo("", -1, "", "", 0.0)  # JSON, but not a lock record modelcache wrote: dead
+    return LockInfo(_text(data.get("host")), pid, _text(data.get("token")),  # type: ignore[union-attr]
+                    _text(data.get("purpose")), st.st_mtime)
+
+
+def _text(value: object) -> str:
+    return value[:200] if isinstance(value, str) else ""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -134,8 +154,8 @@ class _Heartbeat:
                     self.remove(Path(p))
                     continue
                 try:
-                    os.utime(p)
-                except OSError:
+                    os.utime(p, follow_symlinks=False)
+                except (OSError, NotImplementedError):
                     pass
             time.sleep(min(tick, 1.0))
 
@@ -147,8 +167,9 @@ class FileLock:
     """``with FileLock(path):`` — or ``try_acquire()`` / ``release()``; heartbeats while held."""
 
     def __init__(self, path: Path, *, purpose: str = "", stale_after: float = DEFAULT_STALE,
-                 heartbeat: float = DEFAULT_HEARTBEAT) -> None:
+                 heartbeat: float = DEFAULT_HEARTBEAT, root: Path | None = None) -> None:
         self.path = Path(path)
+        self.root = root
         self.purpose = purpose
         self.stale_after = stale_after
         self.heartbeat = min(heartbeat, stale_after / 3)
@@ -156,10 +177,10 @@ class FileLock:
         self.held = False
 
     def try_acquire(self) -> bool:
-        shared_mkdir(self.path.parent)
+        shared_mkdir(self.path.parent, self.root)
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o664)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o664)
             except FileExistsError:
                 info = read_lock(self.path)
                 if info is None:

@@ -8,28 +8,37 @@ snapshot link is made only to a blob that exists, the record is written before a
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
+import stat
 from pathlib import Path
 
 from ..errors import CacheError
 from .layout import RepoLayout
-from ..files import atomic_symlink, shared_mkdir
+from ..files import (
+    NotRegularFile,
+    atomic_symlink,
+    create_exclusive,
+    is_inside,
+    open_regular,
+    shared_mkdir,
+    write_new_file,
+)
 from ..protocol import FileEntry
 from .records import TreeRecord, write_record
 
-__all__ = ["ensure_repo_dirs", "install_blob", "install_blob_fd", "link_file", "publish_record", "copy_into_blob"]
+__all__ = ["copy_into_blob", "ensure_repo_dirs", "install_blob", "install_blob_fd", "link_file", "new_blob_temp",
+           "publish_record"]
 
 FILE_MODE = 0o644 | 0o040  # group-readable for shared volumes
+CACHEDIR_TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a Hugging Face hub cache.\n"
 
 
 def ensure_repo_dirs(layout: RepoLayout) -> None:
     try:
+        shared_mkdir(layout.cache_dir)
         for d in (layout.blobs, layout.snapshots, layout.refs, layout.state, layout.locks):
-            shared_mkdir(d)
-        tag = layout.cache_dir / "CACHEDIR.TAG"
-        if not tag.exists():
-            tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a Hugging Face hub cache.\n")
+            shared_mkdir(d, layout.cache_dir)
+        # O_EXCL|O_NOFOLLOW: a planted (even dangling) link there is left alone, never written through
+        write_new_file(layout.cache_dir / "CACHEDIR.TAG", CACHEDIR_TAG)
     except PermissionError as exc:
         raise CacheError(
             f"cannot write to the cache at {layout.cache_dir}: {exc.strerror}",
@@ -46,13 +55,33 @@ def install_blob(layout: RepoLayout, etag: str, verified_tmp: Path) -> Path:
     """Rename an already verified file into ``blobs/<etag>`` (atomic; idempotent)."""
     target = layout.blob(etag)
     try:
-        os.chmod(verified_tmp, FILE_MODE)
-        os.replace(verified_tmp, target)
+        # never chmod or rename through a link planted at the temp's name: check what it is by fd
+        fd = open_regular(verified_tmp)
     except FileNotFoundError:
         # Another writer of the same partial (a lock taken over from a slow, not dead, holder)
         # installed it first: blobs are content-addressed and verified, so theirs is ours.
-        if not target.is_file():
-            raise
+        if target.is_file() and not target.is_symlink():
+            return target
+        raise
+    except NotRegularFile:
+        raise CacheError(f"{verified_tmp} is not a regular file (a link or FIFO planted there?)",
+                         f"remove it (`rm -f '{verified_tmp}'`) and download again") from None
+    try:
+        os.fchmod(fd, FILE_MODE)
+        ino = os.fstat(fd)
+        try:
+            os.replace(verified_tmp, target)
+        except FileNotFoundError:
+            if not (target.is_file() and not target.is_symlink()):
+                raise
+            return target
+        st = os.lstat(target)
+        if (st.st_ino, st.st_dev) != (ino.st_ino, ino.st_dev) and not stat.S_ISREG(st.st_mode):
+            os.unlink(target)  # swapped for something else between the check and the rename
+            raise CacheError(f"{verified_tmp} was replaced while it was installed (another tenant?)",
+                             "download again; check who else writes this cache")
+    finally:
+        os.close(fd)
     return target
 
 
@@ -83,26 +112,71 @@ def _same_inode(path: Path, fd: int) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def copy_into_blob(layout: RepoLayout, etag: str, source: Path) -> Path:
-    """Copy a local file into ``blobs/<etag>`` through a temp file (used by ``import``)."""
-    target = layout.blob(etag)
-    if target.exists() and target.stat().st_size == source.stat().st_size:
-        return target
-    tmp = layout.blobs / f"{etag}.{uuid.uuid4().hex[:8]}.import.incomplete"
+def new_blob_temp(layout: RepoLayout, etag: str, kind: str) -> tuple[int, Path]:
+    """A fresh temp file in ``blobs/`` (``O_EXCL|O_NOFOLLOW``, unpredictable name): (fd, path)."""
+    layout.blob(etag)
+    if layout.blobs.is_symlink() or not is_inside(layout.blobs, layout.cache_dir):
+        raise CacheError(f"refusing to write into {layout.blobs}: it resolves outside the cache (a planted symlink?)",
+                         f"remove the link `{layout.blobs}`")
+    return create_exclusive(layout.blobs, f"{etag}.", f".{kind}.incomplete", 0o600)
+
+
+def _is_blob(target: Path, size: int) -> bool:
     try:
-        shutil.copyfile(source, tmp)
-        return install_blob(layout, etag, tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        st = os.lstat(target)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+def copy_into_blob(layout: RepoLayout, entry: FileEntry, source: Path | int) -> Path:
+    """Copy a local file into ``blobs/<etag>`` through a temp file (used by ``import``).
+
+    ``source`` is a path (opened without following a link) or an fd open on it; the bytes are
+    hashed *as they are copied* and installed only when they match ``entry``: what lands in the
+    cache is what the record says, whatever is swapped in at the path or written meanwhile.
+    """
+    from ..errors import IntegrityError
+    from ..hashing import BlobHasher
+
+    target = layout.blob(entry.etag)
+    if _is_blob(target, entry.size):
+        return target
+    src_fd, own = (source, False) if isinstance(source, int) else (open_regular(source), True)
+    try:
+        fd, tmp = new_blob_temp(layout, entry.etag, "import")
+        try:
+            hasher = BlobHasher(entry.size, entry.is_lfs)
+            with os.fdopen(fd, "wb") as out:
+                offset = 0
+                while offset < entry.size:
+                    chunk = os.pread(src_fd, min(1 << 20, entry.size - offset), offset)
+                    if not chunk:
+                        break
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    offset += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if offset != entry.size or hasher.hexdigest() != entry.etag:
+                raise IntegrityError(f"{entry.path} changed while it was imported",
+                                     "import again once nothing writes the folder")
+            return install_blob(layout, entry.etag, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    finally:
+        if own:
+            os.close(src_fd)
 
 
 def link_file(layout: RepoLayout, commit: str, entry: FileEntry) -> Path:
     link = layout.snapshot_file(commit, entry.path)
-    atomic_symlink(link, layout.blob(entry.etag), tmp_dir=layout.state / "tmp")
+    atomic_symlink(link, layout.blob(entry.etag), tmp_dir=layout.tmp, root=layout.cache_dir)
     return link
 
 
 def publish_record(layout: RepoLayout, record: TreeRecord) -> None:
-    layout.snapshot(record.commit).mkdir(parents=True, exist_ok=True)
-    write_record(layout.tree_record(record.commit), record)
+    """Write the completeness record (temp in ``.modelcache/tmp/``), then make the snapshot folder."""
+    shared_mkdir(layout.snapshot(record.commit), layout.cache_dir)
+    write_record(layout.tree_record(record.commit), record, root=layout.cache_dir, tmp_dir=layout.tmp)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .._format import human_size
 from ..errors import CacheError, InvalidInput
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, read_state_or_none, safe_iterdir
 from .layout import parse_folder_name, root_state
 
 __all__ = ["Usage", "cache_usage", "check_room", "read_budget", "write_budget"]
@@ -26,17 +26,25 @@ def _quota_file(cache_dir: Path) -> Path:
 
 
 def read_budget(cache_dir: Path) -> int | None:
-    try:
-        value = json.loads(_quota_file(cache_dir).read_bytes()).get("max_size")
-        return int(value) if value is not None else None
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
+    """The budget of this root in bytes; None when unset (or the file is junk: warned, ignored)."""
+    path = _quota_file(cache_dir)
+    data = read_state_or_none(path, max_bytes=4096, max_depth=2,
+                              hint=f"set the budget again (`modelcache quota set SIZE`, or `--clear`), or remove {path}")
+    value = data.get("max_size") if isinstance(data, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 62:
+        return value
+    if value is not None:
+        from ..files import CorruptState, warn_corrupt
+
+        warn_corrupt(CorruptState(_quota_file(cache_dir), f"max_size {str(value)[:40]!r} is not a size in bytes",
+                                  "set it again with `modelcache quota set SIZE` (or `--clear`)"))
+    return None
 
 
 def write_budget(cache_dir: Path, max_size: int | None) -> None:
     if max_size is not None and max_size <= 0:
         raise InvalidInput(f"invalid budget {max_size}", "give a positive size such as 500GiB, or --clear")
-    atomic_write_bytes(_quota_file(cache_dir), json.dumps({"max_size": max_size}).encode())
+    atomic_write_bytes(_quota_file(cache_dir), json.dumps({"max_size": max_size}).encode(), root=cache_dir)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class Usage:
 def _du(folder: Path) -> int:
     total = 0
     seen: set[tuple[int, int]] = set()  # a partial has two names (shared + its writer's): count it once
+    if folder.is_symlink():
+        return 0
     for root, _dirs, files in os.walk(folder):
         for f in files:
             try:
@@ -68,9 +78,9 @@ def _du(folder: Path) -> int:
 def cache_usage(cache_dir: Path) -> Usage:
     used = 0
     if cache_dir.is_dir():
-        for entry in cache_dir.iterdir():
-            if parse_folder_name(entry.name) is not None and entry.is_dir():
-                used += _du(entry / "blobs")
+        for entry in safe_iterdir(cache_dir, follow=True):
+            if parse_folder_name(entry.name) is not None and entry.is_dir(follow_symlinks=False):
+                used += _du(Path(entry.path) / "blobs")
     probe = cache_dir  # a cache not created yet: the disk of the nearest folder that exists
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from ..errors import InvalidInput
 from ..protocol import FileEntry
-from ..files import atomic_write_bytes
+from ..files import CorruptState, atomic_write_bytes, read_json_state, warn_corrupt
 
 __all__ = ["FORMAT_VERSION", "TreeRecord", "read_record", "write_record"]
 
 FORMAT_VERSION = 1
+RECORD_MAX_BYTES = 256 << 20  # ~1M files
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,28 @@ class TreeRecord:
 
 
 def read_record(path: Path, commit: str) -> TreeRecord | None:
-    """The record at ``path``, or None when it is missing, unreadable or of another format."""
+    """The record at ``path``, or None when it is missing, unreadable or of another format.
+
+    Junk (a FIFO or link planted there, bad JSON, wrong types) reads as "no record", with a
+    warning naming the file: never a traceback, never a hang.
+    """
+    hint = f"remove it (`rm -rf '{path}'`) and download the revision again to rebuild it"
     try:
-        data = json.loads(path.read_bytes())
-        if data.get("format_version") != FORMAT_VERSION:
+        data = read_json_state(path, max_bytes=RECORD_MAX_BYTES, max_depth=8, hint=hint)
+        if data is None or data.get("format_version") != FORMAT_VERSION:  # type: ignore[union-attr]
             return None
-        return TreeRecord.of(commit, (FileEntry.from_json(p, info) for p, info in data["files"].items()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        files = data["files"]  # type: ignore[index]
+        if not isinstance(files, dict) or not all(isinstance(i, dict) for i in files.values()):
+            raise TypeError("'files' is not an object of objects")
+        return TreeRecord.of(commit, (FileEntry.from_json(p, info) for p, info in files.items()))
+    except CorruptState as exc:
+        warn_corrupt(exc)
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        warn_corrupt(CorruptState(path, f"not a completeness record ({type(exc).__name__})", hint))
         return None
 
 
-def write_record(path: Path, record: TreeRecord) -> None:
-    atomic_write_bytes(path, record.to_bytes())
+def write_record(path: Path, record: TreeRecord, *, root: Path | None = None, tmp_dir: Path | None = None) -> None:
+    """Write ``record`` atomically (temp in ``tmp_dir`` when given; confined to ``root`` when given)."""
+    atomic_write_bytes(path, record.to_bytes(), root=root, tmp_dir=tmp_dir)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import confined_rmtree, confined_unlink, is_inside
 from .layout import RepoLayout
 
 __all__ = ["RemovalPlan", "execute_removal", "plan_removal"]
@@ -34,10 +34,27 @@ class RemovalPlan:
         }
 
 
+def snapshot_links(layout: RepoLayout, commit: str) -> list[Path]:
+    """Every entry (link or copied-in file) under ``snapshots/<commit>/``, walked without following links."""
+    snap = layout.snapshot(commit)
+    if snap.is_symlink() or not snap.is_dir():
+        return []
+    out = []
+    for root, dirs, files in os.walk(snap, followlinks=False):
+        base = Path(root)
+        out.extend(base / f for f in files)
+        out.extend(base / d for d in dirs if (base / d).is_symlink())
+    return out
+
+
 def _blobs_of(layout: RepoLayout, commit: str) -> set[Path]:
+    """The blobs of this repo a snapshot links to: only files directly in ``blobs/``, and only
+    when ``blobs/`` itself lies inside the cache (never a planted link's target)."""
+    if not is_inside(layout.blobs, layout.cache_dir) or layout.blobs.is_symlink():
+        return set()
     blobs_dir = os.path.realpath(layout.blobs)
     out = set()
-    for p in layout.snapshot(commit).rglob("*"):
+    for p in snapshot_links(layout, commit):
         if p.is_symlink():
             target = os.path.realpath(p)
             if os.path.dirname(target) == blobs_dir:
@@ -78,13 +95,16 @@ def plan_removal(layout: RepoLayout, commits: list[str], keep_folder: bool = Fal
 
 
 def execute_removal(layout: RepoLayout, plan: RemovalPlan) -> None:
+    """Delete what the plan names, never through a link and never outside the cache."""
+    root = layout.cache_dir
     for ref in plan.refs:
-        ref.unlink(missing_ok=True)
+        confined_unlink(ref, root)
     for snap in plan.snapshots:
-        shutil.rmtree(snap, ignore_errors=True)
+        confined_rmtree(snap, root)
     for rec in plan.records:
-        rec.unlink(missing_ok=True)
+        confined_unlink(rec, root)
     for blob in plan.blobs:
-        blob.unlink(missing_ok=True)
+        if is_inside(blob, root):
+            confined_unlink(blob, root)
     if plan.whole_repo:
-        shutil.rmtree(layout.folder, ignore_errors=True)
+        confined_rmtree(layout.folder, root)

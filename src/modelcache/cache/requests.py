@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..errors import CacheError
 from ..files import atomic_write_bytes
 from ..profiles import PROFILES, select
 from .layout import RepoLayout
@@ -81,9 +82,10 @@ def record_request(layout: RepoLayout, commit: str, profile: str, include: Seque
     kept = [*old, new][-_MAX_REQUESTS:]
     body = json.dumps({"format_version": 1, "requests": [r.to_dict() for r in kept]}, indent=1).encode()
     try:
-        atomic_write_bytes(layout.state / "requests" / f"{commit}.json", body, fsync=False)
+        atomic_write_bytes(layout.state / "requests" / f"{commit}.json", body, fsync=False, root=layout.cache_dir,
+                           tmp_dir=layout.tmp)
         return True
-    except OSError:
+    except (OSError, CacheError):
         return False
 
 

@@ -6,26 +6,36 @@ into a failure, so write errors are swallowed.
 
 from __future__ import annotations
 
+import math
 import time
 
 from .layout import RepoLayout
-from ..files import atomic_write_bytes
+from ..errors import CacheError
+from ..files import CorruptState, atomic_write_bytes, read_bounded, warn_corrupt
 
 __all__ = ["ThrottledUseRecorder", "last_used", "record_use"]
 
 
 def record_use(layout: RepoLayout, commit: str, now: float | None = None) -> bool:
     try:
-        atomic_write_bytes(layout.state / "used" / commit, repr(now or time.time()).encode())
+        atomic_write_bytes(layout.state / "used" / commit, repr(now or time.time()).encode(), root=layout.cache_dir,
+                           tmp_dir=layout.tmp)
         return True
-    except OSError:
+    except (OSError, CacheError):
         return False
 
 
 def last_used(layout: RepoLayout, commit: str) -> float | None:
+    path = layout.state / "used" / commit
     try:
-        return float((layout.state / "used" / commit).read_text())
-    except (OSError, ValueError):
+        value = float(read_bounded(path, 64).decode("ascii"))
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(value)
+        return value
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError, UnicodeDecodeError):
+        warn_corrupt(CorruptState(path, "not a time stamp modelcache wrote"))
         return None
 
 

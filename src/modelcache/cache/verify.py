@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hashing import file_digest
+from ..files import NotRegularFile, open_in_root
+from ..hashing import CHUNK, BlobHasher
 from ..profiles import select
 from .layout import RepoLayout
 from ..protocol import FileEntry
@@ -45,15 +46,30 @@ class VerifyReport:
                 "problems": [p.to_dict() for p in self.problems]}
 
 
-def _check_file(snapshot: Path, e: FileEntry) -> FileProblem | None:
+def _digest_fd(fd: int, size: int, lfs: bool) -> str:
+    hasher = BlobHasher(size, lfs)
+    offset = 0
+    while offset < size and (chunk := os.pread(fd, min(CHUNK, size - offset), offset)):
+        hasher.update(chunk)
+        offset += len(chunk)
+    return hasher.hexdigest()
+
+
+def _check_file(layout: RepoLayout, snapshot: Path, e: FileEntry) -> FileProblem | None:
     path = snapshot / e.path
     try:
-        size = os.stat(path).st_size
+        fd = open_in_root(path, layout.cache_dir)  # never a FIFO, never a link out of the cache
+    except NotRegularFile as exc:
+        return FileProblem(e.path, "missing", f"not a regular file inside the cache ({exc.strerror})")
     except OSError:
         return FileProblem(e.path, "missing", "not in the snapshot (or a broken link)")
-    if size != e.size:
-        return FileProblem(e.path, "wrong-size", f"{size} bytes, expected {e.size}")
-    digest = file_digest(path, e.size, e.is_lfs)
+    try:
+        size = os.fstat(fd).st_size
+        if size != e.size:
+            return FileProblem(e.path, "wrong-size", f"{size} bytes, expected {e.size}")
+        digest = _digest_fd(fd, e.size, e.is_lfs)
+    finally:
+        os.close(fd)
     if digest != e.etag:
         algo = "sha256" if e.is_lfs else "git sha1"
         return FileProblem(e.path, "corrupt", f"{algo} {digest[:12]}…, expected {e.etag[:12]}…")
@@ -84,7 +100,7 @@ def verify_revision(layout: RepoLayout, commit: str, profile: str | None = None)
         if wanted is not None and e.path not in wanted:
             continue
         checked += 1
-        problem = _check_file(snapshot, e)
+        problem = _check_file(layout, snapshot, e)
         if problem is None or problem.kind == "corrupt":
             hashed += e.size
         if problem:

@@ -19,6 +19,8 @@ __all__ = ["register"]
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--auth-upstream", metavar="URL",
               help="Check callers' tokens for gated/private repos against this Hub (e.g. https://huggingface.co).")
+@click.option("--allow-insecure-auth-upstream", is_flag=True,
+              help="Allow a plain-http --auth-upstream on another host (callers' tokens cross the network in clear).")
 @click.option("--auth-tokens", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Air-gapped: a file of allowed tokens (one per line, or sha256:<hex>) for gated/private repos.")
 @click.option("--auth-ttl", default="5m", show_default=True, help="How long an upstream access decision is cached.")
@@ -32,7 +34,8 @@ __all__ = ["register"]
                    "through the cache's lock files.")
 @json_option
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
+def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, allow_insecure_auth_upstream: bool,
+          auth_tokens: Path | None,
           auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
           log_json: bool, workers: int, as_json: bool) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
@@ -40,7 +43,8 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
     from ..server.config import ServeSpec, build_app
     from ..server.worker import ENV
 
-    spec = ServeSpec(auth_upstream=auth_upstream, auth_tokens=str(auth_tokens) if auth_tokens else None,
+    spec = ServeSpec(auth_upstream=auth_upstream, allow_insecure_auth_upstream=allow_insecure_auth_upstream,
+                     auth_tokens=str(auth_tokens) if auth_tokens else None,
                      auth_ttl=parse_duration(auth_ttl, "--auth-ttl"), upstream=upstream,
                      revision_ttl=parse_duration(revision_ttl, "--revision-ttl"), allow=allow, deny=deny,
                      log_json=log_json, settings=_overrides(ctx))

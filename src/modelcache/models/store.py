@@ -10,13 +10,14 @@ on the newer registry if it did. Readers never lock.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from ..files import atomic_write_bytes
+from ..files import CorruptState, atomic_write_bytes, read_json_state
 from ..cache.layout import root_state
 from ..cache.locks import FileLock, read_lock
 from ..errors import CacheError
@@ -36,6 +37,7 @@ class RegistryStore:
     """The registry file of one cache: ``read`` without a lock, ``update`` under one."""
 
     def __init__(self, cache_dir: Path, *, stale_after: float = 30.0, lock_timeout: float = 60.0) -> None:
+        self.root = Path(cache_dir)
         self.path = registry_path(cache_dir)
         self.stale_after = stale_after
         self.lock_timeout = lock_timeout
@@ -46,20 +48,16 @@ class RegistryStore:
         return self.path.with_name(self.path.name + ".mc-lock")
 
     def read(self) -> Registry:
-        """The registry as it is on disk now (empty when there is no file yet).
-
-        CacheError when the file cannot be read or parsed.
-        """
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+        hint = "restore it from a backup, or move it aside to start an empty registry"
+        try:  # bounded, regular file only (no FIFO hang, no link followed), finite numbers, bounded depth
+            data = read_json_state(self.path, max_bytes=64 << 20, max_depth=16, hint=hint)
+        except CorruptState as exc:
+            raise CacheError(f"the model registry {self.path} is unreadable ({exc.why})", hint) from None
+        if data is None:
             return Registry()
-        except OSError as exc:
-            raise CacheError(f"cannot read the model registry {self.path}: {exc.strerror or exc}",
-                             "check the cache volume's permissions and mount") from None
         try:
-            return Registry.from_bytes(raw)
-        except ValueError as exc:
+            return Registry.from_bytes(json.dumps(data).encode())
+        except (ValueError, OverflowError) as exc:
             raise CacheError(f"the model registry {self.path} is unreadable ({exc})",
                              "restore it from a backup, or move it aside to start an empty registry") from None
 
@@ -89,7 +87,7 @@ class RegistryStore:
                     time.sleep(0.01)
                     continue
                 try:
-                    atomic_write_bytes(self.path, replace(after, generation=before.generation + 1).to_bytes())
+                    atomic_write_bytes(self.path, replace(after, generation=before.generation + 1).to_bytes(), root=self.root)
                 except OSError as exc:
                     raise CacheError(f"cannot write the model registry {self.path}: {exc.strerror or exc}",
                                      "check free space and permissions on the cache volume") from None

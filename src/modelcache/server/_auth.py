@@ -25,17 +25,28 @@ __all__ = ["Gate"]
 class Gate:
     def __init__(self, access: AccessPolicy | None) -> None:
         self.access = access
-        self._access_cache: dict[Path, tuple[Access, int | None]] = {}
+        self._access_cache: dict[Path, tuple[Access, int | str | None]] = {}
 
     def access_of(self, layout: RepoLayout) -> Access:
-        """``access.json`` of a repo, parsed again only when the file changes (one ``stat`` per request)."""
+        """``access.json`` of a repo, parsed again only when the file changes (one ``stat`` per request).
+
+        Fails closed: a record that cannot be read counts as restricted and is never cached.
+        """
+        stamp: int | str | None
         try:
-            stamp = os.stat(layout.state / "access.json").st_mtime_ns
+            st = os.stat(layout.state / "access.json")
+            stamp = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        except FileNotFoundError:
+            stamp = "missing"
         except OSError:
-            stamp = None
+            stamp = None  # cannot tell: read it (and fail closed if that fails too)
         hit = self._access_cache.get(layout.folder)
-        if hit is None or hit[1] != stamp:
+        if hit is None or hit[1] != stamp or stamp is None:
             hit = (read_access(layout), stamp)
+            if hit[0].unreadable or stamp is None:
+                return hit[0]  # never cache an answer we could not read
+            if len(self._access_cache) > 10_000:
+                self._access_cache.clear()
             self._access_cache[layout.folder] = hit
         return hit[0]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import os
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -22,7 +23,8 @@ from ..cache.layout import RepoLayout
 from ..protocol import FileEntry
 from ..cache.records import TreeRecord, read_record
 from ..errors import InvalidInput
-from ..hashing import file_digest, git_blob_sha1, lfs_pointer
+from ..files import open_regular
+from ..hashing import BlobHasher, git_blob_sha1, lfs_pointer
 
 __all__ = ["CommitIndex", "IndexCache", "iso_time"]
 
@@ -95,7 +97,10 @@ def _walk_entry(real_root: str, full: Path, rel: str) -> FileEntry | None:
         real = os.path.realpath(full)
         if os.path.commonpath([real_root, real]) != real_root:
             return None  # points outside the cache: never listed, never served
-        size = os.stat(real).st_size
+        st = os.stat(real)
+        if not stat.S_ISREG(st.st_mode):
+            return None  # a FIFO, device or folder: never listed, never opened
+        size = st.st_size
         target = os.readlink(full) if full.is_symlink() else ""
     except (OSError, ValueError):
         return None
@@ -115,13 +120,22 @@ _SHA1_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def _content_sha1(real: str, size: int) -> str:
-    st = os.stat(real)
-    key = (real, size, st.st_mtime_ns)
-    if key not in _SHA1_CACHE:
-        if len(_SHA1_CACHE) > 4096:
-            _SHA1_CACHE.clear()
-        _SHA1_CACHE[key] = file_digest(Path(real), size, lfs=False)
-    return _SHA1_CACHE[key]
+    fd = open_regular(real)  # O_NOFOLLOW|O_NONBLOCK: a FIFO swapped in never blocks
+    try:
+        st = os.fstat(fd)
+        key = (real, size, st.st_mtime_ns)
+        if key not in _SHA1_CACHE:
+            if len(_SHA1_CACHE) > 4096:
+                _SHA1_CACHE.clear()
+            hasher = BlobHasher(size, lfs=False)
+            offset = 0
+            while offset < size and (chunk := os.pread(fd, min(1 << 20, size - offset), offset)):
+                hasher.update(chunk)
+                offset += len(chunk)
+            _SHA1_CACHE[key] = hasher.hexdigest()
+        return _SHA1_CACHE[key]
+    finally:
+        os.close(fd)
 
 
 def walk_snapshot(snapshot: Path, real_root: str) -> dict[str, FileEntry]:

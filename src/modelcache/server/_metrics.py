@@ -9,7 +9,6 @@ every ``size_ttl`` seconds: walking a big cache is not free), bytes freed by ``g
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..cache.activity import in_progress
-from ..cache.layout import RepoLayout, parse_folder_name, root_state
+from ..cache.gc import read_gc_freed
+from ..cache.layout import RepoLayout, parse_folder_name
 from ..cache.quota import cache_usage
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
@@ -69,11 +69,7 @@ class _ScrapeTime(Collector):
         yield GaugeMetricFamily("modelcache_downloads_in_progress",
                                 "Revisions being downloaded into this cache by any process, plus mirror fills.",
                                 value=self._in_progress() + fills)
-        freed = 0
-        try:
-            freed = int(json.loads((root_state(self.cache_dir) / "gc-stats.json").read_bytes()).get("freed_bytes", 0))
-        except (OSError, ValueError, AttributeError):
-            pass
+        freed = read_gc_freed(self.cache_dir)  # junk there is warned about, never a traceback
         g = GaugeMetricFamily("modelcache_gc_freed_bytes", "Bytes freed by `modelcache gc` in this cache, all time.")
         g.add_metric([], freed)
         yield g

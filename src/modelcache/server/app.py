@@ -32,9 +32,10 @@ from starlette.routing import Route
 
 from ..cache.layout import RepoLayout
 from ..errors import GatedRepo, InvalidInput, RepoNotFound, RevisionNotFound
+from ..files import open_regular
 from ..models import models_status
 from ..validation import is_commit, validate_revision
-from ._access import AccessPolicy
+from ._access import AccessPolicy, checked_target
 from ._auth import Gate
 from ._http import HttpError, error_response
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -115,7 +116,7 @@ class _App:
         try:
             if request.method not in ("GET", "HEAD"):
                 raise HttpError(405, "MethodNotAllowed", "this modelcache server is read-only: use GET or HEAD")
-            target = parse_target(raw_path)
+            target = checked_target(parse_target(raw_path))  # '..'/%2e%2e/%2F refused before anything else
             request.state.kind = target.kind
             if target.kind == "health":
                 return JSONResponse({"status": "ok"})

@@ -32,6 +32,8 @@ class ServeSpec:
 
     auth_upstream: str | None = None
     """Check callers' tokens for gated/private repos against this Hub."""
+    allow_insecure_auth_upstream: bool = False
+    """Allow a plain-http ``auth_upstream`` on another host (callers' tokens cross the network in clear)."""
     auth_tokens: str | None = None
     """Air-gapped: a file of allowed tokens."""
     auth_ttl: float = 300.0
@@ -70,7 +72,7 @@ def access_policy(spec: ServeSpec) -> AccessPolicy | None:
     InvalidInput when the token list file cannot be read.
     """
     if spec.auth_upstream:
-        return UpstreamPolicy(spec.auth_upstream, spec.auth_ttl)
+        return UpstreamPolicy(spec.auth_upstream, spec.auth_ttl, allow_insecure=spec.allow_insecure_auth_upstream)
     if spec.auth_tokens:
         return TokenListPolicy.from_file(Path(spec.auth_tokens))
     return None

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from starlette.applications import Starlette
-
 __all__ = ["serve"]
 
 log = logging.getLogger("modelcache.server")
 
-# Bounds against slow or piling-up clients: a connection that sends no complete request within
-# the keep-alive window is closed; past ``limit_concurrency`` open requests new ones get 503.
-KEEP_ALIVE_SECONDS = 5
-LIMIT_CONCURRENCY = 2048
-MAX_INCOMPLETE_EVENT = 64 * 1024
 
 
 class _OneLineAborts(logging.Filter):
@@ -28,13 +21,20 @@ class _OneLineAborts(logging.Filter):
         return True
 
 
-def serve(app: Starlette | None, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1,
-          log_json: bool = False) -> None:
+def serve(app: object | None, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1,
+          log_json: bool = False, header_timeout: float = 10.0, keep_alive: float = 5.0,
+          max_connections: int | None = None) -> None:
     """Serve ``app`` on ``host:port`` until interrupted (blocking).
 
     ``workers > 1``: ``app`` is None and each worker process builds its app with
-    ``server.worker.app_factory`` from the spec the caller put in the environment."""
+    ``server.worker.app_factory`` from the spec the caller put in the environment.
+    Callers are untrusted (``_limits``): a client must send its request head within
+    ``header_timeout`` seconds, an idle keep-alive connection is closed after ``keep_alive``
+    seconds, headers are capped at 64 KiB, and above ``max_connections`` (default: well under
+    the fd limit) new connections are closed at once."""
     import uvicorn
+
+    from ._limits import HeadGuard, default_max_connections, uvicorn_limits
 
     logging.getLogger("uvicorn.error").addFilter(_OneLineAborts())
     if log_json:
@@ -43,8 +43,9 @@ def serve(app: Starlette | None, host: str = "127.0.0.1", port: int = 8080, *, w
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    bounds = dict(timeout_keep_alive=KEEP_ALIVE_SECONDS, limit_concurrency=LIMIT_CONCURRENCY,
-                  h11_max_incomplete_event_size=MAX_INCOMPLETE_EVENT, log_level="warning", access_log=False)
+    HeadGuard.header_timeout = header_timeout
+    HeadGuard.max_connections = max_connections or default_max_connections()
+    bounds = {**uvicorn_limits(keep_alive=keep_alive), "log_level": "warning", "access_log": False}
     if workers > 1:
         uvicorn.run("modelcache.server.worker:app_factory", factory=True, host=host, port=port, workers=workers,
                     **bounds)  # type: ignore[arg-type]

@@ -197,14 +197,16 @@ class CacheLifecycle:
         return reports
 
     def _repair(self, layout: RepoLayout, commit: str, report: VerifyReport) -> None:
+        from ..files import confined_unlink
+
         record = read_record(layout.tree_record(commit), commit)
         if record is None:
             return
         entries = [record.files[p.path] for p in report.problems]
         for e in entries:  # the bad blob is shared by every snapshot linking it: drop it for all
             if any(p.kind != "missing" for p in report.problems if p.path == e.path):
-                layout.blob(e.etag).unlink(missing_ok=True)
-            layout.snapshot_file(commit, e.path).unlink(missing_ok=True)
+                confined_unlink(layout.blob(e.etag), layout.cache_dir)  # never through a planted link
+            confined_unlink(layout.snapshot_file(commit, e.path), layout.cache_dir)
         ensure_files(self.settings, self._client(), layout, record, entries, NullProgress())
 
     # -- quota ------------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def read_state(cache_dir: Path) -> SyncState:
 
 
 def _write_state(cache_dir: Path, state: SyncState) -> None:
-    atomic_write_bytes(_state_path(cache_dir), json.dumps(state_to_json(state)).encode())
+    atomic_write_bytes(_state_path(cache_dir), json.dumps(state_to_json(state)).encode(), root=cache_dir)
 
 
 def observe(mc: ModelCache, mm: ModelManager, spec: SyncSpec) -> list[Observed]:

@@ -28,6 +28,7 @@ from ..progress import NullProgress, Progress
 from ..service.model_cache import ModelCache
 from ..service.remote import fetch_revision
 from ..validation import is_commit
+from .nodes import NodeLabeller, check_unique_keys, label_changes, label_key, label_value
 from .plan import Observed, Step, SyncPlan, SyncState, plan_sync, state_from_json, state_to_json
 from .spec import ModelSpec, Policy, SyncSpec
 
@@ -155,8 +156,15 @@ def _gc_preview(mc: ModelCache, spec: SyncSpec, protected: set[tuple[str, str, s
 
 
 def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Callable[[ModelSpec], Progress] | None = None,
-         on_plan: Callable[[SyncPlan], None] | None = None) -> SyncResult:
-    """Reconcile ``mc``'s cache root with ``spec``: plan (``on_plan`` sees it first), then do it."""
+         on_plan: Callable[[SyncPlan], None] | None = None, labeller: NodeLabeller | None = None) -> SyncResult:
+    """Reconcile ``mc``'s cache root with ``spec``: plan (``on_plan`` sees it first), then do it.
+
+    ``labeller`` (``--label-node``): before any step, the node loses every model label not
+    backed by a declared, ready model (so no unpin or GC can remove files a label promises);
+    each model is labelled once its last step succeeded. If the labels cannot be updated,
+    nothing is unpinned or collected."""
+    if labeller is not None:
+        check_unique_keys(spec.models)
     mm = ModelManager(mc)
     state = read_state(mc.cache_dir)
     observed = observe(mc, mm, spec)
@@ -176,9 +184,14 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
         return SyncResult(plan, tuple(outcomes), True)
     failed_models: set[int] = {id(s.model) for s in plan.errors}
     pins, names = set(state.pins), set(state.names)
+    labels_ok = _label_before(labeller, observed, outcomes) if labeller is not None else True
+    last_step = {id(s.model): s for s in plan.changes if s.model is not None}
     for step in plan.changes:
         if step.model is not None and id(step.model) in failed_models:
             outcomes.append(StepOutcome(step, False, "skipped: an earlier step of this model failed", 1))
+            continue
+        if step.action in ("unpin", "gc") and not labels_ok:
+            outcomes.append(StepOutcome(step, False, "skipped: the node's labels could not be updated first", 1))
             continue
         if step.action == "gc" and any(not o.ok for o in outcomes):
             outcomes.append(StepOutcome(step, False, "skipped: not every model is in place", 1))
@@ -192,6 +205,8 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
                 failed_models.add(id(step.model))
             continue
         outcomes.append(StepOutcome(step, True))
+        if labeller is not None and step.model is not None and last_step.get(id(step.model)) is step:
+            _label_ready(labeller, step, outcomes)
         if step.action == "pin" and step.pin:
             pins.add(step.pin)
         elif step.action == "unpin" and step.pin:
@@ -203,6 +218,33 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
     # (a pin or name that was there before any sync made it is not adopted: sync never undoes it)
     _write_state(mc.cache_dir, SyncState(frozenset(pins), frozenset(names)))
     return SyncResult(plan, tuple(outcomes), False)
+
+
+def _label_before(labeller: NodeLabeller, observed: list[Observed], outcomes: list[StepOutcome]) -> bool:
+    """One PATCH before any step: our labels become exactly the declared models that are ready now."""
+    wanted = {label_key(o.model.repo, o.model.repo_type): label_value(o.commit)
+              for o in observed if o.commit and o.ready and o.error is None}
+    step = Step("label", labeller.node, "before any step: only declared, ready models")
+    try:
+        labeller.patch(label_changes(labeller.labels(), wanted))
+    except ModelCacheError as exc:
+        outcomes.append(StepOutcome(step, False, exc.message, exc.exit_code))
+        return False
+    return True
+
+
+def _label_ready(labeller: NodeLabeller, step: Step, outcomes: list[StepOutcome]) -> None:
+    """After a model's last step succeeded (a failed download skips the rest): label the node with it."""
+    m = step.model
+    assert m is not None and step.commit is not None
+    key, value = label_key(m.repo, m.repo_type), label_value(step.commit)
+    label = Step("label", f"{labeller.node} {key}={value}", "ready", model=m, commit=step.commit)
+    try:
+        labeller.patch({key: value})
+    except ModelCacheError as exc:
+        outcomes.append(StepOutcome(label, False, exc.message, exc.exit_code))
+        return
+    outcomes.append(StepOutcome(label, True))
 
 
 def _do(mc: ModelCache, mm: ModelManager, step: Step, progress: Callable[[ModelSpec], Progress] | None,

@@ -1,0 +1,121 @@
+"""The node-local DaemonSet's sync, for real: a local hub (two repo ids), two "nodes" (two cache
+roots), node labels through the fake API server; a dropped model loses its label before its files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_apiserver import TOKEN, fake_apiserver
+from helpers.cli import run_cli
+from helpers.live_server import import_demo, live_server
+
+from modelcache.sync.nodes import label_key, label_value
+
+A, B = "org/alpha", "org/beta"
+
+
+@pytest.fixture
+def hub(tmp_path: Path):  # type: ignore[no-untyped-def]
+    source = tmp_path / "source"
+    commits = {A: import_demo(source, A).commit, B: import_demo(source, B).commit}
+    with live_server(source) as url:
+        yield url, commits
+
+
+@pytest.fixture
+def api(tmp_path: Path):  # type: ignore[no-untyped-def]
+    token = tmp_path / "sa-token"
+    token.write_text(TOKEN + "\n")
+    with fake_apiserver() as srv:
+        srv.add_node("gpu-1", {"kubernetes.io/hostname": "gpu-1"})
+        srv.add_node("gpu-2", {"kubernetes.io/hostname": "gpu-2", "team": "ml"})
+        yield srv, token
+
+
+def _sync(cache: Path, url: str, spec: Path, srv: Any, token: Path, node: str,
+          env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
+    code, out, err = run_cli("--cache-dir", str(cache), "--endpoint", url, "sync", "-f", str(spec), "--json",
+                             "--label-node", node, "--kube-api", srv.url, "--kube-token-file", str(token),
+                             env={"NODE_NAME": node, **(env or {})})
+    return code, json.loads(out) if out.strip() else {}, err
+
+
+def _labels(srv: Any, node: str) -> dict[str, str]:
+    return {k: v for k, v in srv.get("nodes", "", node)["metadata"]["labels"].items() if k.startswith("modelcache.io/")}
+
+
+def test_two_nodes_are_labelled_when_ready_and_a_dropped_model_loses_its_label_first(
+        tmp_path: Path, hub: Any, api: Any) -> None:
+    url, commits = hub
+    srv, token = api
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text(f"models:\n  - repo: {A}\n    name: alpha\n  - repo: {B}\n")
+    caches = {"gpu-1": tmp_path / "node1", "gpu-2": tmp_path / "node2"}
+    want = {label_key(A): label_value(commits[A]), label_key(B): label_value(commits[B])}
+    for node, cache in caches.items():
+        code, res, err = _sync(cache, url, spec, srv, token, node)
+        assert code == 0 and res["ok"], err
+        assert _labels(srv, node) == want
+        assert [o["action"] for o in res["outcomes"]].count("label") == 2  # each model once it was ready
+    assert srv.get("nodes", "", "gpu-2")["metadata"]["labels"]["team"] == "ml"  # other labels untouched
+    patched = {r.path for r in srv.seen("PATCH")}
+    assert patched == {"/api/v1/nodes/gpu-1", "/api/v1/nodes/gpu-2"}
+
+    # B is dropped, with a policy that removes whatever is not pinned: its label must go first
+    snap = caches["gpu-1"] / f"models--org--beta/snapshots/{commits[B]}"
+    seen: list[tuple[dict[str, Any], bool]] = []
+    srv.on_node_patch = lambda node, body: seen.append((body["metadata"]["labels"], snap.exists()))
+    spec.write_text(f"policy:\n  keep_last: 0\nmodels:\n  - repo: {A}\n    name: alpha\n")
+    code, res, err = _sync(caches["gpu-1"], url, spec, srv, token, "gpu-1")
+    assert code == 0 and res["ok"], err
+    assert not snap.exists()  # unpinned, then collected
+    assert seen and seen[0] == ({label_key(B): None}, True)  # the label went while the files were still there
+    assert _labels(srv, "gpu-1") == {label_key(A): want[label_key(A)]}
+    assert _labels(srv, "gpu-2") == want  # the other node is its own
+
+
+def test_labels_follow_the_disk_not_the_past(tmp_path: Path, hub: Any, api: Any) -> None:
+    """A node whose disk was wiped (or a label someone set by hand) loses labels it cannot back."""
+    url, commits = hub
+    srv, token = api
+    stale = {label_key(A): label_value(commits[A]), label_key("org/gone"): "0123456789ab"}
+    srv.objects[("nodes", "", "gpu-1")]["metadata"]["labels"].update(stale)
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text(f"models:\n  - repo: {A}\n")
+    seen: list[dict[str, Any]] = []
+    srv.on_node_patch = lambda node, body: seen.append(dict(body["metadata"]["labels"]))
+    bad_url = "http://127.0.0.1:9"  # the mirror is down: A cannot be fetched
+    code, res, _ = _sync(tmp_path / "wiped", bad_url, spec, srv, token, "gpu-1")
+    assert code != 0
+    assert seen == [{label_key(A): None, label_key("org/gone"): None}]
+    assert _labels(srv, "gpu-1") == {}
+
+
+def test_a_pod_cannot_label_another_node(tmp_path: Path, hub: Any, api: Any) -> None:
+    url, _ = hub
+    srv, token = api
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text(f"models:\n  - repo: {A}\n")
+    code, res, err = _sync(tmp_path / "c", url, spec, srv, token, "gpu-2", env={"NODE_NAME": "gpu-1"})
+    assert code == 2 and "not this pod's node" in res["message"] and "Traceback" not in err
+    assert not srv.seen("PATCH") and not srv.seen("GET")
+
+
+def test_labels_that_cannot_be_updated_stop_unpin_and_gc(tmp_path: Path, hub: Any, api: Any) -> None:
+    url, commits = hub
+    srv, token = api
+    spec = tmp_path / "modelcache.yaml"
+    cache = tmp_path / "n"
+    spec.write_text(f"models:\n  - repo: {A}\n  - repo: {B}\n")
+    assert _sync(cache, url, spec, srv, token, "gpu-1")[0] == 0
+    token.write_text("wrong-token")  # the API now refuses us (401)
+    spec.write_text(f"policy:\n  keep_last: 0\nmodels:\n  - repo: {A}\n")
+    code, res, err = _sync(cache, url, spec, srv, token, "gpu-1")
+    assert code == 1 and any("401" in o.get("message", "") for o in res["outcomes"])
+    assert (cache / f"models--org--beta/snapshots/{commits[B]}").exists()  # still labelled: kept
+    skipped = [o for o in res["outcomes"] if o["action"] in ("unpin", "gc")]
+    assert skipped and all(not o["ok"] and "labels" in o["message"] for o in skipped)
+    assert "wrong-token" not in err and TOKEN not in err

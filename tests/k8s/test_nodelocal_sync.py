@@ -4,17 +4,23 @@ roots), node labels through the fake API server; a dropped model loses its label
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_apiserver import TOKEN, fake_apiserver
 from helpers.cli import run_cli
+from helpers.k8s import by_kind, load_all
 from helpers.live_server import import_demo, live_server
 
 from modelcache.sync.nodes import label_key, label_value
 
 A, B = "org/alpha", "org/beta"
+CLI = [sys.executable, "-c", "from modelcache.cli.main import main; main()"]
 
 
 @pytest.fixture
@@ -119,3 +125,91 @@ def test_labels_that_cannot_be_updated_stop_unpin_and_gc(tmp_path: Path, hub: An
     skipped = [o for o in res["outcomes"] if o["action"] in ("unpin", "gc")]
     assert skipped and all(not o["ok"] and "labels" in o["message"] for o in skipped)
     assert "wrong-token" not in err and TOKEN not in err
+
+
+def _daemonset_argv(tmp_path: Path, docs: list[dict[str, Any]], node: str, hub_url: str, srv: Any,
+                    token: Path) -> tuple[list[str], dict[str, str], Path]:
+    """The DaemonSet's container as the kubelet on ``node`` runs it: volumes as folders, the mirror
+    Service at the local hub, $(NODE_NAME) expanded; in-cluster API → the fake (--kube-api)."""
+    ds = by_kind(docs, "DaemonSet")[0]
+    pod = ds["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    spec_dir = tmp_path / "configmap"
+    spec_dir.mkdir(exist_ok=True)
+    cm = by_kind(docs, "ConfigMap")[0]
+    for key, text in cm["data"].items():
+        (spec_dir / key).write_text(text)
+    host_path = next(v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v)
+    disk = tmp_path / node / host_path.strip("/")
+    disk.mkdir(parents=True)
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    folders = {"model-cache": disk, "sync-spec": spec_dir, "hf-token": tmp_path / "hf-token", "tmp": tmp_path / "tmp"}
+    (tmp_path / "hf-token").mkdir(exist_ok=True)
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+
+    def fix(text: str) -> str:
+        text = text.replace("$(NODE_NAME)", node).replace("http://models-mirror.default.svc:8080", hub_url)
+        for mount, name in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+            if text == mount or text.startswith(mount + "/"):
+                return str(folders[name]) + text[len(mount):]
+        return text
+
+    argv = [fix(a) for a in c["command"]]
+    argv[argv.index("--interval") + 1] = "1s"  # the test does not wait 10 minutes
+    assert argv[0] == "modelcache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "KUBERNETES_")) and not k.endswith("_PROXY")}
+    for e in c["env"]:
+        env[e["name"]] = node if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName" \
+            else fix(e["value"])
+    return [*CLI, *argv[1:], "--kube-api", srv.url, "--kube-token-file", str(token)], env, disk / "hub"
+
+
+def _poll(what: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_rendered_daemonset_on_two_nodes(tmp_path: Path, hub: Any, api: Any) -> None:
+    """The DaemonSet's own command, on two nodes at once, as real processes; then a model is dropped
+    from the ConfigMap: each node's label for it goes while its files are still there."""
+    url, commits = hub
+    srv, token = api
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text(f"policy:\n  keep_last: 0\nmodels:\n  - repo: {A}\n    commit: {commits[A]}\n    name: alpha\n"
+                    f"  - repo: {B}\n    commit: {commits[B]}\n")
+    code, _, err = run_cli("--offline", "k8s", "render", "-f", str(spec), "--node-local", "/mnt/nvme/models",
+                           "--mirror-url", "http://models-mirror.default.svc:8080", "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    docs = [d for p in sorted((tmp_path / "out").glob("*.yaml")) for d in load_all(p.read_text())]
+    want = {label_key(A): label_value(commits[A]), label_key(B): label_value(commits[B])}
+    engine = by_kind(docs, "PodTemplate")[0]["template"]["spec"]["affinity"]["nodeAffinity"]
+    term = engine["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert (term["key"], term["operator"], term["values"]) == (label_key(A), "In", [want[label_key(A)]])
+
+    procs, hubs = [], {}
+    try:
+        for node in ("gpu-1", "gpu-2"):
+            (tmp_path / "k").mkdir(exist_ok=True)
+            argv, env, hubs[node] = _daemonset_argv(tmp_path / "k", docs, node, url, srv, token)
+            procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _poll(lambda: _labels(srv, "gpu-1") == want and _labels(srv, "gpu-2") == want)
+
+        snaps = {n: hubs[n] / f"models--org--beta/snapshots/{commits[B]}" for n in hubs}
+        assert all(s.exists() for s in snaps.values())
+        seen: list[tuple[str, dict[str, Any], bool]] = []
+        srv.on_node_patch = lambda node, body: seen.append((node, dict(body["metadata"]["labels"]), snaps[node].exists()))
+        # the ConfigMap changes (the kubelet refreshes the mounted file): B is no longer declared
+        (tmp_path / "k" / "configmap" / "modelcache.yaml").write_text(
+            f"policy:\n  keep_last: 0\nmodels:\n  - repo: {A}\n    commit: {commits[A]}\n    name: alpha\n")
+        _poll(lambda: not any(s.exists() for s in snaps.values()))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    for node in hubs:
+        removals = [(labels, existed) for n, labels, existed in seen if n == node and label_key(B) in labels]
+        assert removals and removals[0] == ({label_key(B): None}, True)  # label gone first, files still there
+        assert _labels(srv, node) == {label_key(A): want[label_key(A)]}
+        assert (hubs[node] / f"models--org--alpha/snapshots/{commits[A]}").exists()

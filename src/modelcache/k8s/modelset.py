@@ -112,6 +112,9 @@ class SetOptions:
                 raise InvalidInput("--node-local needs --mirror-url: every node pulls the set from it",
                                    "render a mirror (k8s render … --mirror) and give its URL, e.g. "
                                    "http://mirror-cache-mirror.default.svc:8080 (or the Hub's URL, on purpose)")
+            if any(e.partition("=")[0] == "NODE_NAME" for e in self.base.env_vars):
+                raise InvalidInput("--env NODE_NAME is set by render itself (the pod's own node, spec.nodeName)",
+                                   "drop it: a node-local pod labels only its own node")
             if self.schedule is not None:
                 raise InvalidInput("--schedule is for the sync Job; the node-local DaemonSet loops on --interval",
                                    "drop --schedule, or give --interval")

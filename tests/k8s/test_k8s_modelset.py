@@ -3,6 +3,7 @@ on every supported version, every command is one our CLI accepts, sizes come fro
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,22 @@ def test_set_flags_need_a_file(flag: tuple[str, ...]) -> None:
 def test_no_repo_and_no_file() -> None:
     code, _, err = run("--offline", "k8s", "render", "--size", "10Gi")
     assert code == 2 and "-f modelcache.yaml" in err
+
+
+RECIPE = Path(__file__).resolve().parents[2] / "deploy" / "recipes" / "node-local"
+
+
+def test_the_node_local_recipe_is_what_render_prints(tmp_path: Path) -> None:
+    """``deploy/recipes/node-local/`` = the command in its README (regenerate with that command)."""
+    readme = (RECIPE / "README.md").read_text()
+    command = readme.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    args = shlex.split(command)[1:]
+    args[args.index("--output") + 1] = str(tmp_path / "out")
+    args[args.index("-f") + 1] = str(RECIPE.parents[2] / args[args.index("-f") + 1])
+    code, _, err = run(*args)
+    assert code == 0, err
+    fresh = {p.name: p.read_text() for p in sorted((tmp_path / "out").glob("*.yaml"))}
+    kept = {p.name: p.read_text() for p in sorted(RECIPE.glob("*.yaml"))}
+    assert fresh == kept
+    docs = [d for text in kept.values() for d in load_all(text)]
+    assert by_kind(docs, "ConfigMap")[0]["data"]["modelcache.yaml"] == (RECIPE / "modelcache.yaml.example").read_text()

@@ -133,7 +133,8 @@ def render(ctx: click.Context, repo_id: str | None, revision: str, size: str, fi
                                "render a mirror or serve for one model without -f")
         from .k8s_set import render_set_command
 
-        render_set_command(ctx, set_file, size=size, fill_from=fill_from, output=output, deadline=deadline, ttl=ttl,
+        token = _read_token(fill_from) if fill_from is not None else None
+        render_set_command(ctx, set_file, size=size, token=token, output=output, deadline=deadline, ttl=ttl,
                            check_wait=check_wait, schedule=schedule, node_local=node_local, mirror_url=mirror_url,
                            interval=sync_interval, **kw)
         return

@@ -16,10 +16,12 @@ from .output import human_size
 __all__ = ["render_set_command"]
 
 
-def render_set_command(ctx: click.Context, path: Path, *, size: str, fill_from: str | None, output: str, deadline: str,
+def render_set_command(ctx: click.Context, path: Path, *, size: str, token: str | None, output: str, deadline: str,
                        ttl: str, check_wait: str, schedule: str | None, node_local: str | None, mirror_url: str | None,
                        interval: str, **kw: Any) -> None:
-    """Resolve the set (commits of served models, sizes when ``--size auto``), render, write or print."""
+    """Resolve the set (commits of served models, sizes when ``--size auto``), render, write or print.
+
+    ``token``: read by the caller from ``--token-file`` (it fills the Secret)."""
     from ..hub.client import HubClient
     from ..k8s import RenderOptions, to_text, write
     from ..k8s.modelset import SetModel, SetOptions, render_set, resolve_set
@@ -27,7 +29,6 @@ def render_set_command(ctx: click.Context, path: Path, *, size: str, fill_from: 
     from ..k8s.options import parse_duration
     from ..sync import load_spec
     from ..sync.nodes import check_unique_keys, label_key
-    from .k8s import _read_token
 
     spec = load_spec(path)
     text = path.read_text(encoding="utf-8")
@@ -38,7 +39,6 @@ def render_set_command(ctx: click.Context, path: Path, *, size: str, fill_from: 
                            "use --access-mode ReadWriteMany, or --node-local PATH (each node's own disk)")
     models = [SetModel(m.repo, m.revision, m.commit, m.profile, m.include, m.exclude, m.name, m.repo_type,
                        label_key(m.repo, m.repo_type)) for m in spec.models]
-    token = _read_token(fill_from) if fill_from is not None else None
     settings = settings_of(ctx)
     if spec.endpoint and not (ctx.find_root().obj or {}).get("endpoint"):
         settings = settings.with_overrides(endpoint=spec.endpoint)

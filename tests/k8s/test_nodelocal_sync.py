@@ -213,3 +213,20 @@ def test_the_rendered_daemonset_on_two_nodes(tmp_path: Path, hub: Any, api: Any)
         assert removals and removals[0] == ({label_key(B): None}, True)  # label gone first, files still there
         assert _labels(srv, node) == {label_key(A): want[label_key(A)]}
         assert (hubs[node] / f"models--org--alpha/snapshots/{commits[A]}").exists()
+
+
+def test_a_mirror_outage_keeps_the_labels_of_what_is_on_disk(tmp_path: Path, hub: Any, api: Any) -> None:
+    """`revision: main` cannot be looked up while the mirror is down: the node keeps serving the
+    pinned commit it has (no GC can take it), instead of a whole fleet dropping its labels."""
+    url, commits = hub
+    srv, token = api
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text(f"policy:\n  keep_last: 0\nmodels:\n  - repo: {A}\n  - repo: {B}\n")
+    cache = tmp_path / "n"
+    assert _sync(cache, url, spec, srv, token, "gpu-1")[0] == 0
+    want = {label_key(A): label_value(commits[A]), label_key(B): label_value(commits[B])}
+    assert _labels(srv, "gpu-1") == want
+    code, res, _ = _sync(cache, "http://127.0.0.1:9", spec, srv, token, "gpu-1")
+    assert code != 0 and _labels(srv, "gpu-1") == want
+    assert (cache / f"models--org--alpha/snapshots/{commits[A]}").exists()
+    assert not [o for o in res["outcomes"] if o["action"] == "label" and not o["ok"]]

@@ -184,7 +184,7 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
         return SyncResult(plan, tuple(outcomes), True)
     failed_models: set[int] = {id(s.model) for s in plan.errors}
     pins, names = set(state.pins), set(state.names)
-    labels_ok = _label_before(labeller, observed, outcomes) if labeller is not None else True
+    labels_ok = _label_before(mc, labeller, observed, outcomes) if labeller is not None else True
     last_step = {id(s.model): s for s in plan.changes if s.model is not None}
     for step in plan.changes:
         if step.model is not None and id(step.model) in failed_models:
@@ -220,10 +220,22 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
     return SyncResult(plan, tuple(outcomes), False)
 
 
-def _label_before(labeller: NodeLabeller, observed: list[Observed], outcomes: list[StepOutcome]) -> bool:
-    """One PATCH before any step: our labels become exactly the declared models that are ready now."""
+def _label_before(mc: ModelCache, labeller: NodeLabeller, observed: list[Observed], outcomes: list[StepOutcome]) -> bool:
+    """One PATCH before any step: our labels become exactly the declared models that are ready now.
+
+    A model whose commit could not be looked up (the mirror is down) keeps its label when the
+    commit its revision points to here is ready and pinned: this sync keeps that pin, so no GC
+    can take it, and a flapping mirror does not unlabel a whole fleet."""
     wanted = {label_key(o.model.repo, o.model.repo_type): label_value(o.commit)
               for o in observed if o.commit and o.ready and o.error is None}
+    for o in observed:
+        if o.error is None and o.commit is not None:
+            continue
+        m = o.model
+        layout = mc.layout(m.repo, m.repo_type)
+        local = m.commit or resolve_commit(layout, m.revision)
+        if local and is_pinned(layout, local) and mc.check(m.repo, local, m.profile, m.repo_type, record=False).ready:
+            wanted[label_key(m.repo, m.repo_type)] = label_value(local)
     step = Step("label", labeller.node, "before any step: only declared, ready models")
     try:
         labeller.patch(label_changes(labeller.labels(), wanted))

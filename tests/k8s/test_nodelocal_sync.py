@@ -230,3 +230,17 @@ def test_a_mirror_outage_keeps_the_labels_of_what_is_on_disk(tmp_path: Path, hub
     assert code != 0 and _labels(srv, "gpu-1") == want
     assert (cache / f"models--org--alpha/snapshots/{commits[A]}").exists()
     assert not [o for o in res["outcomes"] if o["action"] == "label" and not o["ok"]]
+
+
+def test_the_plan_says_what_happens_to_the_labels(tmp_path: Path, hub: Any, api: Any) -> None:
+    url, commits = hub
+    srv, token = api
+    srv.objects[("nodes", "", "gpu-1")]["metadata"]["labels"][label_key("org/gone")] = "0123456789ab"
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text(f"models:\n  - repo: {A}\n")
+    code, out, err = run_cli("--cache-dir", str(tmp_path / "c"), "--endpoint", url, "sync", "-f", str(spec), "--dry-run",
+                             "--label-node", "gpu-1", "--kube-api", srv.url, "--kube-token-file", str(token))
+    assert code == 0, err
+    assert f"node gpu-1: remove label {label_key('org/gone')} before any step" in err
+    assert f"node gpu-1: label {label_key(A)}={label_value(commits[A])} once ready" in err
+    assert not srv.seen("PATCH")  # a dry run changes no label

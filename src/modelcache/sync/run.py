@@ -176,6 +176,16 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
         except ModelCacheError as exc:
             preview = f"cannot preview: {exc.message}"
     plan = plan_sync(spec, observed, state, preview)
+    current: dict[str, str] = {}
+    wanted: dict[str, str] = {}
+    label_error: ModelCacheError | None = None
+    if labeller is not None:
+        wanted = _wanted_labels(mc, observed)
+        try:
+            current = labeller.labels()
+        except ModelCacheError as exc:
+            label_error = exc
+        plan = dataclasses.replace(plan, notes=plan.notes + _label_notes(labeller.node, current, wanted, plan, label_error))
     if on_plan is not None:
         on_plan(plan)
     outcomes = [StepOutcome(s, False, s.reason, next((o.exit_code for o in observed if o.model is s.model), 1))
@@ -184,7 +194,7 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
         return SyncResult(plan, tuple(outcomes), True)
     failed_models: set[int] = {id(s.model) for s in plan.errors}
     pins, names = set(state.pins), set(state.names)
-    labels_ok = _label_before(mc, labeller, observed, outcomes) if labeller is not None else True
+    labels_ok = _label_before(labeller, current, wanted, label_error, outcomes) if labeller is not None else True
     last_step = {id(s.model): s for s in plan.changes if s.model is not None}
     for step in plan.changes:
         if step.model is not None and id(step.model) in failed_models:
@@ -220,8 +230,8 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
     return SyncResult(plan, tuple(outcomes), False)
 
 
-def _label_before(mc: ModelCache, labeller: NodeLabeller, observed: list[Observed], outcomes: list[StepOutcome]) -> bool:
-    """One PATCH before any step: our labels become exactly the declared models that are ready now.
+def _wanted_labels(mc: ModelCache, observed: list[Observed]) -> dict[str, str]:
+    """Our labels as they must be before any step: the declared models that are ready now.
 
     A model whose commit could not be looked up (the mirror is down) keeps its label when the
     commit its revision points to here is ready and pinned: this sync keeps that pin, so no GC
@@ -236,9 +246,31 @@ def _label_before(mc: ModelCache, labeller: NodeLabeller, observed: list[Observe
         local = m.commit or resolve_commit(layout, m.revision)
         if local and is_pinned(layout, local) and mc.check(m.repo, local, m.profile, m.repo_type, record=False).ready:
             wanted[label_key(m.repo, m.repo_type)] = label_value(local)
+    return wanted
+
+
+def _label_notes(node: str, current: dict[str, str], wanted: dict[str, str], plan: SyncPlan,
+                 error: ModelCacheError | None) -> tuple[str, ...]:
+    """What will happen to the node's labels, for the printed plan."""
+    if error is not None:
+        return (f"node {node}: cannot read its labels ({error.message}): nothing will be unpinned or collected",)
+    changes = label_changes(current, wanted)
+    notes = [f"node {node}: remove label {k} before any step (no declared model ready here)"
+             for k, v in changes.items() if v is None]
+    notes += [f"node {node}: label {k}={v} (ready)" for k, v in changes.items() if v is not None]
+    notes += [f"node {node}: label {label_key(s.model.repo, s.model.repo_type)}={label_value(s.commit)} once ready"
+              for s in plan.steps if s.action == "download" and s.model is not None and s.commit]
+    return tuple(notes)
+
+
+def _label_before(labeller: NodeLabeller, current: dict[str, str], wanted: dict[str, str],
+                  error: ModelCacheError | None, outcomes: list[StepOutcome]) -> bool:
+    """One PATCH before any step: our labels become ``wanted``; False (and a failed outcome) if not."""
     step = Step("label", labeller.node, "before any step: only declared, ready models")
     try:
-        labeller.patch(label_changes(labeller.labels(), wanted))
+        if error is not None:
+            raise error
+        labeller.patch(label_changes(current, wanted))
     except ModelCacheError as exc:
         outcomes.append(StepOutcome(step, False, exc.message, exc.exit_code))
         return False

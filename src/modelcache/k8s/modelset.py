@@ -108,6 +108,7 @@ class SetOptions:
             check_cron(self.schedule, "--schedule")
         if self.node_local is not None:
             _abs_path(self.node_local, "--node-local")
+            _check_host_path(self.node_local)
             if self.mirror_url is None:
                 raise InvalidInput("--node-local needs --mirror-url: every node pulls the set from it",
                                    "render a mirror (k8s render … --mirror) and give its URL, e.g. "
@@ -149,6 +150,20 @@ class SetOptions:
         assert m.commit is not None and m.served is not None
         return dataclasses.replace(self.base, repo_id=m.repo, commit=m.commit, revision=m.revision,
                                    profile=m.profile, name=slug(m.served), serve=False, tenants=())
+
+
+_SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
+                 "/sbin", "/sys", "/usr", "/var/run", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/docker",
+                 "/var/log")
+_SYSTEM_DIRS = ("/home", "/mnt", "/media", "/opt", "/srv", "/tmp", "/var", "/var/lib", "/var/cache", "/data")
+
+
+def _check_host_path(path: str) -> str:
+    """A folder of its own: the DaemonSet hands it to our user (chown), so never a system folder."""
+    if path in _SYSTEM_DIRS or any(path == t or path.startswith(t + "/") for t in _SYSTEM_TREES):
+        raise InvalidInput(f"invalid --node-local {path!r}: a system folder (the DaemonSet takes ownership of it)",
+                           "give a folder of its own on the node's local disk, e.g. /mnt/nvme/models")
+    return path
 
 
 def resolve_set(models: Sequence[SetModel], size: str, *, offline: bool, hub: _Hub | None,

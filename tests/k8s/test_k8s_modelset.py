@@ -3,6 +3,7 @@ on every supported version, every command is one our CLI accepts, sizes come fro
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,43 @@ def test_the_node_local_recipe_is_what_render_prints(tmp_path: Path) -> None:
     assert fresh == kept
     docs = [d for text in kept.values() for d in load_all(text)]
     assert by_kind(docs, "ConfigMap")[0]["data"]["modelcache.yaml"] == (RECIPE / "modelcache.yaml.example").read_text()
+
+
+def test_the_rendered_sync_job_runs(tmp_path: Path) -> None:
+    """The Job's command as the kubelet runs it (volumes as folders, the endpoint at a local hub):
+    the set lands in the volume, ready, pinned and registered; the engines' checks pass."""
+    import subprocess
+    import sys
+
+    from modelcache import ModelCache, ModelManager, Settings
+
+    source = tmp_path / "source"
+    commit = import_demo(source, "org/alpha").commit
+    import_demo(source, "org/beta")
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text(f"models:\n  - repo: org/alpha\n    commit: {commit}\n    name: alpha\n  - repo: org/beta\n"
+                    "    profile: tokenizer\n")
+    docs = _docs(tmp_path, "--size", "20Gi", "--job-endpoint", "http://hub.infra.svc:8080", text=spec.read_text())
+    pod = _pod(by_kind(docs, "Job")[0])
+    c = pod["containers"][0]
+    folders = {"/model-store": tmp_path / "pvc", "/etc/modelcache": tmp_path / "cm",
+               "/var/run/secrets/huggingface": tmp_path / "secret", "/tmp": tmp_path / "tmp"}
+    for f in folders.values():
+        f.mkdir(exist_ok=True)
+    (tmp_path / "cm" / "modelcache.yaml").write_text(by_kind(docs, "ConfigMap")[0]["data"]["modelcache.yaml"])
+    with live_server(source) as url:
+        def fix(text: str) -> str:
+            for mount, folder in folders.items():
+                if text == mount or text.startswith(mount + "/"):
+                    return str(folder) + text[len(mount):]
+            return text.replace("http://hub.infra.svc:8080", url)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and not k.endswith("_PROXY")}
+        env.update({e["name"]: fix(e["value"]) for e in c["env"]})
+        argv = [sys.executable, "-c", "from modelcache.cli.main import main; main()", *map(fix, c["command"][1:])]
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    mc = ModelCache(Settings(cache_dir=tmp_path / "pvc" / "hub", offline=True))
+    assert mc.check("org/alpha", commit).ready and mc.is_pinned("org/alpha", commit)
+    assert mc.check("org/beta", profile="tokenizer").ready
+    assert ModelManager(mc).get("alpha").commit == commit

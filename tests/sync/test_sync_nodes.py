@@ -92,3 +92,20 @@ def test_in_cluster_needs_the_service_host() -> None:
         NodeApi.in_cluster(None, None)
     assert NodeApi.in_cluster("10.96.0.1", "443").url == "https://10.96.0.1:443"
     assert NodeApi.in_cluster("fd00::1", None).url == "https://[fd00::1]:443"
+
+
+def test_api_failures_are_one_line_without_the_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from modelcache.sync.nodes import NodeLabelError
+
+    missing = NodeApi("http://127.0.0.1:9", token_file=tmp_path / "none", ca_file=None)
+    with pytest.raises(NodeLabelError, match="cannot read the ServiceAccount token"):
+        NodeLabeller(missing, "gpu-1").labels()
+    token = tmp_path / "token"
+    token.write_text("secret-sa-token\n")
+    down = NodeApi("http://127.0.0.1:9", token_file=token, ca_file=None)
+    with pytest.raises(NodeLabelError, match="cannot reach the Kubernetes API") as info:
+        NodeLabeller(down, "gpu-1").labels()
+    assert "secret-sa-token" not in str(info.value) + info.value.hint
+    token.write_text("bad token\n")
+    with pytest.raises(NodeLabelError, match="empty or malformed"):
+        NodeLabeller(down, "gpu-1").labels()

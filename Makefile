@@ -32,6 +32,7 @@ ifeq ($(findstring --quick,$(BENCH_ARGS)),)
 	$(BIN)/python -m pip install --quiet aiohttp
 	$(BIN)/python benchmarks/http_stack.py
 endif
+	$(BIN)/python benchmarks/check_bench.py
 
 # The image (Dockerfile): built where a builder runs (docker or podman with a daemon/socket), else skipped.
 IMAGE ?= modelcache:0.1.0

@@ -3,14 +3,39 @@
 >>> from modelcache import ModelCache
 >>> mc = ModelCache(cache_dir="/models/hub", endpoint="https://huggingface.co")  # doctest: +SKIP
 >>> mc.download("Qwen/Qwen3-0.6B", profile="tokenizer").snapshot                  # doctest: +SKIP
+
+The names below are imported on first use (PEP 562), so ``modelcache check`` in an init
+container does not load the HTTP stack.
 """
 
-from .cache.readiness import CheckResult
-from .errors import ModelCacheError
-from .models import ModelManager
-from .service.model_cache import DownloadResult, ModelCache
-from .settings import Settings
-from .tokens import TokenSource
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cache.readiness import CheckResult
+    from .errors import ModelCacheError
+    from .models import ModelManager
+    from .service.model_cache import DownloadResult, ModelCache
+    from .settings import Settings
+    from .tokens import TokenSource
 
 __all__ = ["CheckResult", "DownloadResult", "ModelCache", "ModelCacheError", "ModelManager", "Settings", "TokenSource"]
 __version__ = "0.1.0"
+
+_WHERE = {"CheckResult": ".cache.readiness", "DownloadResult": ".service.model_cache",
+          "ModelCache": ".service.model_cache", "ModelCacheError": ".errors", "ModelManager": ".models",
+          "Settings": ".settings", "TokenSource": ".tokens"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -26,6 +26,9 @@ class Progress:
 
     def file_done(self, path: str) -> None: ...
 
+    def waiting(self, reason: str, seconds: float) -> None:
+        """The download waits ``seconds`` before retrying (rate limited, endpoint failing…)."""
+
     def finish(self, summary: dict[str, object]) -> None: ...
 
 
@@ -70,6 +73,20 @@ class LineProgress(Progress):
         with self._lock:
             self._files_done += 1
         self._emit("progress")
+
+    def waiting(self, reason: str, seconds: float) -> None:
+        what = "rate limited" if "429" in reason else "endpoint failing"
+        now = self.clock()
+        with self._lock:  # many connections may wait at once: one line per second is enough
+            if now - getattr(self, "_waited_at", -1e9) < 1.0:
+                return
+            self._waited_at = now
+        if self.json_lines:
+            self._emit("waiting", force=True, reason=f"{what}: {reason}", retry_in_s=round(seconds, 1))
+        else:
+            with self._lock:
+                self.stream.write(f"\rwaiting: {what}, retrying in {seconds:.0f}s ({reason})\n")
+                self.stream.flush()
 
     def finish(self, summary: dict[str, object]) -> None:
         self._emit("done", force=True)
@@ -154,6 +171,10 @@ class RichProgress(Progress):
         if task is not None:
             self._bars.update(task, advance=nbytes)
         self._bars.update(self._total, advance=nbytes)
+
+    def waiting(self, reason: str, seconds: float) -> None:
+        what = "rate limited" if "429" in reason else "endpoint failing"
+        self._bars.console.print(f"waiting: {what}, retrying in {seconds:.0f}s ({reason})")
 
     def file_done(self, path: str) -> None:
         with self._lock:

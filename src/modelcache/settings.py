@@ -134,9 +134,9 @@ class Settings:
     chunk_size: int = 8 * 1024 * 1024
     """Bytes per ranged request; big files are fetched by several connections at once."""
     checkpoint_bytes: int = 8 * 1024 * 1024
-    """Resume granularity: progress is recorded every this many bytes (and every second) per
-    stream, so a killed run refetches at most this much per connection
-    (``MODELCACHE_CHECKPOINT_BYTES``)."""
+    """Resume granularity: progress is recorded every this many new bytes of a file (whatever
+    the number of connections on it) and every second, so a killed run refetches at most about
+    this much per file in flight (``MODELCACHE_CHECKPOINT_BYTES``)."""
     lock_stale_after: float = 30.0
     """Seconds without a heartbeat after which another host may take over a download lock."""
     allow_insecure_token: bool = False
@@ -145,6 +145,12 @@ class Settings:
     """Proxy and CA bundle from the environment."""
     raw_http: bool = True
     """File bodies over modelcache's minimal socket client (faster); ``MODELCACHE_RAW_HTTP=0``: httpx."""
+    api_deadline: float = 120.0
+    """Overall seconds one API call (revision info, a file-list page) may take, retries included:
+    429 (``Retry-After`` honoured), 5xx, dropped connections and timeouts are retried with backoff
+    and jitter until then."""
+    api_max_bytes: int = 64 * 1024 * 1024
+    """The largest API (JSON) answer accepted; a bigger or endless one fails with a clear error."""
 
     def __post_init__(self) -> None:
         """Every way to make Settings (the constructor, ``from_env``, ``with_overrides``) checks the same."""

@@ -9,6 +9,7 @@ Order (first that is set wins): ``--token-file`` (a file, or a mounted Secret di
 
 from __future__ import annotations
 
+import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ class TokenSource:
 
     def __post_init__(self) -> None:
         register_secret((self.value or "").strip())
+        if self.path is not None and not isinstance(self.path, Path):  # a str or any PathLike
+            object.__setattr__(self, "path", Path(os.fspath(self.path)))
 
     def file(self) -> Path | None:
         """The file the token is read from now (for a directory: its first key file)."""

@@ -24,7 +24,8 @@ MiB = 1024 * 1024
 
 
 def model(repo_id: str, shards: int = 4, shard_size: int = MiB, seed: bytes = b"") -> Repo:
-    files = {"config.json": b'{"model_type": "llama"}' + seed, "tokenizer.json": b'{"model": {}}' + seed}
+    tag = seed.hex().encode()  # distinct content per repo, still valid JSON (check parses it)
+    files = {"config.json": b'{"model_type": "llama", "seed": "%s"}' % tag, "tokenizer.json": b'{"model": {}, "seed": "%s"}' % tag}
     weight_map = {}
     for i in range(shards):
         name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"

@@ -125,7 +125,8 @@ class FaultServer:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":  # a HEAD answer has headers only (a body would spoil keep-alive)
+                    self.wfile.write(body)
                 self._log(status, 0)
 
             def do_HEAD(self) -> None:  # noqa: N802

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 TOKEN = "fake-cluster-bearer-for-tests"
-_ROUTE = re.compile(r"^/(api/v1|apis/apps/v1|apis/batch/v1|apis/policy/v1)/namespaces/([a-z0-9-]+)/([a-z]+)"
+_ROUTE = re.compile(r"^/(api/v1|apis/apps/v1|apis/batch/v1|apis/policy/v1|apis/rbac\.authorization\.k8s\.io/v1)/namespaces/([a-z0-9-]+)/([a-z]+)"
                     r"(?:/([^/]+))?(?:/(log))?$")
 _NODE_ROUTE = re.compile(r"^/api/v1/nodes/([^/]+)$")
 _SKIP = ("metadata.uid", "metadata.creationTimestamp", "metadata.resourceVersion", "metadata.managedFields",

@@ -81,6 +81,9 @@ def test_run_leases_while_the_child_runs_and_returns_its_code(cached: Cached, tm
     mc = ModelCache(Settings(cache_dir=cached.dir, offline=True))
     assert mc.leases() == [] and models_status(cached.dir)["models"][0]["replicas"] == []
     cli_run(cached.dir, "gc", "--max-size", "0")
+    assert cached.snapshot(cached.v1).exists()  # still registered: protected like a pin (issue #12)
+    assert cli_run(cached.dir, "models", "rm", "llama")[0] == 0
+    cli_run(cached.dir, "gc", "--max-size", "0")
     assert not cached.snapshot(cached.v1).exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from helpers.fault_server import Repo, fault_server
 
 from modelcache import ModelCache, Settings
 from modelcache.hub.client import HubClient
+from modelcache.hub.retry import RetryPolicy
 from modelcache.server.mirror import Mirror
 from modelcache.server.background import running_server
 
@@ -24,12 +26,15 @@ def upstream_model(shard: int = MiB) -> Repo:
     for i in range(3):
         block = hashlib.sha256(b"shard%d" % i).digest() * 2048
         files[f"model-0000{i + 1}-of-00003.safetensors"] = (block * (shard // len(block) + 1))[:shard]
+    # shards count as weights only through an index naming them (issue #12)
+    index = {"weight_map": {f"w{i}": f"model-0000{i + 1}-of-00003.safetensors" for i in range(3)}}
+    files["model.safetensors.index.json"] = json.dumps(index).encode()
     return Repo("org/upstream-only", files)
 
 
 def mirror_for(cache: Path, url: str, *, offline: bool = False, retries: int = 5, **kw: object) -> Mirror:
     settings = Settings(cache_dir=cache, offline=offline, retries=retries, connections=4)
-    return Mirror(settings, HubClient(url, connections=32), **kw)  # type: ignore[arg-type]
+    return Mirror(settings, HubClient(url, connections=32, retry=RetryPolicy(deadline=0.5)), **kw)  # type: ignore[arg-type]
 
 
 def _resolve_gets(srv) -> int:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from helpers.procs import serve_process, stop
 
 from modelcache import ModelCache, Settings
 from modelcache.hub.client import HubClient
+from modelcache.hub.retry import RetryPolicy
 from modelcache.server.background import running_server
 from modelcache.server.mirror import Mirror
 
@@ -26,7 +27,7 @@ def _repo(shard: int = 256 * 1024) -> Repo:
 
 
 def _mirror(cache: Path, url: str, **kw: object) -> Mirror:
-    return Mirror(Settings(cache_dir=cache, retries=1, connections=4), HubClient(url), **kw)  # type: ignore[arg-type]
+    return Mirror(Settings(cache_dir=cache, retries=1, connections=4), HubClient(url, retry=RetryPolicy(deadline=0.5)), **kw)  # type: ignore[arg-type]
 
 
 def _api_calls(up) -> int:  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ A, B = "org/alpha", "org/beta"
 @pytest.fixture
 def hub(tmp_path: Path):  # type: ignore[no-untyped-def]
     source = tmp_path / "source"
-    commits = {A: import_demo(source, A).commit, B: import_demo(source, B).commit}
+    commits = {r: import_demo(source, r).commit for r in (A, B, "org/gamma")}
     with live_server(source) as url:
         yield url, commits
 
@@ -38,10 +38,11 @@ def test_sync_downloads_pins_registers_then_does_nothing(tmp_path: Path, hub) ->
     url, commits = hub
     cache = tmp_path / "cache"
     spec = _write(tmp_path / "modelcache.yaml", f"models:\n  - repo: {A}\n    name: alpha\n  - repo: {B}\n"
-                                                 "    profile: tokenizer\n")
+                                                 "    profile: tokenizer\n  - repo: org/gamma\n"
+                                                 "    exclude: [README.md]\n")
     code, dry, _ = _sync(cache, url, spec, "--dry-run")
     assert code == 0 and dry["dry_run"] and not (cache / "models--org--alpha").exists()
-    assert [s["action"] for s in dry["steps"]] == ["download", "pin", "register", "download", "pin"]
+    assert [s["action"] for s in dry["steps"]] == ["download", "pin", "register", "download", "pin", "download", "pin"]
 
     code, res, err = _sync(cache, url, spec)
     assert code == 0 and res["ok"], err

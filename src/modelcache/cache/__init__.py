@@ -1,13 +1,24 @@
-"""The cache on disk: layout, completeness records, readiness, inventory, publishing, GC."""
+"""The cache on disk: layout, completeness records, readiness, inventory, publishing, GC.
 
-from .readiness import CheckResult, check_revision, resolve_commit
-from .importer import import_folder
-from .layout import RepoLayout, folder_name, parse_folder_name
-from ..protocol import FileEntry
-from .records import TreeRecord, read_record, write_record
+The names below are imported on first use (PEP 562): ``modelcache check`` loads the
+readiness code without the importer's hashing and publishing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..protocol import FileEntry
+    from .importer import import_folder
+    from .layout import RepoLayout, folder_name, parse_folder_name
+    from .readiness import CheckResult, check_revision, resolve_commit
+    from .records import TreeRecord, read_record, write_record
 
 __all__ = [
     "CheckResult",
+    "FileEntry",
     "RepoLayout",
     "TreeRecord",
     "check_revision",
@@ -18,3 +29,16 @@ __all__ = [
     "resolve_commit",
     "write_record",
 ]
+
+_WHERE = {"CheckResult": ".readiness", "check_revision": ".readiness", "resolve_commit": ".readiness",
+          "import_folder": ".importer", "RepoLayout": ".layout", "folder_name": ".layout",
+          "parse_folder_name": ".layout", "FileEntry": "..protocol", "TreeRecord": ".records",
+          "read_record": ".records", "write_record": ".records"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

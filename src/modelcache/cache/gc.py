@@ -2,7 +2,8 @@
 
 - ``scan_revisions`` reads the disk into frozen ``RevisionState`` records (sizes, blobs, last
   use, pins, leases, in-progress markers).
-- ``plan_gc`` is pure: it picks revisions to remove — never a pinned, leased or in-progress one
+- ``plan_gc`` is pure: it picks revisions to remove — never a pinned, leased, in-progress one, nor
+  one held from outside (a live pod's, a registered model's: ``protect``)
   — by age (``max_age``), count per repo (``keep_last``) and then least-recently-used first until
   the cache fits ``max_size``; each with the reason. Blobs shared with a surviving revision of
   the same repo are kept and not counted as freed.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +27,8 @@ from .locks import fs_now, lock_is_dead, read_lock
 from .remove import execute_removal, plan_removal
 from .usage import last_used
 
-__all__ = ["GcDecision", "GcPlan", "RevisionState", "execute_gc", "plan_gc", "record_gc_freed", "scan_revisions",
-           "sweep"]
+__all__ = ["GcDecision", "GcPlan", "Protection", "RevisionState", "execute_gc", "plan_gc", "record_gc_freed",
+           "scan_revisions", "sweep"]
 
 PARTIAL_MAX_AGE = 24 * 3600.0
 
@@ -45,6 +46,8 @@ class RevisionState:
     pinned: bool
     leased: bool
     in_progress: bool
+    held_by: str | None = None
+    """Protected from outside the cache: ``in use by pod ns/name``, ``registered as model …``."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -58,7 +61,7 @@ class RevisionState:
             return "leased"
         if self.in_progress:
             return "download in progress"
-        return None
+        return self.held_by or None
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,14 @@ def _snapshot_blobs(layout: RepoLayout, commit: str) -> frozenset[tuple[str, int
     return frozenset(out)
 
 
-def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0) -> list[RevisionState]:
+Protection = Mapping[tuple[str, str], str]
+"""``{(repo_id, commit): why}``: revisions held from outside the cache (live pods, the model registry)."""
+
+
+def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0,
+                   protect: Protection | None = None) -> list[RevisionState]:
+    """Every revision of every root, with what protects it (``protect``: held from outside)."""
+    protect = protect or {}
     now = time.time()
     out: list[RevisionState] = []
     for cache_dir in cache_dirs:
@@ -138,6 +148,7 @@ def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0) -> lis
                     blobs=_snapshot_blobs(layout, commit), last_used=used,
                     pinned=is_pinned(layout, commit), leased=commit in leased,
                     in_progress=in_progress(layout, commit, stale_after),
+                    held_by=protect.get((layout.repo_id, commit)),
                 ))
     return out
 
@@ -222,15 +233,18 @@ def _dur(seconds: float) -> str:
 
 
 # -- execute ------------------------------------------------------------------------------------------
-def execute_gc(plan: GcPlan, stale_after: float = 30.0) -> list[str]:
-    """Remove the planned revisions, re-checking protection just before each (it may have changed)."""
+def execute_gc(plan: GcPlan, stale_after: float = 30.0, protect: Protection | None = None) -> list[str]:
+    """Remove the planned revisions, re-checking protection just before each (it may have changed).
+
+    ``protect``: a fresh look at what is held from outside (pods listed again just before)."""
     skipped = []
+    protect = protect or {}
     for d in plan.remove:
         r = d.revision
         layout = RepoLayout(r.cache_dir, r.repo_type, r.repo_id)
         with repo_guard(layout, stale_after):  # no download or lease can claim it between check and removal
-            if is_pinned(layout, r.commit) or active_leases(layout, r.commit) or in_progress(layout, r.commit,
-                                                                                               stale_after):
+            if ((r.repo_id, r.commit) in protect or is_pinned(layout, r.commit) or active_leases(layout, r.commit)
+                    or in_progress(layout, r.commit, stale_after)):
                 skipped.append(f"{r.repo_id}@{r.commit[:12]}: became protected, kept")
                 continue
             # never the whole repo folder: a download of another revision may be starting in it

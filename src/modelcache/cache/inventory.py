@@ -6,9 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .readiness import check_revision
 from .layout import RepoLayout, parse_folder_name
+from .leases import is_pinned
+from .readiness import check_revision
 from .records import read_record
+from .requests import describe, read_requests
 from .usage import last_used
 
 __all__ = ["RepoInfo", "RevisionInfo", "scan_cache", "scan_repo"]
@@ -26,6 +28,18 @@ class RevisionInfo:
     expected_size: int | None
     last_used: float | None
     snapshot: Path
+    asked: str = ""
+    """What downloads asked of it (``full --exclude original/*``); empty when not recorded."""
+    pinned: bool = False
+
+    @property
+    def state(self) -> str:
+        """``complete`` (every file of the commit), ``ready`` (every file that was asked, loadable),
+        ``tokenizer`` (config and tokenizer only), or ``incomplete``."""
+        if self.complete:
+            every = self.expected_files is None or self.files >= self.expected_files
+            return "complete" if every else "ready"
+        return "tokenizer" if self.tokenizer_ready else "incomplete"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -39,6 +53,9 @@ class RevisionInfo:
             "expected_size": self.expected_size,
             "last_used": self.last_used,
             "snapshot": str(self.snapshot),
+            "state": self.state,
+            "asked": self.asked,
+            "pinned": self.pinned,
         }
 
 
@@ -97,6 +114,8 @@ def scan_repo(layout: RepoLayout) -> RepoInfo:
                 expected_size=record.total_size if record else None,
                 last_used=last_used(layout, commit),
                 snapshot=snap,
+                asked=describe(read_requests(layout, commit)),
+                pinned=is_pinned(layout, commit),
             )
         )
     return RepoInfo(

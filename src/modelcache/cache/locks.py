@@ -94,13 +94,15 @@ class _Heartbeat:
 
     def __init__(self) -> None:
         self._paths: dict[str, float] = {}  # path -> interval
+        self._tokens: dict[str, str] = {}  # path -> the token we hold it with
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._last: dict[str, float] = {}
 
-    def add(self, path: Path, interval: float) -> None:
+    def add(self, path: Path, interval: float, token: str = "") -> None:
         with self._lock:
             self._paths[str(path)] = interval
+            self._tokens[str(path)] = token
             self._last[str(path)] = time.monotonic()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="mc-lock-heartbeat", daemon=True)
@@ -110,6 +112,7 @@ class _Heartbeat:
         with self._lock:
             self._paths.pop(str(path), None)
             self._last.pop(str(path), None)
+            self._tokens.pop(str(path), None)
 
     def _run(self) -> None:
         while True:
@@ -123,6 +126,13 @@ class _Heartbeat:
                 for p in due:
                     self._last[p] = now
             for p in due:
+                with self._lock:
+                    token = self._tokens.get(p, "")
+                info = read_lock(Path(p))
+                if token and (info is None or info.token != token):
+                    # taken over while we stalled (SIGSTOP, a frozen VM): never keep another's lock fresh
+                    self.remove(Path(p))
+                    continue
                 try:
                     os.utime(p)
                 except OSError:
@@ -196,6 +206,7 @@ class FileLock:
         return True
 
     def still_mine(self) -> bool:
+        """The fencing check: is the lock file still the one we created (same token)?"""
         info = read_lock(self.path)
         return info is not None and info.token == self.token
 
@@ -209,7 +220,7 @@ class FileLock:
         self.held = False
 
     def _start_heartbeat(self) -> None:
-        _HEARTBEAT.add(self.path, self.heartbeat)
+        _HEARTBEAT.add(self.path, self.heartbeat, self.token)
 
     def __enter__(self) -> FileLock:
         self.acquire()

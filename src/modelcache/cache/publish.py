@@ -18,7 +18,7 @@ from ..files import atomic_symlink, shared_mkdir
 from ..protocol import FileEntry
 from .records import TreeRecord, write_record
 
-__all__ = ["ensure_repo_dirs", "install_blob", "link_file", "publish_record", "copy_into_blob"]
+__all__ = ["ensure_repo_dirs", "install_blob", "install_blob_fd", "link_file", "publish_record", "copy_into_blob"]
 
 FILE_MODE = 0o644 | 0o040  # group-readable for shared volumes
 
@@ -54,6 +54,33 @@ def install_blob(layout: RepoLayout, etag: str, verified_tmp: Path) -> Path:
         if not target.is_file():
             raise
     return target
+
+
+def install_blob_fd(layout: RepoLayout, etag: str, fd: int, private: Path) -> Path | None:
+    """Make the verified inode open at ``fd`` the blob ``blobs/<etag>`` (atomic; idempotent).
+
+    ``private`` is the writer's own name for that inode: it is checked to still be that inode
+    and renamed over the blob. What gets installed is always the inode this writer verified,
+    never whatever another writer may meanwhile have put under the partial's shared name.
+    Returns None (nothing installed) when the private name is not ours any more.
+    """
+    target = layout.blob(etag)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        pass
+    if not _same_inode(private, fd):
+        return None
+    os.replace(private, target)
+    return target
+
+
+def _same_inode(path: Path, fd: int) -> bool:
+    try:
+        a, b = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def copy_into_blob(layout: RepoLayout, etag: str, source: Path) -> Path:

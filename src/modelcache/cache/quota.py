@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,13 +52,15 @@ class Usage:
 
 def _du(folder: Path) -> int:
     total = 0
+    seen: set[tuple[int, int]] = set()  # a partial has two names (shared + its writer's): count it once
     for root, _dirs, files in os.walk(folder):
         for f in files:
             try:
                 st = os.lstat(os.path.join(root, f))
             except OSError:
                 continue
-            if not os.path.islink(os.path.join(root, f)):
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512 if st.st_blocks else st.st_size
     return total
 
@@ -68,8 +71,11 @@ def cache_usage(cache_dir: Path) -> Usage:
         for entry in cache_dir.iterdir():
             if parse_folder_name(entry.name) is not None and entry.is_dir():
                 used += _du(entry / "blobs")
+    probe = cache_dir  # a cache not created yet: the disk of the nearest folder that exists
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        free = shutil.disk_usage(cache_dir if cache_dir.exists() else cache_dir.parent).free
+        free = shutil.disk_usage(probe).free
     except OSError:
         free = 0
     return Usage(used, read_budget(cache_dir), free)
@@ -82,8 +88,10 @@ def check_room(cache_dir: Path, needed: int, repo_id: str) -> Usage:
         raise CacheError(
             f"{repo_id} needs {human_size(needed)} but the cache at {cache_dir} uses {human_size(usage.used)} "
             f"of its {human_size(usage.budget)} budget ({human_size(max(0, usage.budget - usage.used))} left)",
-            f"free space with `modelcache gc --max-size {human_size(max(0, usage.budget - needed)).replace(' ', '')}`, "
-            "or raise the budget with `modelcache quota set SIZE`",
+            (f"free space with `modelcache gc --max-size {human_size(usage.budget - needed).replace(' ', '')}`, "
+             "or raise the budget with `modelcache quota set SIZE`") if needed < usage.budget else
+            f"the budget is smaller than the download: raise it with `modelcache quota set SIZE` "
+            f"(at least {human_size(needed).replace(' ', '')}), or download less (--profile, --include/--exclude)",
         )
     if needed > usage.disk_free:
         raise CacheError(

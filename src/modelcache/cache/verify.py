@@ -1,4 +1,4 @@
-"""``verify``: re-hash a revision's files against its completeness record."""
+"""``verify``: re-hash a revision's files against its completeness record — the files that were asked."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..hashing import file_digest
-from ..profiles import is_tokenizer_file
+from ..profiles import select
 from .layout import RepoLayout
 from ..protocol import FileEntry
 from .records import read_record
+from .requests import asked_paths, read_requests
 
 __all__ = ["FileProblem", "VerifyReport", "verify_revision"]
 
@@ -59,15 +60,28 @@ def _check_file(snapshot: Path, e: FileEntry) -> FileProblem | None:
     return None
 
 
-def verify_revision(layout: RepoLayout, commit: str, profile: str = "full") -> VerifyReport:
-    """Check every file of the record that ``profile`` needs (size, then hash)."""
+def verify_revision(layout: RepoLayout, commit: str, profile: str | None = None) -> VerifyReport:
+    """Check every file that was asked of the revision (size, then hash).
+
+    ``profile`` None: what the downloads of it asked (``cache/requests.py``: each ask's profile and
+    patterns), or every file of the record when nothing is recorded. A profile: the files it asked
+    of that profile (nothing recorded: the profile's files of the record).
+    """
     record = read_record(layout.tree_record(commit), commit)
     if record is None:
         return VerifyReport(layout.repo_id, commit, 0, 0, (), has_record=False)
     snapshot = layout.snapshot(commit)
+    requests = read_requests(layout, commit)
+    wanted: set[str] | None
+    if profile is None:
+        wanted = {p for r in requests for p in select(record.files, r.profile, r.include, r.exclude)} or None
+    else:
+        wanted = asked_paths(record.files, profile, requests)
+        if wanted is None:
+            wanted = set(select(record.files, profile))
     problems, checked, hashed = [], 0, 0
     for e in record.files.values():
-        if profile == "tokenizer" and not is_tokenizer_file(e.path):
+        if wanted is not None and e.path not in wanted:
             continue
         checked += 1
         problem = _check_file(snapshot, e)

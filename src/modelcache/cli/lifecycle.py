@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .._format import human_size, human_time
+from ..errors import InvalidInput, NotCached
 from ..profiles import PROFILES
 from ..validation import parse_repo_ref
 from ..service.model_cache import ModelCache
@@ -34,29 +35,37 @@ def lease() -> None:
 @json_option
 @click.pass_context
 def lease_acquire(ctx: click.Context, ref: str, holder: str, ttl: str, as_json: bool) -> None:
+    """Take a lease on REPO_ID[@REV] (default main); print its id. GC keeps the revision until it expires."""
     r = parse_repo_ref(ref)
     info = _mc(ctx).acquire_lease(r.repo_id, r.revision or "main", holder, parse_duration(ttl, "--ttl"))
     emit(info.to_dict()) if as_json else click.echo(info.lease_id)
 
 
 @lease.command("renew", context_settings=CONTEXT)
-@click.argument("repo_id")
-@click.argument("lease_id")
-@click.option("--ttl", default="1h", show_default=True)
+@click.argument("args", nargs=-1, required=True, metavar="[REPO_ID] LEASE_ID")
+@click.option("--ttl", default="1h", show_default=True, help="New time to live from now: 90, 30m, 12h.")
 @json_option
 @click.pass_context
-def lease_renew(ctx: click.Context, repo_id: str, lease_id: str, ttl: str, as_json: bool) -> None:
-    info = _mc(ctx).renew_lease(parse_repo_ref(repo_id).repo_id, lease_id, parse_duration(ttl, "--ttl"))
+def lease_renew(ctx: click.Context, args: tuple[str, ...], ttl: str, as_json: bool) -> None:
+    """Extend a lease (by its id alone, or REPO_ID LEASE_ID)."""
+    mc = _mc(ctx)
+    repo_id, lease_id = _lease_target(mc, args)
+    info = mc.renew_lease(repo_id, lease_id, parse_duration(ttl, "--ttl"))
     emit(info.to_dict()) if as_json else click.echo(f"renewed until {time.ctime(info.expires)}")
 
 
 @lease.command("release", context_settings=CONTEXT)
-@click.argument("repo_id")
-@click.argument("lease_id")
+@click.argument("args", nargs=-1, required=True, metavar="[REPO_ID] LEASE_ID")
 @json_option
 @click.pass_context
-def lease_release(ctx: click.Context, repo_id: str, lease_id: str, as_json: bool) -> None:
-    ok = _mc(ctx).release_lease(parse_repo_ref(repo_id).repo_id, lease_id)
+def lease_release(ctx: click.Context, args: tuple[str, ...], as_json: bool) -> None:
+    """Give a lease back (by its id alone, or REPO_ID LEASE_ID)."""
+    mc = _mc(ctx)
+    try:
+        repo_id, lease_id = _lease_target(mc, args)
+    except NotCached:
+        repo_id, lease_id = "", ""
+    ok = bool(lease_id) and mc.release_lease(repo_id, lease_id)
     emit({"released": ok}) if as_json else click.echo("released" if ok else "no such lease (expired?)")
 
 
@@ -65,6 +74,7 @@ def lease_release(ctx: click.Context, repo_id: str, lease_id: str, as_json: bool
 @json_option
 @click.pass_context
 def lease_ls(ctx: click.Context, repo_id: str | None, as_json: bool) -> None:
+    """List active leases (of REPO_ID, or of every repo)."""
     leases = _mc(ctx).leases(parse_repo_ref(repo_id).repo_id if repo_id else None)
     if as_json:
         emit([lease.to_dict() for lease in leases])
@@ -74,6 +84,18 @@ def lease_ls(ctx: click.Context, repo_id: str | None, as_json: bool) -> None:
                    f"expires in {max(0, int(le.expires - time.time()))}s")
     if not leases:
         click.echo("(no active leases)")
+
+
+def _lease_target(mc: ModelCache, args: tuple[str, ...]) -> tuple[str, str]:
+    """``(repo_id, lease_id)`` from ``LEASE_ID`` (looked up among active leases) or ``REPO_ID LEASE_ID``."""
+    if len(args) == 2:
+        return parse_repo_ref(args[0]).repo_id, args[1]
+    if len(args) != 1:
+        raise InvalidInput("give LEASE_ID, or REPO_ID LEASE_ID", "see `modelcache lease ls`")
+    found = [le for le in mc.leases() if le.lease_id == args[0]]
+    if not found:
+        raise NotCached(f"no active lease {args[0]}", "see `modelcache lease ls` (it may have expired)")
+    return found[0].repo_id, args[0]
 
 
 def _pin_command(name: str, pinned: bool, doc: str) -> click.Command:
@@ -104,16 +126,44 @@ unpin = _pin_command("unpin", False, "Remove a pin.")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed, remove nothing.")
 @click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="Collect in these cache roots (repeatable; default: the cache dir).")
+@click.option("--k8s-namespace", "namespaces", multiple=True, metavar="NS",
+              help="Keep every revision a live pod in NS uses (pods labelled modelcache.io/consumer=true, "
+                   "annotated with repo-id and commit); repeatable. Needs RBAC to list pods.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None,
+              help="With --k8s-namespace: the kubeconfig (default: KUBECONFIG, ~/.kube/config, or in-cluster).")
+@click.option("--context", "kube_context", default=None, help="With --k8s-namespace: the kubeconfig context.")
 @json_option
 @click.pass_context
 def gc(ctx: click.Context, max_size: str | None, max_age: str | None, keep_last: int | None, dry_run: bool,
-       roots: tuple[Path, ...], as_json: bool) -> None:
-    """Collect least recently used revisions; never a pinned, leased or in-progress one."""
+       roots: tuple[Path, ...], namespaces: tuple[str, ...], kubeconfig: str | None, kube_context: str | None,
+       as_json: bool) -> None:
+    """Collect least recently used revisions; never a pinned, leased, in-progress or registered one, nor one a
+    live pod uses (--k8s-namespace). Empty repo folders go too."""
+    in_use = None
+    if namespaces:
+        import os
+
+        from ..k8s.pods import InCluster, list_pod_uses
+        from ..k8s.pods import in_use as protection
+
+        in_cluster = InCluster.from_env(os.environ)  # in the CronJob's pod: its ServiceAccount
+        notes: list[str] = []
+
+        def in_use() -> dict[tuple[str, str], str]:  # asked before planning and again before removing
+            uses, found = list_pod_uses(namespaces, kubeconfig=kubeconfig, context=kube_context, in_cluster=in_cluster)
+            notes[:] = found
+            return protection(uses)
+
+    elif kubeconfig or kube_context:
+        raise InvalidInput("--kubeconfig/--context are for --k8s-namespace", "add --k8s-namespace NS")
     report = _mc(ctx).gc(
         max_size=parse_size(max_size, "--max-size") if max_size else None,
         max_age=parse_duration(max_age, "--max-age") if max_age else None,
-        keep_last=keep_last, dry_run=dry_run, roots=list(roots) or None,
+        keep_last=keep_last, dry_run=dry_run, roots=list(roots) or None, in_use=in_use,
     )
+    if namespaces and not as_json:
+        for n in notes:
+            click.echo(f"note: {n}", err=True)
     if as_json:
         emit(report.to_dict())
         return
@@ -141,12 +191,13 @@ def gc(ctx: click.Context, max_size: str | None, max_age: str | None, keep_last:
 @click.command(context_settings=CONTEXT)
 @click.argument("ref", metavar="[REPO_ID[@REV]]", required=False)
 @click.option("--repair", is_flag=True, help="Re-fetch only the missing, wrong-size and corrupt files.")
-@click.option("--profile", type=click.Choice(PROFILES), default="full", show_default=True,
-              help="tokenizer: check only the files that profile needs.")
+@click.option("--profile", type=click.Choice(PROFILES), default=None,
+              help="Check the files of this profile (default: what the downloads of each revision asked).")
 @json_option
 @click.pass_context
-def verify(ctx: click.Context, ref: str | None, repair: bool, profile: str, as_json: bool) -> None:
-    """Re-hash cached files against the completeness record. Exit 1 on any problem."""
+def verify(ctx: click.Context, ref: str | None, repair: bool, profile: str | None, as_json: bool) -> None:
+    """Re-hash cached files against the completeness record, each revision by what was asked of it.
+    Exit 1 on any problem."""
     r = parse_repo_ref(ref) if ref else None
     reports = _mc(ctx).verify(r.repo_id if r else None, r.revision if r else None, repair=repair, profile=profile)
     bad = [rep for rep in reports if not rep.ok]
@@ -173,6 +224,8 @@ def quota() -> None:
 @json_option
 @click.pass_context
 def quota_set(ctx: click.Context, size: str, as_json: bool) -> None:
+    """Set the cache root's budget to SIZE (e.g. 500GiB; 'none' removes it). Downloads that would exceed it
+    are refused; gc shrinks to it."""
     mc = _mc(ctx)
     mc.set_budget(None if size in ("none", "off") else parse_size(size, "budget"))
     u = mc.usage()
@@ -181,10 +234,12 @@ def quota_set(ctx: click.Context, size: str, as_json: bool) -> None:
 
 
 @quota.command("show", context_settings=CONTEXT)
-@click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Show these cache roots (repeatable; default: the cache dir).")
 @json_option
 @click.pass_context
 def quota_show(ctx: click.Context, roots: tuple[Path, ...], as_json: bool) -> None:
+    """Show used bytes, budget and free disk of the cache root (or each --root)."""
     mc = _mc(ctx)
     usages = {str(r): mc.usage(r) for r in (roots or [mc.cache_dir])}
     if as_json:

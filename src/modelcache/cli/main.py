@@ -7,37 +7,53 @@ said no (repo, revision or file not found); 4 auth or gated; 5 network (after re
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..cache.access import Access
 from ..errors import InvalidInput, ModelCacheError
 from ..profiles import PROFILES
-from ..progress import for_stream
-from ..redact import install as install_redaction
 from ..validation import parse_repo_ref, validate_repo_id, validate_revision
-from ..service.model_cache import ModelCache
-from ..settings import parse_duration
 from .common import CONTEXT, json_option, settings_of
-from .doctor import register as register_doctor
-from .k8s import k8s
-from .lifecycle import register as register_lifecycle
-from .models import register as register_models
 from .output import emit, emit_error, human_size, human_time
-from .serve import register as register_serve
-from .sync import register as register_sync
-from .token import register as register_token
+
+if TYPE_CHECKING:
+    from ..service.model_cache import ModelCache
 
 __all__ = ["cli", "main"]
 
+# Commands defined elsewhere, imported only when run (or listed by --help): `check` in an init
+# container must not pay for the HTTP stack, rich, the server or the Kubernetes client.
+_LAZY = {
+    "lease": "lifecycle:lease", "pin": "lifecycle:pin", "unpin": "lifecycle:unpin", "gc": "lifecycle:gc",
+    "verify": "lifecycle:verify", "quota": "lifecycle:quota", "export": "lifecycle:export",
+    "models": "models:models", "resolve": "models:resolve", "run": "models:run",
+    "token": "token:token", "doctor": "doctor:doctor", "k8s": "k8s:k8s", "check": "check:check",
+    "serve": "serve:serve", "sync": "sync:sync",
+}
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in _LAZY:
+            module, attr = _LAZY[name].split(":")
+            cmd = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        return cmd
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except ModelCacheError as exc:
+            if (ctx.obj or {}).get("offline") and "unset HF_HUB_OFFLINE" in exc.hint:  # the flag, not the variable
+                exc.hint = exc.hint.replace("unset HF_HUB_OFFLINE", "drop --offline")
             emit_error(exc, as_json=bool((ctx.obj or {}).get("json")))
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -66,6 +82,8 @@ def _stop_on_sigterm(message: str, hard: bool = False) -> None:
 
 
 def _cache(ctx: click.Context) -> ModelCache:
+    from ..service.model_cache import ModelCache
+
     return ModelCache(_settings(ctx))
 
 
@@ -105,6 +123,8 @@ def cli(ctx: click.Context, cache_dir: Path | None, endpoint: str | None, token_
 def download(ctx: click.Context, repo_id: str, revision: str, profile: str, include: tuple[str, ...],
              exclude: tuple[str, ...], repo_type: str, refs: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """Download REPO_ID into the cache, verified and resumable; print the snapshot path."""
+    from ..progress import for_stream
+
     validate_repo_id(repo_id)
     validate_revision(revision)
     progress = None if quiet else for_stream(sys.stderr)
@@ -127,43 +147,6 @@ def download(ctx: click.Context, repo_id: str, revision: str, profile: str, incl
         click.echo(str(result.snapshot))
 
 
-@cli.command(context_settings=CONTEXT)
-@click.argument("repo_id")
-@click.option("--revision", default="main", show_default=True)
-@click.option("--profile", type=click.Choice(PROFILES), default="full", show_default=True)
-@click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
-@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Poll until ready or SECONDS pass (for init containers).")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True, help="Seconds between polls.")
-@json_option
-@click.pass_context
-def check(ctx: click.Context, repo_id: str, revision: str, profile: str, repo_type: str,
-          wait_s: float | None, interval: float, as_json: bool) -> None:
-    """Is REPO_ID ready for an engine? Local disk only. Exit 0 ready, 1 not."""
-    validate_repo_id(repo_id)
-    validate_revision(revision)
-    mc = ModelCache(_settings(ctx))
-    if wait_s:
-        _stop_on_sigterm(f"stopped waiting for {repo_id}: SIGTERM")
-
-        def note(r):  # type: ignore[no-untyped-def]
-            if not as_json:
-                click.echo(f"waiting: {r.reason}", err=True)
-
-        result = mc.wait(repo_id, revision, profile, repo_type, timeout=wait_s, interval=interval, on_wait=note)
-    else:
-        result = mc.check(repo_id, revision, profile, repo_type)
-    if as_json:
-        emit(result.to_dict())
-    else:
-        click.echo(("ready: " if result.ready else "not ready: ") + result.reason, err=not result.ready)
-        for n in result.notes:
-            click.echo(f"note: {n}", err=True)
-        if result.ready and result.snapshot:
-            click.echo(str(result.snapshot))
-    ctx.exit(0 if result.ready else 1)
-
-
 @cli.command(name="ls", context_settings=CONTEXT)
 @click.argument("repo_id", required=False)
 @click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
@@ -172,9 +155,11 @@ def check(ctx: click.Context, repo_id: str, revision: str, profile: str, repo_ty
 @json_option
 @click.pass_context
 def ls_cmd(ctx: click.Context, repo_id: str | None, repo_type: str, roots: tuple[Path, ...], as_json: bool) -> None:
-    """List repos and revisions in the cache: refs, size, files, completeness, last use."""
+    """List repos and revisions in the cache: refs, size, files, state, pins, last use, what was asked."""
     if repo_id is not None:
         validate_repo_id(repo_id)
+    from ..service.model_cache import ModelCache
+
     base = _settings(ctx)
     caches = [ModelCache(base.with_overrides(cache_dir=r)) for r in roots] or [ModelCache(base)]
     if as_json:
@@ -195,15 +180,14 @@ def _print_ls(mc: ModelCache, repo_id: str | None, repo_type: str, show_root: bo
     if not repos:
         click.echo(f"(nothing cached{' for ' + repo_id if repo_id else ''} in {mc.cache_dir})")
         return
-    rows = [("REPO", "REVISION", "REFS", "SIZE", "FILES", "STATE", "LAST USED")]
+    rows = [("REPO", "REVISION", "REFS", "SIZE", "FILES", "STATE", "PINNED", "LAST USED", "ASKED")]
     for repo in repos:
         for r in repo.revisions:
             files = f"{r.files}/{r.expected_files}" if r.expected_files is not None else str(r.files)
-            state = "complete" if r.complete else ("tokenizer" if r.tokenizer_ready else "partial")
             rows.append((repo.repo_id, r.commit[:12], ",".join(r.refs) or "-", human_size(r.size_on_disk), files,
-                         state, human_time(r.last_used)))
+                         r.state, "pinned" if r.pinned else "-", human_time(r.last_used), r.asked or "-"))
         if not repo.revisions:
-            rows.append((repo.repo_id, "-", "-", human_size(repo.size_on_disk), "0", "empty", "-"))
+            rows.append((repo.repo_id, "-", "-", human_size(repo.size_on_disk), "0", "empty", "-", "-", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -213,12 +197,15 @@ def _print_ls(mc: ModelCache, repo_id: str | None, repo_type: str, show_root: bo
 @click.argument("ref", metavar="REPO_ID[@REV]")
 @click.option("--repo-type", type=click.Choice(["model", "dataset", "space"]), default="model", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+@click.option("--force", is_flag=True, help="Remove even a revision that is pinned, leased, registered or downloading.")
 @json_option
 @click.pass_context
-def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, as_json: bool) -> None:
-    """Remove a revision (REPO_ID@REV) or a whole repo; blobs shared with other revisions stay."""
+def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, force: bool, as_json: bool) -> None:
+    """Remove a revision (REPO_ID@REV) or a whole repo; blobs shared with other revisions stay.
+
+    A revision in use (pinned, leased, registered, downloading) is refused unless --force."""
     parsed = parse_repo_ref(ref)
-    plan = ModelCache(_settings(ctx)).rm(parsed.repo_id, parsed.revision, repo_type, dry_run=dry_run)
+    plan = _cache(ctx).rm(parsed.repo_id, parsed.revision, repo_type, dry_run=dry_run, force=force)
     if as_json:
         emit({**plan.to_dict(), "dry_run": dry_run})
         return
@@ -239,7 +226,9 @@ def rm(ctx: click.Context, ref: str, repo_type: str, dry_run: bool, as_json: boo
 def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: str, repo_type: str,
                gated: bool, private: bool, as_json: bool) -> None:
     """Publish a local model folder (deterministic commit id), or restore a bundle from `export`."""
-    mc = ModelCache(_settings(ctx))
+    from ..cache.access import Access
+
+    mc = _cache(ctx)
     path = Path(source)
     if source == "-" or path.is_file():
         if repo_id:
@@ -277,27 +266,25 @@ def import_cmd(ctx: click.Context, source: str, repo_id: str | None, revision: s
 @cli.command(context_settings=CONTEXT)
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where to put the demo caches (default: a temporary folder, removed afterwards).")
+@json_option
 @click.pass_context
-def demo(ctx: click.Context, workdir: Path | None) -> None:
+def demo(ctx: click.Context, workdir: Path | None, as_json: bool) -> None:
     """Offline, end to end on the bundled tiny model: import, serve, download, check, list."""
+    import contextlib
+
     from .demo import run_demo
 
-    ctx.exit(run_demo(workdir))
-
-
-register_serve(cli)
-register_sync(cli)
-cli.add_command(k8s)
-register_lifecycle(cli)
-register_models(cli)
-register_token(cli)
-register_doctor(cli)
-
-
-
+    if not as_json:
+        ctx.exit(run_demo(workdir))
+    with contextlib.redirect_stdout(sys.stderr):  # the steps go to stderr, the verdict to stdout
+        code = run_demo(workdir)
+    emit({"ok": code == 0, "exit_code": code, "workdir": str(workdir) if workdir else None})
+    ctx.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..redact import install as install_redaction
+
     install_redaction()
     if os.getpid() == 1:  # a container's PID 1 without an init: SIGTERM would be ignored
         _stop_on_sigterm("stopped: SIGTERM (partial files are kept; the next run resumes)", hard=True)

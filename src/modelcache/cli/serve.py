@@ -9,7 +9,7 @@ import click
 
 from ..files import shared_mkdir
 from ..settings import parse_duration
-from .common import CONTEXT, settings_of
+from .common import CONTEXT, json_option, settings_of
 
 __all__ = ["register"]
 
@@ -30,10 +30,11 @@ __all__ = ["register"]
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes (use the cores: e.g. 2-4). Mirror workers and replicas share fills "
                    "through the cache's lock files.")
+@json_option
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, auth_tokens: Path | None,
           auth_ttl: str, upstream: str | None, revision_ttl: str, allow: tuple[str, ...], deny: tuple[str, ...],
-          log_json: bool, workers: int) -> None:
+          log_json: bool, workers: int, as_json: bool) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
     from ..server import serve as run_server
     from ..server.config import ServeSpec, build_app
@@ -51,7 +52,13 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
             click.echo(f"warning: the cache directory {settings.cache_dir} does not exist and cannot be created "
                        f"({exc.strerror}); /readyz answers 503 until it does", err=True)
     what = f"mirroring {upstream} into {settings.cache_dir}" if upstream else f"serving {settings.cache_dir}"
-    click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
+    if as_json:  # the start-up line, one JSON line on stdout for a supervisor to parse
+        import json
+
+        click.echo(json.dumps({"event": "serving", "url": f"http://{host}:{port}", "cache_dir": str(settings.cache_dir),
+                               "upstream": upstream, "workers": workers}))
+    else:
+        click.echo(f"{what} at http://{host}:{port} (HF_ENDPOINT=http://{host}:{port})", err=True)
     if workers > 1:
         os.environ[ENV] = spec.to_json()  # each worker process builds the same app from it
         run_server(None, host=host, port=port, workers=workers, log_json=log_json)

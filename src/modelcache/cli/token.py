@@ -27,6 +27,7 @@ class Check:
     ok: bool
     message: str
     fix: str = ""
+    warn: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -39,8 +40,11 @@ def run_checks(settings, repo: str | None) -> list[Check]:  # type: ignore[no-un
     if report.present:
         checks.append(Check("token", True, f"token found via {where}"))
     else:
-        checks.append(Check("token", repo is not None, f"no token ({where if settings.token.configured else 'none set'})",
-                            "set HF_TOKEN, pass --token-file, or mount the Secret at /var/run/secrets/huggingface"))
+        # public repos need no token: a warning, not a failure (a repo given is checked below)
+        checks.append(Check("token", True, f"no token ({where if settings.token.configured else 'none set'}): "
+                            "public repos only",
+                            "for gated or private repos: set HF_TOKEN, pass --token-file, or mount the Secret at "
+                            "/var/run/secrets/huggingface", warn=True))
     for note in report.notes:
         checks.append(Check("token-file", "readable by every user" not in note, note,
                             "chmod 600 the token file" if "readable" in note else ""))
@@ -108,7 +112,8 @@ def token_check(ctx: click.Context, repo: str | None, as_json: bool) -> None:
         emit({"ok": ok, "checks": [c.to_dict() for c in checks]})
     else:
         for c in checks:
-            click.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.message}" + (f"\n     fix: {c.fix}" if c.fix and not c.ok else ""))
+            label = "FAIL" if not c.ok else "warn" if c.warn else "ok  "
+            click.echo(f"{label} {c.message}" + (f"\n     fix: {c.fix}" if c.fix and (c.warn or not c.ok) else ""))
     ctx.exit(0 if ok else 4)
 
 

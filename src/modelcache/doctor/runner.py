@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..service.ensure import local_state
 from ..hub.client import HubClient, RevisionInfo
+from ..hub.retry import RetryPolicy
 from ..profiles import select, validate_profile
 from ..validation import validate_repo_id, validate_revision
 from ..settings import Settings
@@ -116,7 +117,8 @@ def _network(settings: Settings, options: DoctorOptions, token_checks: TokenChec
         up.findings = [Finding("endpoint", "skip", "offline (--offline / HF_HUB_OFFLINE): no network checks"),
                        *local_token_findings(report, configured, "offline"), *_repo_skip(repo, "offline")]
         return up
-    client = HubClient.for_settings(settings, timeout=options.probe_timeout)
+    client = HubClient.for_settings(settings, timeout=options.probe_timeout,
+                                    retry=RetryPolicy(deadline=2 * options.probe_timeout))  # a diagnosis: quick
     try:
         endpoint, reachable = _probe(client, settings.endpoint, options, up)
         if not reachable:

@@ -8,6 +8,7 @@ HTTP elsewhere needs ``allow_insecure_token``); it never appears in an error mes
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import ssl
 from dataclasses import dataclass
@@ -19,19 +20,18 @@ from ..protocol import FileEntry
 from ..errors import (
     AuthError,
     EndpointUnreachable,
-    EntryNotFound,
     GatedRepo,
-    HubError,
     InvalidInput,
     ProtocolError,
     RepoNotFound,
-    RevisionNotFound,
     TransientError,
 )
 from ..validation import is_commit, validate_repo_id, validate_repo_type, validate_revision
 from ..settings import Network, Settings
 from ..tokens import TokenSource
 from .rawhttp import RawPool
+from .responses import error_for_response, parse_retry_after
+from .retry import Deadline, RetryPolicy, WaitCallback
 
 __all__ = ["HubClient", "RevisionInfo", "error_for_response", "origin_of", "parse_retry_after"]
 
@@ -39,6 +39,9 @@ USER_AGENT = "modelcache/0.1"
 _API_PREFIX = {"model": "models", "dataset": "datasets", "space": "spaces"}
 _URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 MAX_TREE_PAGES = 10_000
+DEFAULT_MAX_JSON = 64 * 1024 * 1024
+CONNECT_RETRIES = 2
+"""An endpoint that refuses connections is retried this often only (then: unreachable, use the cache)."""
 
 
 def origin_of(url: str) -> tuple[str, str, int | None]:
@@ -54,61 +57,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, min(float(value), 300.0))
-    except ValueError:
-        return None
-
-
-def error_for_response(resp: httpx.Response, what: str, repo_id: str, revision: str | None = None,
-                       repo_known: bool = False) -> HubError | TransientError:
-    """Turn a non-2xx answer into the right error (HF's ``X-Error-Code`` first, status second).
-
-    A bare 401 reads as "no such repo, or no access" (the Hub's answer for private repos),
-    unless the repo is already known to exist (``repo_known``): then the token was refused.
-    """
-    code = resp.headers.get("X-Error-Code", "")
-    status = resp.status_code
-    rev = f"@{revision}" if revision else ""
-    if code == "RepoNotFound" or (status == 401 and code == "" and not repo_known):
-        return RepoNotFound(
-            f"{repo_id} was not found at the endpoint, or the token may not read it (HTTP {status})",
-            "check the repo id; for a private or gated repo set HF_TOKEN or --token-file",
-        )
-    if code == "RevisionNotFound":
-        return RevisionNotFound(
-            f"revision {revision!r} of {repo_id} does not exist (HTTP {status})",
-            "check the branch, tag or commit id (`--revision`)",
-        )
-    if code == "EntryNotFound":
-        return EntryNotFound(f"{what} not found in {repo_id}{rev} (HTTP {status})", "check the file name")
-    if code == "GatedRepo":
-        return GatedRepo(
-            f"{repo_id} is gated: this token has not been granted access (HTTP {status})",
-            "accept the conditions on the repo page with the token's account, then retry",
-        )
-    if status in (401, 403):
-        return AuthError(
-            f"access to {what} of {repo_id} denied (HTTP {status})",
-            "check the token: `modelcache doctor`, or set HF_TOKEN / --token-file",
-        )
-    if status == 404:
-        return RepoNotFound(
-            f"{what} of {repo_id}{rev} not found (HTTP 404 without an X-Error-Code)",
-            "check the repo id and revision; is the endpoint an HF-compatible server?",
-        )
-    if status == 429 or status >= 500:
-        return TransientError(
-            f"the endpoint answered HTTP {status} for {what} of {repo_id}",
-            "the endpoint is busy or failing; retry later",
-            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-        )
-    return ProtocolError(f"unexpected HTTP {status} for {what} of {repo_id}", "is the endpoint HF-compatible?")
 
 
 @dataclass(frozen=True)
@@ -134,8 +82,14 @@ class HubClient:
         allow_insecure_token: bool = False,
         network: Network | None = None,
         raw_http: bool = True,
+        retry: RetryPolicy | None = None,
+        max_json_bytes: int = DEFAULT_MAX_JSON,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        """How API calls are retried (429/5xx/drops/timeouts), within an overall deadline per call."""
+        self.max_json_bytes = max_json_bytes
+        """An API answer bigger than this is refused (an endless body never exhausts memory)."""
         self._origin = origin_of(self.endpoint)
         self._token = token or TokenSource()
         self._allow_insecure = allow_insecure_token
@@ -161,6 +115,8 @@ class HubClient:
         kw.setdefault("timeout", settings.timeout)
         kw.setdefault("connections", settings.connections)
         kw.setdefault("raw_http", settings.raw_http)
+        kw.setdefault("retry", RetryPolicy(deadline=settings.api_deadline))
+        kw.setdefault("max_json_bytes", settings.api_max_bytes)
         return cls(endpoint or settings.endpoint, settings.token, allow_insecure_token=settings.allow_insecure_token,
                    network=settings.network, **kw)  # type: ignore[arg-type]
 
@@ -192,12 +148,21 @@ class HubClient:
 
     # -- requests ---------------------------------------------------------------------------
     def request(self, method: str, url: str, *, headers: dict[str, str] | None = None, what: str = "request",
-                repo_id: str = "", revision: str | None = None, **kw: object) -> httpx.Response:
-        """One request, following redirects by hand (dropping the token across origins)."""
+                repo_id: str = "", revision: str | None = None, deadline: Deadline | None = None,
+                **kw: object) -> httpx.Response:
+        """One request, following redirects by hand (dropping the token across origins, and only
+        to http/https). The body is read (at most ``max_json_bytes``, within ``deadline``)."""
+        deadline = deadline or self.retry.start()
         for _ in range(6):
             hdrs = {**(headers or {}), **self.auth_headers(url)}
+            left = deadline.remaining()
+            if left <= 0:
+                raise TransientError(f"{what} of {repo_id}: no answer within {deadline.seconds:.0f}s",
+                                     "the endpoint is too slow; retry later")
+            timeout = httpx.Timeout(min(self._timeout, left), connect=min(self._timeout, 10.0, left))
             try:
-                resp = self.http.request(method, url, headers=hdrs, **kw)  # type: ignore[arg-type]
+                req = self.http.build_request(method, url, headers=hdrs, timeout=timeout, **kw)  # type: ignore[arg-type]
+                resp = self.http.send(req, stream=True)
             except httpx.ConnectError as exc:
                 raise EndpointUnreachable(
                     f"cannot connect to {_host_of(url)}: {_reason(exc)}",
@@ -205,15 +170,72 @@ class HubClient:
                 ) from None
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 raise TransientError(f"{what} of {repo_id}: {_reason(exc)}", "the connection failed; retry") from None
-            if resp.is_redirect and "Location" in resp.headers:
-                url = urljoin(url, resp.headers["Location"])
+            except httpx.HTTPError as exc:
+                raise ProtocolError(f"{what} of {repo_id}: {_reason(exc)}", "is the endpoint HF-compatible?") from None
+            try:
+                if resp.is_redirect and "Location" in resp.headers:
+                    url = urljoin(url, resp.headers["Location"])
+                    if urlsplit(url).scheme not in ("http", "https"):
+                        raise ProtocolError(
+                            f"{what} of {repo_id}: the endpoint redirected to a non-HTTP URL ({urlsplit(url).scheme}:)",
+                            "refusing to follow it; is the endpoint trustworthy?",
+                        )
+                    continue
+                self._read_bounded(resp, what, repo_id, deadline)
+            finally:
                 resp.close()
-                continue
             if resp.status_code >= 400:
-                resp.read()
                 raise self._explain(error_for_response(resp, what, repo_id, revision))
             return resp
         raise ProtocolError(f"too many redirects for {what} of {repo_id}", "is the endpoint HF-compatible?")
+
+    def _read_bounded(self, resp: httpx.Response, what: str, repo_id: str, deadline: Deadline) -> None:
+        """Read the body into ``resp`` — at most ``max_json_bytes``, and not past ``deadline``."""
+        buf = bytearray()
+        try:
+            for piece in resp.iter_bytes():
+                buf += piece
+                if len(buf) > self.max_json_bytes:
+                    raise ProtocolError(
+                        f"the endpoint's answer for {what} of {repo_id} is larger than "
+                        f"{self.max_json_bytes // (1024 * 1024)} MiB",
+                        "refusing it; is the endpoint HF-compatible?",
+                    )
+                if deadline.expired:
+                    raise TransientError(f"{what} of {repo_id}: the answer did not arrive within "
+                                         f"{deadline.seconds:.0f}s", "the endpoint is too slow; retry later")
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise TransientError(f"{what} of {repo_id}: {_reason(exc)}", "the connection failed; retry") from None
+        except httpx.HTTPError as exc:
+            raise ProtocolError(f"{what} of {repo_id}: {_reason(exc)}", "is the endpoint HF-compatible?") from None
+        resp._content = bytes(buf)
+
+    def call(self, url: str, *, on_wait: WaitCallback | None = None, **kw: object) -> httpx.Response:
+        """``GET url`` as an API call: retried on 429 (``Retry-After`` honoured), 5xx, dropped
+        connections and timeouts, with backoff and jitter, all within the policy's deadline."""
+        policy = self.retry
+        deadline = policy.start()
+        attempt = connects = 0
+        notify = on_wait or policy.on_wait
+        while True:
+            try:
+                return self.request("GET", url, deadline=deadline, **kw)  # type: ignore[arg-type]
+            except TransientError as exc:
+                if isinstance(exc, EndpointUnreachable):
+                    connects += 1
+                    if connects > CONNECT_RETRIES:
+                        raise
+                wait = policy.backoff.delay(attempt, exc.retry_after)
+                attempt += 1
+                if wait >= deadline.remaining():
+                    if exc.retry_after is not None and exc.retry_after >= deadline.remaining():
+                        exc.message += f" (it asks to retry after {exc.retry_after:.0f}s, past the deadline)"
+                    elif attempt > 1:
+                        exc.message += f" (gave up after {attempt} attempts in {deadline.seconds:.0f}s)"
+                    raise
+                if notify is not None:
+                    notify(exc.message, wait)
+                policy.sleep(wait)
 
     def _explain(self, err: Exception) -> Exception:
         """Say so when a token exists but was not sent (plain HTTP to a non-loopback host)."""
@@ -223,19 +245,20 @@ class HubClient:
         return err
 
     def _json(self, url: str, **kw: object) -> tuple[object, httpx.Response]:
-        resp = self.request("GET", url, **kw)  # type: ignore[arg-type]
+        resp = self.call(url, **kw)  # type: ignore[arg-type]
         try:
-            return resp.json(), resp
-        except ValueError:
+            return json.loads(resp.content), resp
+        except (ValueError, RecursionError):
             raise ProtocolError(f"the endpoint did not answer JSON at {_path_of(url)}", "is the endpoint HF-compatible?") from None
 
     # -- API --------------------------------------------------------------------------------
-    def revision_info(self, repo_type: str, repo_id: str, revision: str) -> RevisionInfo:
+    def revision_info(self, repo_type: str, repo_id: str, revision: str, *,
+                      on_wait: WaitCallback | None = None) -> RevisionInfo:
         validate_repo_type(repo_type)
         validate_repo_id(repo_id)
         validate_revision(revision)
         url = f"{self.endpoint}/api/{_API_PREFIX[repo_type]}/{repo_id}/revision/{quote(revision, safe='')}"
-        data, _ = self._json(url, what=f"revision {revision}", repo_id=repo_id, revision=revision)
+        data, _ = self._json(url, what=f"revision {revision}", repo_id=repo_id, revision=revision, on_wait=on_wait)
         sha = data.get("sha") if isinstance(data, dict) else None
         if not isinstance(sha, str) or not is_commit(sha):
             raise ProtocolError(f"the endpoint gave no valid commit for {repo_id}@{revision}", "is it HF-compatible?")
@@ -243,7 +266,8 @@ class HubClient:
         return RevisionInfo(repo_id, revision, sha, gated=bool(gated) and gated != "false",
                             private=data.get("private") is True)
 
-    def list_files(self, repo_type: str, repo_id: str, commit: str) -> list[FileEntry]:
+    def list_files(self, repo_type: str, repo_id: str, commit: str, *,
+                   on_wait: WaitCallback | None = None) -> list[FileEntry]:
         """Every file of the commit, following ``Link: rel=next`` pages on the same origin."""
         url: str | None = (
             f"{self.endpoint}/api/{_API_PREFIX[repo_type]}/{repo_id}/tree/{quote(commit, safe='')}"
@@ -253,7 +277,7 @@ class HubClient:
         for _ in range(MAX_TREE_PAGES):
             if url is None:
                 return entries
-            data, resp = self._json(url, what="file list", repo_id=repo_id, revision=commit)
+            data, resp = self._json(url, what="file list", repo_id=repo_id, revision=commit, on_wait=on_wait)
             if not isinstance(data, list):
                 raise ProtocolError(f"the file list of {repo_id} is not a JSON list", "is the endpoint HF-compatible?")
             for item in data:

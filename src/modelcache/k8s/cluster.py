@@ -27,6 +27,9 @@ KINDS: dict[str, tuple[str, str]] = {
     "Job": ("BatchV1Api", "namespaced_job"),
     "CronJob": ("BatchV1Api", "namespaced_cron_job"),
     "PodDisruptionBudget": ("PolicyV1Api", "namespaced_pod_disruption_budget"),
+    "ServiceAccount": ("CoreV1Api", "namespaced_service_account"),
+    "Role": ("RbacAuthorizationV1Api", "namespaced_role"),
+    "RoleBinding": ("RbacAuthorizationV1Api", "namespaced_role_binding"),
 }
 
 
@@ -71,7 +74,7 @@ class KubeApi:
         # headers win: so patches go through a second client that always sends it.
         apply_client = k8s.client.ApiClient(configuration=api_client.configuration)
         apply_client.set_default_header("Content-Type", "application/apply-patch+yaml")
-        names = ("CoreV1Api", "AppsV1Api", "BatchV1Api", "PolicyV1Api")
+        names = ("CoreV1Api", "AppsV1Api", "BatchV1Api", "PolicyV1Api", "RbacAuthorizationV1Api")
         self._apis = {name: getattr(k8s.client, name)(api_client) for name in names}
         self._apply_apis = {name: getattr(k8s.client, name)(apply_client) for name in names}
 

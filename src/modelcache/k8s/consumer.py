@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._pod import (
     CACHE_VOLUME,
+    annotations,
     cache_mount,
     cache_volume,
     check_command,
@@ -29,6 +30,7 @@ from ._pod import (
     token_volume,
 )
 from .options import RenderOptions, Target
+from .pods import CONSUMER_LABEL
 from .sizing import gib_quantity
 from .workloads import serve_url
 
@@ -37,7 +39,8 @@ __all__ = ["HF_HOME_PATH", "engine_template"]
 HF_HOME_PATH = "/var/cache/hf-home"
 """The engine's writable ``HF_HOME`` (an emptyDir): modules, tokens, small caches; never the model."""
 USAGE = ("Copy initContainers, volumes, imagePullSecrets and the engine container's env, volumeMounts and "
-         "resources into your engine's pod spec; pass the engine the pinned revision "
+         "resources into your engine's pod spec, and the template's labels and annotations into its pod metadata "
+         "(GC keeps the revision while such a pod lives); pass the engine the pinned revision "
          "(e.g. vLLM --revision $(MODEL_REVISION)).")
 _SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
 
@@ -112,7 +115,9 @@ def engine_template(o: RenderOptions, target: Target) -> dict[str, object]:
         "metadata": meta(o, f"{target.stem}-engine", "engine", target,
                          extra_annotations={"modelcache.io/usage": USAGE}),
         "template": {
-            "metadata": {"labels": labels(o, "engine", target)},
+            # GC lists pods by this label and keeps the annotated revision while the pod lives
+            "metadata": {"labels": {**labels(o, "engine", target), CONSUMER_LABEL: "true"},
+                         "annotations": annotations(o)},
             "spec": {**pod_extras(o, scheduling=False),
                      "securityContext": {"fsGroup": o.fs_group, "fsGroupChangePolicy": "OnRootMismatch"},
                      "initContainers": inits, "containers": [engine], "volumes": volumes},

@@ -19,7 +19,7 @@ from .mirror import mirror_objects, mirror_url
 from .options import RenderOptions
 from .sizing import GIB, HEADROOM_FRACTION, HEADROOM_MIN
 from .storage import compile_cache_pvcs, model_cache_pvcs, secret
-from .workloads import download_job, gc_cronjob, serve_deployment, serve_service
+from .workloads import download_job, gc_cronjob, gc_rbac, serve_deployment, serve_service
 
 __all__ = ["Manifest", "render", "render_warnings", "spec_hash", "to_text", "write"]
 
@@ -131,7 +131,7 @@ def render(o: RenderOptions) -> list[Manifest]:
     ), tuple(engine_template(o, t) for t in targets)))
     if o.gc_schedule is not None:
         out.append(Manifest("gc-cronjob.yaml", (f"modelcache gc on {o.gc_schedule!r}, one per cache volume.",),
-                            tuple(gc_cronjob(o, t) for t in targets)))
+                            tuple(obj for t in targets for obj in (*gc_rbac(o, t), gc_cronjob(o, t)))))
     return out
 
 

@@ -28,8 +28,8 @@ from ._pod import (
 )
 from .options import RenderOptions, Target
 
-__all__ = ["download_job", "gc_cronjob", "pod_failure_policy", "serve_command", "serve_deployment",
-           "serve_selector", "serve_service", "serve_url"]
+__all__ = ["download_job", "gc_account", "gc_cronjob", "gc_rbac", "pod_failure_policy", "serve_command",
+           "serve_deployment", "serve_selector", "serve_service", "serve_url"]
 
 
 def pod_failure_policy(container: str) -> dict[str, object]:
@@ -156,14 +156,15 @@ def gc_cronjob(o: RenderOptions, target: Target) -> dict[str, object]:
         "name": "gc",
         "image": o.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["modelcache", "gc", *o.gc_args],
+        "command": ["modelcache", "gc", *o.gc_args, "--k8s-namespace", o.namespace],
         "env": env(HF_HOME=hf_home(o, target, False), HF_HUB_OFFLINE="1", **user_env(o)),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": container_security(),
         "volumeMounts": [cache_mount(o, target, read_only=False), tmp_mount()],
     }
-    # GC keeps the service-account token: it may list pods to protect revisions in use (#12).
-    pod: dict[str, object] = {"restartPolicy": "Never", **pod_extras(o, api_access=True),
+    # GC keeps the service-account token: it lists pods to protect the revisions they use (#12)
+    pod: dict[str, object] = {"restartPolicy": "Never", "serviceAccountName": gc_account(target),
+                              **pod_extras(o, api_access=True),
                               "securityContext": pod_security(o), "containers": [container],
                               "volumes": [cache_volume(target, read_only=False), tmp_volume()]}
     if o.serves and o.access_mode == "ReadWriteOnce":
@@ -186,3 +187,22 @@ def gc_cronjob(o: RenderOptions, target: Target) -> dict[str, object]:
             }},
         },
     }
+
+
+def gc_account(target: Target) -> str:
+    """The GC CronJob's ServiceAccount (and Role, RoleBinding) name."""
+    return f"{target.base}-gc"
+
+
+def gc_rbac(o: RenderOptions, target: Target) -> list[dict[str, object]]:
+    """GC's ServiceAccount, allowed only to read pods in its namespace (to keep what they use)."""
+    name = gc_account(target)
+    md = meta(o, name, "gc", target, model=False)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": md},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": md,
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": md,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": o.namespace}]},
+    ]

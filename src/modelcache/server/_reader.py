@@ -9,11 +9,11 @@ import hashlib
 import logging
 import os
 import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
-from email.utils import formatdate
 from pathlib import Path
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
@@ -22,9 +22,10 @@ from ..cache.readiness import resolve_commit
 from ..cache.records import read_record
 from ..errors import InvalidInput
 from ..protocol import FileEntry
-from ..validation import validate_repo_id, validate_repo_path, validate_revision
+from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_revision
 from ._auth import Gate
 from ._http import HttpError, WithErrorHeaders, decode_cursor, encode_cursor, next_page_url
+from ._fast import SMALL_FILE, Hit, ResolveCache, stamp_of, whole_file_headers
 from ._index import CommitIndex, IndexCache
 from ._routes import Candidate, Target
 
@@ -34,7 +35,6 @@ log = logging.getLogger("modelcache.server")
 
 OnServed = Callable[[RepoLayout, str], None]
 TRUE = ("1", "true", "True", "yes")
-_SMALL = 256 * 1024
 _RANGE_ERRORS = {
     416: ("RangeNotSatisfiable", "the requested range is outside the file"),
     400: ("BadRequest", "malformed Range header"),
@@ -76,6 +76,9 @@ class Reader:
         self.on_served = on_served
         self.indexes = IndexCache(self.cache_dir)
         self.gate = gate
+        self.fast = ResolveCache()
+        self._noted: dict[tuple[str, str], float] = {}
+        self._use_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-use")
 
     def pick(self, target: Target) -> tuple[RepoLayout, Candidate]:
         """The repo the path names; when ``org/name`` and ``name`` both parse, the one cached."""
@@ -176,6 +179,15 @@ class Reader:
     # -- /resolve -----------------------------------------------------------------------------
 
     def resolve(self, request: Request, target: Target) -> Response:
+        """The file a ``/resolve`` target names, from the cache (raises ``NotHere`` when the commit
+        lists it but the cache does not hold it in full)."""
+        return self.answer(request, self.find(target))
+
+    def find(self, target: Target) -> Hit:
+        """Resolve ``target`` the slow way (and remember it in ``fast`` when it is cacheable)."""
+        hit = self.fast.get(target)
+        if hit is not None:
+            return hit
         layout, cand = self.pick(target)
         path = cand.path
         index = self.index(layout, cand.revision)
@@ -188,7 +200,18 @@ class Reader:
             raise HttpError(
                 404, "EntryNotFound", f"{path} is not cached here ({layout.repo_id} at {commit} has no file list)"
             )
+        ref_path = ref_stamp = None
+        if not is_commit(cand.revision):
+            ref_path = str(layout.ref(cand.revision))
+            try:
+                ref_stamp = stamp_of(os.stat(ref_path))
+            except OSError:
+                ref_path = None  # resolved without a ref file (a snapshot folder named by the revision)
         link = layout.snapshot_file(commit, path)
+        try:
+            link_stamp = stamp_of(os.lstat(link))
+        except OSError:
+            raise _not_cached(layout, commit, path, _record_entry(layout, commit, path)) from None
         real = os.path.realpath(link)
         if not real.startswith(self.root_prefix):
             if os.path.lexists(link):
@@ -201,38 +224,71 @@ class Reader:
             raise _not_cached(layout, commit, path, _record_entry(layout, commit, path)) from None
         if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
             raise _not_cached(layout, commit, path, _record_entry(layout, commit, path))
-        etag = f'"{entry.etag}"'
-        headers = {
-            "X-Repo-Commit": commit,
-            "ETag": etag,
-            "X-Linked-Etag": etag,
-            "X-Linked-Size": str(entry.size),
-            "Accept-Ranges": "bytes",
-        }
-        background = None
-        if self.on_served is not None and request.method == "GET":
-            background = BackgroundTask(self._notify, layout, commit)
-        if request.method == "GET" and st.st_size <= _SMALL and "range" not in request.headers:
-            # Small files (configs, tokenizers) are read in one go on the event loop: a blocking
-            # read of a few KiB costs less than the thread hops of a streamed response.
-            try:
-                with open(real, "rb") as fh:
-                    body = fh.read(_SMALL + 1)
-            except OSError:
-                raise _not_cached(layout, commit, path) from None
-            if len(body) == entry.size:
-                headers["Last-Modified"] = formatdate(st.st_mtime, usegmt=True)
-                return Response(body, headers=headers, media_type="application/octet-stream", background=background)
-        response = _BlobResponse(
-            real, headers=headers, media_type="application/octet-stream", stat_result=st, background=background
-        )
+        hit = Hit(layout, cand, commit, entry, real, ref_path, ref_stamp, str(link), link_stamp, stamp_of(st), st,
+                  whole_file_headers(commit, entry, st))
+        if st.st_size <= SMALL_FILE:
+            hit.body = _read_small(real, entry.size)
+        if ref_stamp is not None or ref_path is None and is_commit(cand.revision):
+            if target.candidates and cand == target.candidates[0]:  # the preferred reading: stays the one picked
+                self.fast.put(target, hit)
+        return hit
+
+    def answer(self, request: Request, hit: Hit) -> Response:
+        """The response for a found file: whole (from memory when small), a range, or HEAD."""
+        if request.method == "GET":
+            self.note_use(hit.layout, hit.commit)
+        ranged = "range" in request.headers
+        if not ranged and (hit.body is not None or request.method == "HEAD"):
+            return _Prebuilt(hit.headers, hit.body if request.method == "GET" and hit.body is not None else b"")
+        headers = {k.decode(): v.decode() for k, v in hit.headers[:5]}
+        response = _BlobResponse(hit.real, headers=headers, media_type="application/octet-stream", stat_result=hit.stat)
         return WithErrorHeaders(response, _RANGE_ERRORS)  # type: ignore[return-value]
+
+    def note_use(self, layout: RepoLayout, commit: str) -> None:
+        """Tell ``on_served`` (at most once a second per revision, off the event loop: it writes)."""
+        if self.on_served is None:
+            return
+        key = (str(layout.folder), commit)
+        now = time.monotonic()
+        if now - self._noted.get(key, -1e9) < 1.0:
+            return
+        self._noted[key] = now
+        if len(self._noted) > 10_000:
+            self._noted.clear()
+        self._use_writer.submit(self._notify, layout, commit)
 
     def _notify(self, layout: RepoLayout, commit: str) -> None:
         try:
             self.on_served(layout, commit)  # type: ignore[misc]
         except Exception:
             log.debug("on_served callback failed", exc_info=True)
+
+
+class _Prebuilt(Response):
+    """A response whose headers were built once (a fast-path hit): no per-request header work."""
+
+    def __init__(self, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers
+
+
+def _read_small(real: str, size: int) -> bytes | None:
+    """The whole file, read through a no-follow, non-blocking descriptor (None if it changed)."""
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.pread(fd, size + 1, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == size else None
 
 
 def body_bytes(range_header: str | None, headers: object) -> int:

@@ -123,6 +123,10 @@ class _App:
                 raise HttpError(404, "NotFound", f"this modelcache server has no endpoint {request.scope['path']!r}")
             if self.mirror is not None:
                 await self._mirror_refresh(target)
+            if target.kind == "resolve" and (hit := self.reader.fast.get(target)) is not None:
+                await self.gate.authorize(request, target.kind, hit.layout, hit.cand)
+                self.metrics.hits.inc()
+                return self.reader.answer(request, hit)
             layout, cand = self.reader.pick(target)
             await self.gate.authorize(request, target.kind, layout, cand)
             if target.kind == "api":

@@ -17,7 +17,10 @@ from ..errors import InvalidInput
 from ..settings import Settings
 from ._access import AccessPolicy, TokenListPolicy, UpstreamPolicy
 
-__all__ = ["ServeSpec", "access_policy", "build_app"]
+__all__ = ["MIRROR_API_DEADLINE", "ServeSpec", "access_policy", "build_app"]
+
+MIRROR_API_DEADLINE = 10.0
+"""Seconds a mirror retries an upstream API call while its caller waits (downloads wait longer)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,11 @@ def build_app(spec: ServeSpec, settings: Settings) -> Starlette:
         from ..hub.client import HubClient
         from .mirror import Mirror
 
-        client = HubClient.for_settings(settings, spec.upstream.rstrip("/"), connections=32)
+        from ..hub.retry import RetryPolicy
+
+        # a caller is waiting: retry the upstream's API briefly, then answer from the cache (or 503)
+        client = HubClient.for_settings(settings, spec.upstream.rstrip("/"), connections=32,
+                                        retry=RetryPolicy(deadline=min(settings.api_deadline, MIRROR_API_DEADLINE)))
         mirror = Mirror(settings, client, ttl=spec.revision_ttl, allow=spec.allow, deny=spec.deny)
     return create_app(settings.cache_dir, on_served=ThrottledUseRecorder(), access=access_policy(spec),
                       mirror=mirror, log_json=spec.log_json)

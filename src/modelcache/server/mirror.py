@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -75,6 +76,8 @@ class Fill:
         self.started = threading.Event()
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self.dropped = 0
+        """Times a writer this fill streamed from was dropped (its lock taken over)."""
 
     def available(self) -> int:
         """Bytes from 0 that are written and hashed (the whole file once verified).
@@ -87,8 +90,9 @@ class Fill:
 
     @property
     def resets(self) -> int:
-        """How many times the fill's bytes were thrown away and started over (a reader streaming them must abort)."""
-        return self.asm.resets if self.asm is not None else 0
+        """Bumped whenever bytes a reader may have streamed are thrown away (a bad digest, or the
+        writer lost its lock): a reader that sees it change must abort its response."""
+        return (self.asm.resets if self.asm is not None else 0) + self.dropped
 
 
 @dataclass
@@ -206,8 +210,9 @@ class Mirror:
 
     def _run(self, layout: RepoLayout, commit: str, fill: Fill, key: tuple[str, str]) -> None:
         def on_start(_entry: FileEntry, asm: Assembly | None) -> None:
-            if asm is not None:
-                fill.asm = asm
+            if asm is None and fill.asm is not None:  # our writer lost the blob's lock to another process:
+                fill.dropped += 1                      # bytes already streamed from it cannot be vouched for
+            fill.asm = asm
             fill.started.set()
 
         try:
@@ -233,12 +238,23 @@ class Mirror:
                     del self._fills[key]
 
     def partial_fd(self, layout: RepoLayout, fill: Fill) -> int | None:
-        """An fd on the bytes being filled (stays valid across the final rename); None if neither exists."""
+        """An fd on the bytes being filled (stays valid across the final rename); None if neither exists.
+
+        Only this fill's own inode is trusted (another process may be filling the same blob into
+        its own file): the writer's private name, checked to be that inode; else the blob, which
+        is always verified bytes."""
         asm = fill.asm
-        partial = asm.partial if asm is not None else layout.partial(fill.entry.etag)
-        for path in (partial, layout.blob(fill.entry.etag)):
+        want = asm.inode if asm is not None else None
+        candidates = [(asm.private, True)] if asm is not None else []
+        candidates.append((layout.blob(fill.entry.etag), False))
+        for path, must_match in candidates:
             try:
-                return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except (FileNotFoundError, OSError):
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
                 continue
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (must_match and (st.st_dev, st.st_ino) != want):
+                os.close(fd)
+                continue
+            return fd
         return None

@@ -14,6 +14,7 @@ Composes ``hub`` (transfer engine) and ``cache`` (layout, publishing, locks):
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,13 +23,14 @@ from pathlib import Path
 from ..cache.activity import activity, repo_guard
 from ..cache.layout import RepoLayout
 from ..cache.locks import FileLock
-from ..cache.publish import ensure_repo_dirs, install_blob, link_file, publish_record
+from ..cache.publish import ensure_repo_dirs, install_blob_fd, link_file, publish_record
 from ..cache.quota import check_room
 from ..protocol import FileEntry
 from ..cache.records import TreeRecord
 from ..errors import CacheError
 from ..hub.client import HubClient
-from ..hub.download.assembly import Assembly
+from ..hub.download.assembly import Assembly, state_path_for
+from ..hub.download.partial import resumable_in_place
 from ..hub.download.engine import Backoff, FileJob, TransferEngine
 from ..hub.download.plan import FilePlan, LocalState, plan_transfer
 from ..progress import Progress
@@ -55,6 +57,19 @@ def _size(p: Path) -> int | None:
         return p.stat().st_size
     except OSError:
         return None
+
+
+def _drop_installed_partial(layout: RepoLayout, etag: str) -> None:
+    """A run killed right after installing a blob leaves its partial name on the same inode:
+    remove that name (and its state) so nothing ever resumes into an installed blob."""
+    partial = layout.partial(etag)
+    try:
+        a, b = os.lstat(partial), os.lstat(layout.blob(etag))
+    except OSError:
+        return
+    if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+        partial.unlink(missing_ok=True)
+        state_path_for(partial).unlink(missing_ok=True)
 
 
 def local_state(layout: RepoLayout, commit: str, entry: FileEntry) -> LocalState:
@@ -92,7 +107,10 @@ def ensure_files(
     try:
         publish_record(layout, record)
         plan = plan_transfer(entries, {e.path: local_state(layout, commit, e) for e in entries})
-        partial_bytes = sum(_size(layout.partial(fp.entry.etag)) or 0 for fp in plan.to_fetch)
+        # what partials really hold (allocated blocks, not their apparent size), and only when
+        # they will be resumed in place (a copied one needs its room again until the swap)
+        partial_bytes = sum(resumable_in_place(layout.partial(fp.entry.etag), fp.entry.etag, fp.entry.size)
+                            for fp in plan.to_fetch)
         check_room(layout.cache_dir, max(0, plan.bytes_to_fetch - partial_bytes), layout.repo_id)
         progress.start(layout.repo_id, commit, plan)
         totals = {"fetched": 0, "resumed": 0, "waited": 0, "files": 0}
@@ -134,8 +152,10 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
     def blob_ready(e: FileEntry) -> bool:
         return _size(layout.blob(e.etag)) == e.size
 
+    def install(entry: FileEntry, fd: int, private: Path) -> Path | None:
+        return install_blob_fd(layout, entry.etag, fd, private)
+
     def publish(entry: FileEntry) -> None:
-        install_blob(layout, entry.etag, layout.partial(entry.etag))
         link_file(layout, commit, entry)
         progress.file_done(entry.path)
         lk = locks.pop(entry.etag, None)
@@ -143,23 +163,34 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
             lk.release()
 
     def link(fp: FilePlan) -> None:
+        _drop_installed_partial(layout, fp.entry.etag)
         link_file(layout, commit, fp.entry)
         progress.file_done(fp.entry.path)
 
-    def fetch(batch: list[FilePlan]) -> None:
+    def fetch(batch: list[FilePlan]) -> list[FilePlan]:
+        """Fetch ``batch``; returns the files whose lock another process took over meanwhile."""
         if not batch:
-            return
+            return []
+        _sweep_leftovers(layout, {fp.entry.etag for fp in batch})
         jobs = [FileJob(fp.entry, client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path),
-                        layout.partial(fp.entry.etag), publish, on_start=_bind(on_start, fp.entry))
-                for fp in batch]
+                        layout.partial(fp.entry.etag), publish, on_start=_bind(on_start, fp.entry),
+                        fence=locks[fp.entry.etag].still_mine, install=install) for fp in batch]
         engine = TransferEngine(
             client, connections=settings.connections, chunk_size=settings.chunk_size,
             backoff=Backoff(attempts=settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
-            checkpoint_bytes=settings.checkpoint_bytes,
+            checkpoint_bytes=settings.checkpoint_bytes, on_wait=progress.waiting,
         )
-        stats = engine.run(jobs)
-        totals["fetched"] += stats.bytes_fetched
-        totals["resumed"] += stats.bytes_resumed
+        try:
+            engine.run(jobs)
+        finally:
+            totals["fetched"] += engine.stats.bytes_fetched
+            totals["resumed"] += engine.stats.bytes_resumed
+        lost = {j.entry.etag for j in engine.lost}
+        for etag in lost:
+            lk = locks.pop(etag, None)
+            if lk is not None:
+                lk.release()  # (a no-op on the new holder's lock: it is not ours any more)
+        return [fp for fp in batch if fp.entry.etag in lost]
 
     def sort(fp: FilePlan, mine: list[FilePlan], theirs: list[FilePlan]) -> None:
         """Ours to fetch (claimed), done meanwhile (linked), or another process's (wait)."""
@@ -177,10 +208,11 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
         for fp in files:
             if fp.action == "fetch":
                 sort(fp, mine, theirs)
+        lost = fetch(mine)  # files whose lock another process took over while we fetched them
+        theirs.extend(lost)
         if on_start is not None:
             for fp in theirs:
                 on_start(fp.entry, None)
-        fetch(mine)
         while theirs:
             waiting: list[FilePlan] = []
             batch: list[FilePlan] = []
@@ -191,7 +223,7 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
                     progress.advance(fp.entry.path, fp.entry.size)
                 else:  # the other process may be done or dead: take over (resuming its partial)
                     sort(fp, batch, waiting)
-            fetch(batch)
+            waiting.extend(fetch(batch))
             theirs = waiting
             if theirs and not batch:
                 sleep(poll)
@@ -209,6 +241,37 @@ def _bind(on_start: OnStart | None, entry: FileEntry) -> Callable[[Assembly], No
     if on_start is None:
         return None
     return lambda asm: on_start(entry, asm)
+
+
+_LEFTOVER_KINDS = (".w.incomplete", ".link.incomplete", ".claim.incomplete", ".install.incomplete")
+
+
+def _sweep_leftovers(layout: RepoLayout, etags: set[str]) -> None:
+    """Before fetching blobs whose locks we hold: remove the private names other writers left
+    for them (killed mid-claim or mid-copy; or a stale holder, which then cannot install and
+    stops). They may hold a whole copy of a partial: disk is freed now, not at the next ``gc``.
+    The shared partial and whatever shares its inode are kept (that is what we resume)."""
+    try:
+        entries = list(os.scandir(layout.blobs))
+    except OSError:
+        return
+    keep: set[tuple[int, int]] = set()
+    for etag in etags:
+        try:
+            st = os.lstat(layout.partial(etag))
+            keep.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    for entry in entries:
+        name = entry.name
+        if not name.endswith(_LEFTOVER_KINDS) or name.split(".", 1)[0] not in etags:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if (st.st_dev, st.st_ino) not in keep:
+                os.unlink(entry.path)
+        except OSError:
+            pass
 
 
 def os_error(exc: OSError, layout: RepoLayout) -> CacheError:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import IO
 
 from ..cache.bundle import BundleInfo, export_bundle, import_bundle
 from ..cache.readiness import resolve_commit
 from ..cache.gc import GcPlan, execute_gc, plan_gc, record_gc_freed, scan_revisions, sweep
+from ..cache.gc_extras import registered_revisions, remove_empty_repos
 from ..cache.layout import RepoLayout, repo_layouts
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, active_leases, is_pinned, list_pins, pin, release_lease
 from ..cache.leases import renew_lease as _renew
@@ -65,7 +65,7 @@ class CacheLifecycle:
 
     def _commit(self, repo_id: str, revision: str, repo_type: str = "model") -> tuple[RepoLayout, str]:
         layout = self.layout(repo_id, repo_type)
-        commit = resolve_commit(layout, revision)
+        commit = resolve_commit(layout, revision, prefix=True)
         if commit is None:
             raise NotCached(f"{repo_id}@{revision} is not in the cache at {layout.cache_dir}",
                             "download it first, or see `modelcache ls`")
@@ -109,7 +109,7 @@ class CacheLifecycle:
     def unpin(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> str:
         """Remove the pin of ``revision`` (a ref or a commit); returns the commit. NotCached if not pinned."""
         layout = self.layout(repo_id, repo_type)
-        commit = resolve_commit(layout, revision) or revision
+        commit = resolve_commit(layout, revision, prefix=True) or revision
         if not _unpin(layout, commit):
             raise NotCached(f"{repo_id}@{revision} is not pinned", "see `modelcache pin --list`")
         return commit
@@ -126,23 +126,40 @@ class CacheLifecycle:
     # -- gc ------------------------------------------------------------------------------------------
     def gc(self, *, max_size: int | None = None, max_age: float | None = None, keep_last: int | None = None,
            dry_run: bool = False, roots: Sequence[Path] | None = None,
-           partial_max_age: float = 24 * 3600.0) -> GcReport:
+           partial_max_age: float = 24 * 3600.0,
+           in_use: Callable[[], Mapping[tuple[str, str], str]] | None = None) -> GcReport:
         """Sweep stale leftovers, then remove revisions by the policy; ``dry_run`` only reports.
 
         ``max_size`` in bytes (default: the root's budget when there is one root), ``max_age`` and
-        ``partial_max_age`` in seconds, ``keep_last`` per repo. Pinned, leased and still-downloading
-        revisions are kept, re-checked just before each removal (what became protected is ``skipped``).
+        ``partial_max_age`` in seconds, ``keep_last`` per repo. Pinned, leased, still-downloading and
+        registered (``models add``) revisions are kept, re-checked just before each removal (what
+        became protected is ``skipped``). ``in_use``: asked before planning and again just before
+        removing for revisions held from outside the cache, e.g. ``k8s.pods`` (live pods'
+        revisions); if it raises, nothing is removed. Empty repo folders go too.
         """
-        roots = list(roots or [self.settings.cache_dir])
+        roots = [Path(r) for r in (roots or [self.settings.cache_dir])]
         if max_size is None and len(roots) == 1:
             max_size = read_budget(roots[0])
         if keep_last is not None and keep_last < 0:
             raise InvalidInput(f"invalid --keep-last {keep_last}", "give 0 or more")
         stale = self.settings.lock_stale_after
+
+        def held() -> dict[tuple[str, str], str]:
+            out: dict[tuple[str, str], str] = {}
+            for root in roots:
+                for key, why in registered_revisions(root).items():
+                    out.setdefault(key, why)
+            for key, why in (in_use() if in_use else {}).items():
+                out.setdefault(key, why)
+            return out
+
+        protect = held()
         swept = {str(r): sweep(r, partial_max_age=partial_max_age, stale_after=stale, dry_run=dry_run) for r in roots}
-        revisions = scan_revisions(roots, stale)
+        revisions = scan_revisions(roots, stale, protect)
         plan = plan_gc(revisions, max_size=max_size, max_age=max_age, keep_last=keep_last, now=time.time())
-        skipped = () if dry_run else tuple(execute_gc(plan, stale))
+        skipped = () if dry_run else tuple(execute_gc(plan, stale, held() if plan.remove else protect))
+        for root in roots:  # a repo folder with nothing left in it goes too
+            swept[str(root)]["empty_repos"] = len(remove_empty_repos(root, stale_after=stale, dry_run=dry_run))
         if not dry_run:
             for root in roots:
                 freed = sum(d.freed for d in plan.remove if d.revision.cache_dir == root)
@@ -153,11 +170,12 @@ class CacheLifecycle:
 
     # -- verify ----------------------------------------------------------------------------------------
     def verify(self, repo_id: str | None = None, revision: str | None = None, *, repair: bool = False,
-               profile: str = "full", repo_type: str = "model") -> list[VerifyReport]:
+               profile: str | None = None, repo_type: str = "model") -> list[VerifyReport]:
         """Check cached revisions against their records: the whole cache, one repo, or one revision.
 
-        ``repair=True`` deletes the bad files, fetches them again and re-checks. NotCached when the
-        repo or revision asked for is not in the cache.
+        Each revision is judged by what was asked of it (``profile`` None: the recorded downloads'
+        profiles and patterns), or by ``profile``. ``repair=True`` deletes the bad files, fetches
+        them again and re-checks. NotCached when the repo or revision asked for is not in the cache.
         """
         targets: list[tuple[RepoLayout, str]] = []
         if repo_id is None:
@@ -190,16 +208,16 @@ class CacheLifecycle:
         ensure_files(self.settings, self._client(), layout, record, entries, NullProgress())
 
     # -- quota ------------------------------------------------------------------------------------------
-    def usage(self, root: Path | None = None) -> Usage:
+    def usage(self, root: str | os.PathLike[str] | None = None) -> Usage:
         """Bytes used in the cache root (or ``root``), its budget and the disk's free space."""
-        return cache_usage(root or self.settings.cache_dir)
+        return cache_usage(Path(root) if root else self.settings.cache_dir)
 
-    def set_budget(self, max_size: int | None, root: Path | None = None) -> None:
+    def set_budget(self, max_size: int | None, root: str | os.PathLike[str] | None = None) -> None:
         """Set the size budget in bytes of the cache root (or ``root``) that ``gc`` uses by default.
 
         ``None`` clears it; a size that is not positive is InvalidInput. Creates the root if needed.
         """
-        root = root or self.settings.cache_dir
+        root = Path(root) if root else self.settings.cache_dir
         root.mkdir(parents=True, exist_ok=True)
         write_budget(root, max_size)
 

@@ -13,21 +13,26 @@ from pathlib import Path
 import httpx
 
 from ..cache.access import Access, write_access
-from ..cache.readiness import CheckResult, check_revision, resolve_commit
+from ..cache.quota import check_room
+from ..cache.readiness import CheckResult, check_revision, download_warnings, resolve_commit
+from ..cache.activity import in_progress, repo_guard
+from ..cache.gc_extras import registered_revisions
 from ..cache.importer import import_folder
 from ..cache.inventory import RepoInfo, scan_cache, scan_repo
 from ..cache.layout import RepoLayout
-from ..cache.leases import Lease, LeaseInfo, acquire_lease, find_lease
+from ..cache.leases import Lease, LeaseInfo, acquire_lease, active_leases, find_lease, is_pinned
 from ..cache.publish import ensure_repo_dirs
 from ..cache.records import TreeRecord
+from ..cache.requests import record_request
 from ..cache.remove import RemovalPlan, execute_removal, plan_removal
 from ..cache.usage import record_use
-from ..errors import EndpointUnreachable, InvalidInput, NotCached
+from ..errors import CacheError, EndpointUnreachable, InvalidInput, NotCached
 from .ensure import ensure_files, os_error
 from .remote import fetch_revision, record_revision
 from ..hub.client import HubClient
 from .lifecycle import CacheLifecycle
 from ..profiles import select, validate_profile
+from ..protocol import FileEntry
 from ..progress import NullProgress, Progress
 from ..validation import is_commit, validate_revision
 from ..settings import Settings
@@ -144,21 +149,29 @@ class ModelCache:
 
     # -- runtime check ------------------------------------------------------------------------
     def check(self, repo_id: str, revision: str = "main", profile: str = "full", repo_type: str = "model",
-              record: bool = True) -> CheckResult:
-        """Can an engine start on this now? Local disk only; never the network."""
+              record: bool = True, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+              accept: Sequence[str] = ()) -> CheckResult:
+        """Can an engine start on this now? Local disk only; never the network.
+
+        Judged by what was asked for the revision (recorded by ``download``), or by ``include``/
+        ``exclude`` when given; ``accept`` adds formats (gguf, consolidated, adapter, sentencepiece).
+        """
         layout = self.layout(repo_id, repo_type)
-        result = check_revision(layout, revision, profile)
+        result = check_revision(layout, revision, profile, include, exclude, accept)
         if record and result.ready and result.commit:
             record_use(layout, result.commit)
         return result
 
     def wait(self, repo_id: str, revision: str = "main", profile: str = "full", repo_type: str = "model",
              timeout: float = 0.0, interval: float = 2.0, on_wait: Callable[[CheckResult], None] | None = None,
-             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> CheckResult:
+             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+             include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+             accept: Sequence[str] = ()) -> CheckResult:
         """``check`` until ready or ``timeout`` seconds have passed (for init containers)."""
         deadline = clock() + max(0.0, timeout)
         while True:
-            result = self.check(repo_id, revision, profile, repo_type)
+            result = self.check(repo_id, revision, profile, repo_type, include=include, exclude=exclude,
+                                accept=accept)
             if result.ready or clock() >= deadline:
                 return result
             if on_wait:
@@ -196,8 +209,9 @@ class ModelCache:
         layout = self.layout(repo_id, repo_type)
         progress = progress or NullProgress()
 
+        asked = (tuple(include), tuple(exclude))  # offline, "cached" means: what this call asks is there
         if self.settings.offline:
-            result = check_revision(layout, revision, profile)
+            result = check_revision(layout, revision, profile, *asked)
             if not result.ready:
                 raise NotCached(
                     f"offline and not cached: {result.reason}",
@@ -210,10 +224,10 @@ class ModelCache:
 
         client = self.client
         try:
-            info, tree = fetch_revision(client, layout, revision)
+            info, tree = fetch_revision(client, layout, revision, on_wait=progress.waiting)
         except EndpointUnreachable as exc:
             # like huggingface_hub: an unreachable endpoint falls back to what the cache has
-            cached = check_revision(layout, revision, profile)
+            cached = check_revision(layout, revision, profile, *asked)
             if not cached.ready or not cached.commit:
                 raise
             record_use(layout, cached.commit)
@@ -231,6 +245,7 @@ class ModelCache:
                 "check the patterns against the repo's file list",
             )
         entries = [tree.files[p] for p in wanted]
+        _refuse_early_if_no_room(layout, entries)  # before any folder, record or progress line exists
 
         held: list[LeaseInfo] = []
 
@@ -243,8 +258,10 @@ class ModelCache:
         except BaseException:
             progress.finish({"ok": False})
             raise
+        record_request(layout, commit, profile, include, exclude)  # what was asked: `check` judges by it
         record_revision(layout, info, tree, [revision, *refs])
         record_use(layout, commit)
+        warnings = download_warnings(layout, commit, list(tree.files), profile, include, exclude)
         result = DownloadResult(
             repo_id=repo_id,
             revision=revision,
@@ -258,6 +275,7 @@ class ModelCache:
             bytes_resumed=outcome.bytes_resumed,
             seconds=time.monotonic() - started,
             lease_id=held[0].lease_id if held else None,
+            note="; ".join(warnings) or None,
         )
         progress.finish(result.to_dict())
         return result
@@ -297,20 +315,35 @@ class ModelCache:
         if revision is None:
             commits = layout.commits()
         else:
-            commit = resolve_commit(layout, revision)
+            commit = resolve_commit(layout, revision, prefix=True)
             if commit is None:
                 raise NotCached(f"revision {revision!r} of {repo_id} is not in the cache", "see `modelcache ls REPO_ID`")
             commits = [commit]
         return plan_removal(layout, commits)
 
-    def rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model", dry_run: bool = False) -> RemovalPlan:
+    def rm(self, repo_id: str, revision: str | None = None, repo_type: str = "model", dry_run: bool = False,
+           force: bool = False) -> RemovalPlan:
         """Remove the repo, or one revision, as ``plan_rm`` plans it (nothing if ``dry_run``); returns the plan.
 
-        Leases and pins are not checked: unlike ``gc``, this removes what it is told to.
+        A revision that is pinned, leased, registered (``models add``) or being downloaded is
+        in use: ``InUse`` names what holds it, and nothing is removed, unless ``force``. The
+        check and the removal happen under the repo guard, so no lease or download can claim a
+        revision in between.
         """
         plan = self.plan_rm(repo_id, revision, repo_type)
-        if not dry_run:
-            execute_removal(self.layout(repo_id, repo_type), plan)
+        if dry_run:
+            return plan
+        layout = self.layout(repo_id, repo_type)
+        stale = self.settings.lock_stale_after
+        registered = {} if force else registered_revisions(self.cache_dir)
+        with repo_guard(layout, stale):
+            held = [] if force else [f"{c[:12]} {why}" for c in plan.commits
+                                     if (why := _held_by(layout, c, stale, registered))]
+            if held:
+                raise InUse(f"{repo_id}: {'; '.join(held)}",
+                            "stop what holds it (`modelcache lease ls`, `modelcache unpin`, `modelcache models remove`), "
+                            "or pass --force to remove it anyway")
+            execute_removal(layout, plan)
         return plan
 
     # -- import ----------------------------------------------------------------------------------
@@ -335,3 +368,37 @@ class ModelCache:
         except OSError as exc:
             raise os_error(exc, layout) from None
 
+
+
+def _refuse_early_if_no_room(layout: RepoLayout, entries: Sequence[FileEntry]) -> None:
+    """The budget/disk check of ``ensure_files``, made before it creates anything: a refused
+    download leaves no empty snapshot folder, record or progress line behind."""
+    needed = 0
+    for e in entries:
+        if layout.blob(e.etag).exists():
+            continue
+        try:
+            needed += max(0, e.size - os.stat(layout.partial(e.etag)).st_size)
+        except OSError:
+            needed += e.size
+    check_room(layout.cache_dir, needed, layout.repo_id)
+
+
+class InUse(CacheError):
+    """``rm`` of a revision something holds (a pin, a lease, a registration, a download)."""
+
+    code = "in_use"
+    exit_code = 1
+
+
+def _held_by(layout: RepoLayout, commit: str, stale: float, registered: dict[tuple[str, str], str]) -> str | None:
+    """Why ``commit`` is in use, or None."""
+    if is_pinned(layout, commit):
+        return "is pinned"
+    leases = active_leases(layout, commit)
+    if leases:
+        return f"is leased by {', '.join(sorted({x.holder for x in leases}))}"
+    if in_progress(layout, commit, stale):
+        return "is being downloaded"
+    why = registered.get((layout.repo_id, commit))
+    return f"is {why}" if why else None

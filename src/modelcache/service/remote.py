@@ -6,7 +6,7 @@ and the answer becomes refs and an access record — for ``download`` and for th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..cache.access import Access, write_access
 from ..cache.layout import RepoLayout
@@ -17,15 +17,17 @@ from ..hub.client import HubClient, RevisionInfo
 __all__ = ["fetch_revision", "record_revision"]
 
 
-def fetch_revision(client: HubClient, layout: RepoLayout, revision: str) -> tuple[RevisionInfo, TreeRecord]:
+def fetch_revision(client: HubClient, layout: RepoLayout, revision: str,
+                   on_wait: Callable[[str, float], None] | None = None) -> tuple[RevisionInfo, TreeRecord]:
     """The commit ``revision`` names upstream now, and that commit's whole file list.
 
     The file list comes from the local record when there is one (a commit never changes), else
     from the upstream's tree API."""
-    info = client.revision_info(layout.repo_type, layout.repo_id, revision)
+    info = client.revision_info(layout.repo_type, layout.repo_id, revision, on_wait=on_wait)
     record = read_record(layout.tree_record(info.commit), info.commit)
     if record is None:
-        record = TreeRecord.of(info.commit, client.list_files(layout.repo_type, layout.repo_id, info.commit))
+        record = TreeRecord.of(info.commit, client.list_files(layout.repo_type, layout.repo_id, info.commit,
+                                                              on_wait=on_wait))
     return info, record
 
 

@@ -136,7 +136,8 @@ def _observe_one(mc: ModelCache, mm: ModelManager, m: ModelSpec) -> Observed:
         wanted = select(record.files, m.profile, m.include, m.exclude)
         size = sum(record.files[p].size for p in wanted)
     assert commit is not None
-    ready = mc.check(m.repo, commit, m.profile, m.repo_type, record=False).ready
+    ready = mc.check(m.repo, commit, m.profile, m.repo_type, record=False, include=m.include,
+                     exclude=m.exclude).ready
     registered = None
     if m.name:
         found = [r for r in mm.list(m.namespace) if r.name == m.name]

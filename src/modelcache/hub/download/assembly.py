@@ -1,51 +1,64 @@
 """One blob being assembled from byte ranges by several threads, verified as it grows.
 
-- Bytes go to ``blobs/<etag>.mc.incomplete`` with ``pwrite`` at their offsets.
-- ``blobs/<etag>.mc.state`` records which ranges are written (every few MiB per stream), so a
-  run killed with SIGKILL resumes with only the unrecorded tail of each in-flight range to
-  refetch. The data is not fsynced per checkpoint: a power loss may make the state claim bytes
-  the disk lost, which the final digest catches (the file is fetched again, never kept corrupt).
+- Bytes go with ``pwrite`` at their offsets into an inode that only this writer writes
+  (``partial.claim_partial``): reachable as ``blobs/<etag>.mc.incomplete`` (to resume after a
+  kill) and as this writer's private name (what it installs once verified).
+- ``blobs/<etag>.mc.state`` records which ranges are written: every piece is recorded in
+  memory as it lands, and the state is persisted every ``checkpoint_bytes`` of new bytes of
+  the file (whatever the number of connections) or every ``checkpoint_interval`` seconds, so a
+  SIGKILL costs about that much per file in flight. The data is not fsynced per checkpoint: a
+  power loss may make the state claim bytes the disk lost, which the final digest catches.
+- Before every state write (and, in the engine, before every request and the install) the
+  writer checks its lock is still its own (``fence``): a writer that stalled past the lock's
+  staleness window stops (``LockLost``) instead of competing with the one that took over.
 - The hash follows a *frontier*: bytes ``0..hashed`` are hashed. A worker streaming the range
   that starts at the frontier hashes its bytes as they arrive (no extra I/O); ranges finished
   ahead of the frontier are hashed by reading them back from the page cache when the frontier
   reaches them. One thread at a time holds the *hash token* and feeds the hasher.
 - When the frontier reaches the size, the digest is compared with the etag (sha256 for LFS
-  files, git sha1 otherwise). Only then may the file be renamed into ``blobs/``.
+  files, git sha1 otherwise). Only then may the inode be installed into ``blobs/``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from ...files import atomic_write_bytes
 from ...protocol import FileEntry
 from ...hashing import BlobHasher
-from .ranges import Range, add_range, contiguous_prefix, merge, missing, split
+from .partial import claim_partial, release_inode, same_inode, state_path_for, write_state
+from .ranges import Range, add_range, contiguous_prefix, missing, split
 
-__all__ = ["Assembly", "state_path_for"]
+__all__ = ["Assembly", "LockLost", "state_path_for"]
 
 READBACK = 1 << 20
 
 
-def state_path_for(partial: Path) -> Path:
-    return partial.with_name(partial.name.replace(".incomplete", ".state"))
+class LockLost(Exception):
+    """This writer's lock was taken over (it stalled past the staleness window): stop writing."""
 
 
 class Assembly:
-    def __init__(self, entry: FileEntry, partial: Path) -> None:
+    def __init__(self, entry: FileEntry, partial: Path, fence: Callable[[], bool] | None = None) -> None:
         self.entry = entry
         self.size = entry.size
         self.partial = partial
         self.state_path = state_path_for(partial)
+        self.fence = fence
+        """Returns False once this writer no longer holds the blob's lock (checked before every
+        state write and before install)."""
         self.lock = threading.Lock()
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
-        self.done: list[Range] = self._load_state()
-        if not self.done:
-            os.ftruncate(self.fd, 0)
+        self.checkpoint_bytes = 4 * 1024 * 1024
+        self.checkpoint_interval = 1.0
+        self._unsaved, self._saved_at = 0, time.monotonic()
+        self.fd, self.done, self.private = claim_partial(partial, entry.etag, self.size)
+        """``private``: this writer's own name for its inode (installed by renaming it)."""
+        st = os.fstat(self.fd)
+        self.inode = (st.st_dev, st.st_ino)
+        """(dev, ino) of this writer's partial: a reader opening it by name checks it got this one."""
         self.hasher = BlobHasher(self.size, entry.is_lfs)
         self.hashed = 0
         self._token = False
@@ -54,25 +67,22 @@ class Assembly:
         self.stream_owner: int | None = None
         self.integrity_failures = 0
         self.finalizing = False  # set (under lock) by the one thread that verifies and publishes
+        self.lost = False  # the lock was lost: another writer owns this blob now
+        self.dropped = False  # (engine) the lost file was taken off the transfer
         self.resets = 0  # bumped when the bytes are thrown away (a reader streaming them must abort)
         self.resumed = sum(b - a for a, b in self.done)
         self._hash_prefix(contiguous_prefix(self.done))
 
     # -- state ---------------------------------------------------------------------------------
-    def _load_state(self) -> list[Range]:
-        try:
-            data = json.loads(self.state_path.read_bytes())
-            if data.get("etag") != self.entry.etag or data.get("size") != self.size:
-                return []
-            done = merge((int(a), int(b)) for a, b in data["done"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return []
-        have = os.fstat(self.fd).st_size
-        return [(a, min(b, have)) for a, b in done if a < have and 0 <= a < b <= self.size]
+    def check_fence(self) -> None:
+        """Raise ``LockLost`` when another writer has taken this blob's lock over."""
+        if self.lost or (self.fence is not None and not self.fence()):
+            self.lost = True
+            raise LockLost(self.entry.path)
 
     def _save_state(self) -> None:
-        data = {"etag": self.entry.etag, "size": self.size, "done": [list(r) for r in self.done]}
-        atomic_write_bytes(self.state_path, json.dumps(data).encode(), mode=0o664, fsync=False)
+        self.check_fence()
+        write_state(self.state_path, self.entry.etag, self.size, self.fd, self.done, self.private.name)
 
     def missing_chunks(self, chunk: int) -> list[Range]:
         with self.lock:
@@ -90,14 +100,23 @@ class Assembly:
                     return b
             return pos
 
-    def record(self, r: Range, persist: bool = True) -> None:
-        """Mark bytes ``r`` as written (and, unless ``persist`` is off, in the state file)."""
-        if r[1] <= r[0]:
-            return
+    def record(self, r: Range, persist: bool | None = None) -> None:
+        """Mark bytes ``r`` as written. ``persist``: True writes the state file now, False never,
+        None when due — every ``checkpoint_bytes`` of new bytes *for this file* (whatever the
+        number of connections) or every ``checkpoint_interval`` seconds, so a SIGKILL costs at
+        most that much per file in flight, never connections x chunk."""
         with self.lock:
-            self.done = add_range(self.done, r)
+            if r[1] > r[0]:
+                self.done = add_range(self.done, r)
+                self._unsaved += r[1] - r[0]
+            if not self._unsaved:
+                return  # nothing new since the last save
+            if persist is None:
+                persist = (self._unsaved >= self.checkpoint_bytes
+                           or time.monotonic() - self._saved_at >= self.checkpoint_interval)
             if persist:
                 self._save_state()
+                self._unsaved, self._saved_at = 0, time.monotonic()
 
     # -- writing and hashing ----------------------------------------------------------------------
     def write(self, offset: int, data: bytes | memoryview) -> None:
@@ -175,13 +194,37 @@ class Assembly:
             self.finalizing = False
             self.state_path.unlink(missing_ok=True)
 
+    def sync(self) -> None:
+        """Flush the verified bytes to disk (before they are installed)."""
+        os.fsync(self.fd)
+
     def finish(self) -> None:
         """Sync and close; the caller renames the partial into place; the state file goes."""
         os.fsync(self.fd)
+        if same_inode(self.partial, self.fd):
+            self.state_path.unlink(missing_ok=True)
+        self._drop_private()
         self.close()
-        self.state_path.unlink(missing_ok=True)
+
+    def finish_installed(self) -> None:
+        """After our private name was installed as the blob: drop the shared name and state if
+        they are still ours."""
+        if same_inode(self.partial, self.fd):
+            self.state_path.unlink(missing_ok=True)
+            self.partial.unlink(missing_ok=True)
+        self._drop_private()
+        self.close()
+
+    def _drop_private(self) -> None:
+        if same_inode(self.private, self.fd):
+            self.private.unlink(missing_ok=True)
+
+    def abandon(self) -> None:
+        """Lost to another writer: drop our private name (our bytes are nobody's now)."""
+        self._drop_private()
 
     def close(self) -> None:
         if self.fd >= 0:
+            release_inode(self.fd)
             os.close(self.fd)
             self.fd = -1

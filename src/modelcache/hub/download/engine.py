@@ -11,37 +11,24 @@ stopped, with exponential backoff and jitter (``Retry-After`` honoured); a perma
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import urljoin
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from ...protocol import FileEntry
 from ...errors import IntegrityError, ModelCacheError, ProtocolError, TransientError
-from .assembly import Assembly
-from .ranges import DEFAULT_CHUNK
+from .assembly import Assembly, LockLost
+from .ranges import DEFAULT_CHUNK, content_range as _content_range, header_int as _int
 from ..client import HubClient, error_for_response
 from ..rawhttp import RawResponse, Unsupported, iter_body
+from ..retry import Backoff, WaitCallback
 
-__all__ = ["Backoff", "EngineStats", "FileJob", "TransferEngine"]
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter; ``Retry-After`` wins when the server sends it."""
-
-    base: float = 0.5
-    cap: float = 30.0
-    attempts: int = 5
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return retry_after
-        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
+__all__ = ["Backoff", "EngineStats", "FileJob", "TransferEngine"]  # Backoff: re-export (hub/retry.py)
 
 
 @dataclass
@@ -53,6 +40,13 @@ class FileJob:
     """Called (from a worker) once the partial holds verified bytes: rename it into place."""
     on_start: Callable[[Assembly], None] | None = None
     """Called with the file's assembly before any byte moves (a mirror streams from it)."""
+    fence: Callable[[], bool] | None = None
+    """False once this process no longer holds the blob's lock: the file is dropped (``lost``)."""
+    install: Callable[[FileEntry, int, Path], object] | None = None
+    """Given the fd of the verified, synced partial and the writer's private name for it: make
+    *that inode* the blob (never the shared partial name, which another writer may have swapped;
+    return None when the private name is not ours any more). Without it, ``on_verified``
+    renames the shared name (legacy)."""
 
 
 @dataclass
@@ -93,6 +87,7 @@ class TransferEngine:
         on_bytes: Callable[[str, int], None] | None = None,
         repo_id: str = "",
         sleep: Callable[[float], None] = time.sleep,
+        on_wait: WaitCallback | None = None,
     ) -> None:
         self.client = client
         self.connections = max(1, connections)
@@ -103,7 +98,10 @@ class TransferEngine:
         self.on_bytes = on_bytes or (lambda path, n: None)
         self.repo_id = repo_id
         self.sleep = sleep
+        self.on_wait = on_wait
         self.stats = EngineStats()
+        self.lost: list[FileJob] = []
+        """Files whose lock another process took over meanwhile: that process finishes them."""
         self._queue: queue.Queue[object] = queue.Queue()
         self._abort = threading.Event()
         self._error: BaseException | None = None
@@ -116,7 +114,8 @@ class TransferEngine:
         assemblies: list[Assembly] = []
         try:
             for job in jobs:
-                asm = Assembly(job.entry, job.partial)  # type: ignore[arg-type]
+                asm = Assembly(job.entry, job.partial, fence=job.fence)  # type: ignore[arg-type]
+                asm.checkpoint_bytes, asm.checkpoint_interval = self.checkpoint_bytes, self.checkpoint_interval
                 assemblies.append(asm)
                 if job.on_start is not None:
                     job.on_start(asm)
@@ -185,8 +184,32 @@ class TransferEngine:
             for a, b in asm.missing_chunks(self.chunk_size):
                 self._queue.put(_Chunk(asm, job, a, b))
             return
-        asm.finish()
+        try:
+            asm.check_fence()
+        except LockLost:
+            self._lose(asm, job)
+            return
+        if job.install is not None:
+            asm.sync()
+            if job.install(job.entry, asm.fd, asm.private) is None:
+                self._lose(asm, job)  # our private name was taken: we were presumed dead meanwhile
+                return
+            asm.finish_installed()
+        else:
+            asm.finish()
         job.on_verified(job.entry)
+        with self._cv:
+            self._remaining -= 1
+            self._cv.notify_all()
+
+    def _lose(self, asm: Assembly, job: FileJob) -> None:
+        """Another process took this blob's lock over: stop fetching it (it finishes it)."""
+        with asm.lock:
+            if asm.dropped:
+                return
+            asm.lost = asm.dropped = True
+            self.lost.append(job)
+        asm.abandon()
         with self._cv:
             self._remaining -= 1
             self._cv.notify_all()
@@ -199,9 +222,13 @@ class TransferEngine:
                 return
             chunk: _Chunk = item  # type: ignore[assignment]
             try:
+                if chunk.asm.lost:
+                    continue
                 self._fetch_chunk(chunk)
                 chunk.asm.advance()
                 self._complete_if_whole(chunk.asm, chunk.job)
+            except LockLost:
+                self._lose(chunk.asm, chunk.job)
             except ModelCacheError as exc:
                 self._fail(exc)
             except OSError as exc:
@@ -217,6 +244,7 @@ class TransferEngine:
             target = asm.size if asm.no_ranges and asm.stream_owner == me else c.end
             if pos >= target or asm.fd < 0 or asm.covered(pos, target):
                 return
+            asm.check_fence()  # a writer whose lock was taken over stops before its next request
             if asm.no_ranges and asm.stream_owner not in (None, me):
                 return
             before = pos
@@ -229,7 +257,10 @@ class TransferEngine:
                 self.stats.add(retries=1)
                 if failures > self.backoff.attempts:
                     raise
-                self.sleep(self.backoff.delay(failures - 1, exc.retry_after))
+                wait = self.backoff.delay(failures - 1, exc.retry_after)
+                if self.on_wait is not None:
+                    self.on_wait(exc.message, wait)
+                self.sleep(wait)
             finally:
                 if inline:
                     asm.release()
@@ -242,8 +273,7 @@ class TransferEngine:
         if not whole and not asm.no_ranges:
             headers["Range"] = f"bytes={pos}-{c.end - 1}"
         end = c.end
-        recorded = pos
-        last_ckpt = time.monotonic()
+        recorded = first = pos
         try:
             resp = self._open(c.job.url, headers, entry)
             try:
@@ -256,7 +286,7 @@ class TransferEngine:
                     if inline:
                         asm.release()
                         inline = False
-                    pos = recorded = 0
+                    pos = recorded = first = 0
                     end = entry.size
                     self.stats.add(restarts=1)
                 elif resp.status_code == 206:
@@ -276,7 +306,7 @@ class TransferEngine:
                     # inline hash would expect them, so the readback hashes them instead
                     asm.release()
                     inline = False
-                    pos = recorded = 0
+                    pos = recorded = first = 0
                     end = entry.size
                 body_len = _int(resp.headers.get("content-length"))
                 got = 0
@@ -297,22 +327,20 @@ class TransferEngine:
                     pos += n
                     self.stats.add(bytes_fetched=n)
                     self.on_bytes(entry.path, n)
-                    now = time.monotonic()
-                    if pos - recorded >= self.checkpoint_bytes or now - last_ckpt >= self.checkpoint_interval:
-                        asm.record((recorded, pos))
-                        recorded, last_ckpt = pos, now
+                    asm.record((recorded, pos))  # in memory now; to disk when due (per file)
+                    recorded = pos
                     if pos >= end and (body_len is None or got < body_len):
                         break  # more body than we need: drop it (and the connection)
                 # (a body read to its end lets httpx put the connection back in its pool)
             finally:
                 resp.close()
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            asm.record((recorded, pos))
+            asm.record((recorded, pos), persist=True)
             raise TransientError(
                 f"{entry.path}: connection lost at byte {pos} ({type(exc).__name__})", "retrying"
             ) from None
         # a whole file that arrived in one stream is verified next: no state file to write for it
-        asm.record((recorded, pos), persist=not (recorded == 0 and pos == entry.size))
+        asm.record((recorded, pos), persist=not (first == 0 and pos == entry.size))
         if pos < end and not self._abort.is_set():
             raise TransientError(f"{entry.path}: body ended at byte {pos} of {end}", "retrying")
         return max(pos, c.end) if end == entry.size and pos >= end else pos
@@ -345,27 +373,9 @@ class TransferEngine:
             if resp.is_redirect and "Location" in resp.headers:
                 url = urljoin(url, resp.headers["Location"])
                 resp.close()
+                if urlsplit(url).scheme not in ("http", "https"):
+                    raise ProtocolError(f"{entry.path}: the endpoint redirected to a non-HTTP URL "
+                                        f"({urlsplit(url).scheme}:)", "refusing it; is the endpoint trustworthy?")
                 continue
             return resp
         raise ProtocolError(f"{entry.path}: too many redirects", "is the endpoint HF-compatible?")
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _content_range(value: str | None, size: int) -> tuple[int, int] | None:
-    """``bytes a-b/N`` → ``(a, b + 1)`` when N is the expected size; None otherwise."""
-    if not value or not value.startswith("bytes "):
-        return None
-    span, _, total = value[6:].partition("/")
-    a, _, b = span.partition("-")
-    try:
-        if total != "*" and int(total) != size:
-            return None
-        return int(a), int(b) + 1
-    except ValueError:
-        return None

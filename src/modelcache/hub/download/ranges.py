@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["DEFAULT_CHUNK", "add_range", "contiguous_prefix", "merge", "missing", "split"]
+__all__ = ["DEFAULT_CHUNK", "add_range", "content_range", "contiguous_prefix", "header_int", "merge", "missing",
+           "split"]
 
 DEFAULT_CHUNK = 8 * 1024 * 1024
 
@@ -60,3 +61,25 @@ def split(ranges: Iterable[Range], chunk: int) -> list[Range]:
             out.append((a, min(b, a + chunk)))
             a += chunk
     return out
+
+
+def header_int(value: str | None) -> int | None:
+    """An integer header (``Content-Length``), or None when absent or malformed."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def content_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """``bytes a-b/N`` → ``(a, b + 1)`` when N is the expected size; None otherwise."""
+    if not value or not value.startswith("bytes "):
+        return None
+    span, _, total = value[6:].partition("/")
+    a, _, b = span.partition("-")
+    try:
+        if total != "*" and int(total) != size:
+            return None
+        return int(a), int(b) + 1
+    except ValueError:
+        return None

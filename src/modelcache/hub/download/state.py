@@ -1,0 +1,140 @@
+"""A partial's state file and its writer: which ranges are written, in which inode, by whom.
+
+The state (``blobs/<etag>.mc.state``) is read without following links or blocking, bounded in
+size and validated field by field: junk means "nothing to resume", never a traceback. A writer
+is identified by host, boot + pid namespace and pid, so "its writer is gone" can be *proved*
+(same host and pid numbering, pid not running) — or is never assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+from ...errors import ModelCacheError
+
+__all__ = ["MAX_STATE_BYTES", "OPEN_INODES", "read_state", "release_inode", "valid_ranges", "write_state",
+           "writer_gone", "writer_identity"]
+
+MAX_STATE_BYTES = 4 * 1024 * 1024
+
+OPEN_INODES: set[tuple[int, int]] = set()
+"""(dev, ino) of the partials this process has open: "this pid, but not open here" is gone."""
+_OPEN_LOCK = threading.Lock()
+
+Range = tuple[int, int]
+
+
+def read_state(path: Path) -> dict[str, object] | None:
+    """The partial's state file as a dict, or None (absent, not a regular file, junk, too big)."""
+    try:
+        from .partial import open_regular
+
+        fd = open_regular(path, os.O_RDONLY)
+    except (OSError, ModelCacheError):
+        return None
+    if fd is None:
+        return None
+    try:
+        if os.fstat(fd).st_size > MAX_STATE_BYTES:
+            return None
+        chunks = []
+        while True:
+            piece = os.read(fd, 1 << 20)
+            if not piece:
+                break
+            chunks.append(piece)
+        data = json.loads(b"".join(chunks))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
+    return data if isinstance(data, dict) else None
+
+
+def valid_ranges(data: dict[str, object], etag: str, size: int, st: os.stat_result | None) -> list[Range]:
+    """The written ranges a state claims, if it is about this blob (and this inode, when known)."""
+    if data.get("etag") != etag or data.get("size") != size:
+        return []
+    ino = data.get("ino")
+    if ino is not None and (st is None or ino != st.st_ino or data.get("dev") not in (None, st.st_dev)):
+        return []
+    done = data.get("done")
+    if not isinstance(done, list):
+        return []
+    have = st.st_size if st is not None else 0
+    out: list[Range] = []
+    for item in done:
+        if (not isinstance(item, list) or len(item) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
+            return []
+        a, b = item
+        if 0 <= a < b <= size and a < have:
+            out.append((a, min(b, have)))
+    return out
+
+def _process_space() -> str:
+    """Which pid numbering this process lives in: boot id + pid namespace. Two pods with the same
+    hostname (``hostNetwork``) or a rebooted host number their processes independently."""
+    cached = _SPACE.get(os.getpid())
+    if cached is not None:
+        return cached
+    parts = []
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
+        except OSError:
+            parts.append("?")
+    _SPACE[os.getpid()] = "|".join(parts)
+    return _SPACE[os.getpid()]
+
+
+_SPACE: dict[int, str] = {}
+
+
+def writer_identity() -> dict[str, object]:
+    """Who writes a partial: host, pid numbering and pid (recorded in its state file)."""
+    return {"host": socket.gethostname(), "space": _process_space(), "pid": os.getpid()}
+
+
+def writer_gone(writer: object, inode: tuple[int, int]) -> bool:
+    """Is the process that last wrote this inode provably not running any more?"""
+    if not isinstance(writer, dict):
+        return False
+    pid = writer.get("pid")
+    if (writer.get("host") != socket.gethostname() or writer.get("space") != _process_space()
+            or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
+        return False  # another host, pid namespace or boot (or unknown): it may be alive, merely stalled
+    if pid == os.getpid():
+        with _OPEN_LOCK:
+            return inode not in OPEN_INODES
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range], private: str) -> None:
+    """Atomically write the state for the inode behind ``fd``, naming this process as its writer
+    and ``private`` as the writer's own name for the inode."""
+    from ...files import atomic_write_bytes
+
+    st = os.fstat(fd)
+    data = {"etag": etag, "size": size, "ino": st.st_ino, "dev": st.st_dev,
+            "writer": writer_identity(), "private": private, "done": [list(r) for r in done]}
+    atomic_write_bytes(path, json.dumps(data).encode(), mode=0o664, fsync=False)
+
+def release_inode(fd: int) -> None:
+    """Forget an fd's inode in the in-process registry (before closing it)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return
+    with _OPEN_LOCK:
+        OPEN_INODES.discard((st.st_dev, st.st_ino))

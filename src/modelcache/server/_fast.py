@@ -1,0 +1,123 @@
+"""The hot path of ``/resolve``: a file answered from memory after two ``stat`` calls.
+
+Resolving a request the slow way walks the repo folder, reads the ref, looks the path up in
+the commit's index and resolves the snapshot link (a dozen syscalls and Python objects per
+request). A ``Hit`` remembers the outcome, and is trusted again only while what it was built
+from is unchanged:
+
+- the ref file (for a branch or tag) has the same inode and mtime — a download that moves
+  ``main`` replaces it atomically, which changes both;
+- the snapshot link is the same link — ``rm`` of the revision removes it;
+- the blob has the same inode, size and mtime — a ``gc``/``rm``/repair removes or replaces it.
+
+A hit skips none of the access rules: the caller still authorizes every request against the
+repo's access record (itself stat-validated). Small files (configs, tokenizers) keep their
+bytes here, bounded in count and total size, least recently used out first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from email.utils import formatdate
+
+from ..cache.layout import RepoLayout
+from ..protocol import FileEntry
+from ._routes import Candidate, Target
+
+__all__ = ["Hit", "ResolveCache", "SMALL_FILE"]
+
+SMALL_FILE = 256 * 1024
+"""Files up to this size are answered from memory (one read the first time)."""
+
+Stamp = tuple[int, int, int]
+
+
+def stamp_of(st: os.stat_result) -> Stamp:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class Hit:
+    """What a resolve found, and the stamps that say whether it still holds."""
+
+    layout: RepoLayout
+    cand: Candidate
+    commit: str
+    entry: FileEntry
+    real: str
+    """The blob the snapshot link points at (inside the cache, checked when the hit was made)."""
+    ref_path: str | None
+    ref_stamp: Stamp | None
+    link_path: str
+    link_stamp: Stamp
+    blob_stamp: Stamp
+    stat: os.stat_result
+    headers: list[tuple[bytes, bytes]]
+    """Response headers of a whole-file answer (Content-Length included)."""
+    body: bytes | None = None
+    """The file's bytes when it is small."""
+
+    def still_valid(self) -> bool:
+        """Three ``stat`` calls: the ref (if any), the snapshot link and the blob are the ones this
+        hit was made from."""
+        try:
+            if self.ref_path is not None and stamp_of(os.stat(self.ref_path)) != self.ref_stamp:
+                return False
+            if stamp_of(os.lstat(self.link_path)) != self.link_stamp:
+                return False
+            return stamp_of(os.stat(self.real)) == self.blob_stamp
+        except OSError:
+            return False
+
+
+def whole_file_headers(commit: str, entry: FileEntry, st: os.stat_result) -> list[tuple[bytes, bytes]]:
+    etag = f'"{entry.etag}"'.encode()
+    return [
+        (b"x-repo-commit", commit.encode()),
+        (b"etag", etag),
+        (b"x-linked-etag", etag),
+        (b"x-linked-size", str(entry.size).encode()),
+        (b"accept-ranges", b"bytes"),
+        (b"last-modified", formatdate(st.st_mtime, usegmt=True).encode()),
+        (b"content-type", b"application/octet-stream"),
+        (b"content-length", str(entry.size).encode()),
+    ]
+
+
+class ResolveCache:
+    """Hits by request target, bounded (``max_entries``, ``max_bytes`` of small-file bodies)."""
+
+    def __init__(self, max_entries: int = 8192, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._hits: OrderedDict[tuple[str, tuple[Candidate, ...]], Hit] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, target: Target) -> Hit | None:
+        """The hit for ``target`` if it still holds (dropped otherwise)."""
+        key = (target.repo_type, target.candidates)
+        hit = self._hits.get(key)
+        if hit is None:
+            return None
+        if not hit.still_valid():
+            self._drop(key)
+            return None
+        self._hits.move_to_end(key)
+        return hit
+
+    def put(self, target: Target, hit: Hit) -> None:
+        key = (target.repo_type, target.candidates)
+        self._drop(key)
+        if hit.body is not None and len(hit.body) > self.max_bytes // 8:
+            hit.body = None
+        self._hits[key] = hit
+        self._bytes += len(hit.body or b"")
+        while len(self._hits) > self.max_entries or self._bytes > self.max_bytes:
+            self._drop(next(iter(self._hits)))
+
+    def _drop(self, key: tuple[str, tuple[Candidate, ...]]) -> None:
+        hit = self._hits.pop(key, None)
+        if hit is not None:
+            self._bytes -= len(hit.body or b"")

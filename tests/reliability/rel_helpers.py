@@ -1,0 +1,71 @@
+"""Shared bits of the reliability tests: a model, a child download process, blob facts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+from helpers.fault_server import FaultServer, Repo
+
+CHILD = r"""
+import sys
+from pathlib import Path
+from modelcache import ModelCache, Settings
+cache, url, stale, conns, chunk = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+s = Settings(cache_dir=Path(cache), endpoint=url, lock_stale_after=stale, connections=conns, chunk_size=chunk,
+             checkpoint_bytes=256 * 1024, timeout=20)
+res = ModelCache(s).download(sys.argv[6])
+print(res.commit)
+"""
+
+
+def blob_bytes(seed: bytes, size: int) -> bytes:
+    block = hashlib.sha256(seed).digest() * 2048  # 64 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+def model(repo_id: str, size: int) -> Repo:
+    return Repo(repo_id, {
+        "config.json": b'{"model_type": "llama"}',
+        "tokenizer.json": b'{"model": {}}',
+        "model.safetensors": blob_bytes(repo_id.encode(), size),
+    })
+
+
+def child(cache: Path, url: str, repo_id: str, *, stale: float = 30.0, connections: int = 2,
+          chunk: int = 8 * 1024 * 1024) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(cache), url, str(stale), str(connections), str(chunk),
+                             repo_id], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for piece in iter(lambda: fh.read(1 << 20), b""):
+            h.update(piece)
+    return h.hexdigest()
+
+
+@contextmanager
+def quick_fault_server(repo: Repo, **kw: object) -> Iterator[FaultServer]:
+    """``fault_server`` with Nagle off: no 40 ms delayed-ACK stall per request (many short runs)."""
+    fs = FaultServer(repo, **kw)  # type: ignore[arg-type]
+    handler = type("NoDelay", (fs.handler(),), {"disable_nagle_algorithm": True})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    fs.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield fs
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

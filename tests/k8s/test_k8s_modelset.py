@@ -75,7 +75,10 @@ def test_every_object_validates_on_every_supported_version(tmp_path: Path, case:
 
 def test_shared_set_one_volume_one_sync_job_one_engine_per_served_model(tmp_path: Path) -> None:
     docs = _docs(tmp_path, *CASES["shared"])
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Job", "PersistentVolumeClaim", "PodTemplate", "PodTemplate"]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Job", "PersistentVolumeClaim", "PodTemplate", "PodTemplate",
+                                               "Role", "RoleBinding", "ServiceAccount"]
+    (role,) = by_kind(docs, "Role")  # the Job may list pods (GC keeps what live engines use), nothing else
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
     assert by_kind(docs, "PersistentVolumeClaim")[0]["spec"]["resources"]["requests"]["storage"] == "500Gi"
     cm = by_kind(docs, "ConfigMap")[0]
     assert cm["data"]["modelcache.yaml"] == SET  # verbatim: comments kept, and sync reads the same file
@@ -85,6 +88,8 @@ def test_shared_set_one_volume_one_sync_job_one_engine_per_served_model(tmp_path
     c = pod["containers"][0]
     glob, name, params = parse_cli(c["command"])
     assert name == "sync" and str(params["path"]) == SPEC_PATH and str(glob["token_file"]) == TOKEN_PATH
+    assert params["namespaces"] == ("default",) and pod["serviceAccountName"] == by_kind(docs, "ServiceAccount")[0][
+        "metadata"]["name"] == by_kind(docs, "RoleBinding")[0]["subjects"][0]["name"]
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert mounts["/etc/modelcache"] == "sync-spec"
     vols = {v["name"]: v for v in pod["volumes"]}
@@ -116,7 +121,7 @@ def test_schedule_renders_a_cronjob(tmp_path: Path) -> None:
 def test_node_local_daemonset_rbac_and_affinity(tmp_path: Path) -> None:
     docs = _docs(tmp_path, *CASES["node-local"])
     assert sorted(d["kind"] for d in docs) == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
-                                               "PodTemplate", "PodTemplate", "ServiceAccount"]
+                                               "PodTemplate", "PodTemplate", "Role", "RoleBinding", "ServiceAccount"]
     assert not by_kind(docs, "PersistentVolumeClaim") and not by_kind(docs, "Job")
     role = by_kind(docs, "ClusterRole")[0]
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
@@ -132,6 +137,8 @@ def test_node_local_daemonset_rbac_and_affinity(tmp_path: Path) -> None:
     c = pod["containers"][0]
     glob, name, params = parse_cli(c["command"])
     assert name == "sync" and params["label_node"] == "$(NODE_NAME)" and params["interval"] == "10m"
+    assert params["namespaces"] == ("default",)
+    assert by_kind(docs, "RoleBinding")[0]["subjects"][0]["name"] == sa["metadata"]["name"]
     assert glob["endpoint"] == "http://mirror-cache-mirror.default.svc:8080" and str(params["path"]) == SPEC_PATH
     node_env = next(e for e in c["env"] if e["name"] == "NODE_NAME")
     assert node_env["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}

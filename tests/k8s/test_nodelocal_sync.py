@@ -244,3 +244,32 @@ def test_the_plan_says_what_happens_to_the_labels(tmp_path: Path, hub: Any, api:
     assert f"node gpu-1: remove label {label_key('org/gone')} before any step" in err
     assert f"node gpu-1: label {label_key(A)}={label_value(commits[A])} once ready" in err
     assert not srv.seen("PATCH")  # a dry run changes no label
+
+
+def test_gc_keeps_what_a_live_engine_pod_uses(tmp_path: Path, hub: Any, api: Any) -> None:
+    """B is dropped: its label goes at once (no new pod lands there), but its files stay while an
+    engine pod still runs on them (``--k8s-namespace``), and go once the pod is gone."""
+    url, commits = hub
+    srv, token = api
+    spec = tmp_path / "modelcache.yaml"
+    cache = tmp_path / "n"
+    spec.write_text(f"models:\n  - repo: {A}\n  - repo: {B}\n")
+    assert _sync(cache, url, spec, srv, token, "gpu-1")[0] == 0
+    srv.objects[("pods", "default", "engine-b")] = {
+        "apiVersion": "v1", "kind": "Pod", "status": {"phase": "Running"},
+        "metadata": {"name": "engine-b", "namespace": "default", "labels": {"modelcache.io/consumer": "true"},
+                     "annotations": {"modelcache.io/repo-id": B, "modelcache.io/commit": commits[B]}}}
+    spec.write_text(f"policy:\n  keep_last: 0\nmodels:\n  - repo: {A}\n")
+    snap = cache / f"models--org--beta/snapshots/{commits[B]}"
+    args = ("--k8s-namespace", "default")
+    code, out, err = run_cli("--cache-dir", str(cache), "--endpoint", url, "sync", "-f", str(spec), "--json",
+                             "--label-node", "gpu-1", "--kube-api", srv.url, "--kube-token-file", str(token), *args,
+                             env={"NODE_NAME": "gpu-1"})
+    assert code == 0, err
+    assert snap.exists() and label_key(B) not in _labels(srv, "gpu-1")
+    del srv.objects[("pods", "default", "engine-b")]
+    code, out, err = run_cli("--cache-dir", str(cache), "--endpoint", url, "sync", "-f", str(spec), "--json",
+                             "--label-node", "gpu-1", "--kube-api", srv.url, "--kube-token-file", str(token), *args,
+                             env={"NODE_NAME": "gpu-1"})
+    assert code == 0, err
+    assert not snap.exists()

@@ -53,7 +53,8 @@ from .sizing import GIB, HEADROOM_FRACTION, HEADROOM_MIN, parse_quantity, volume
 from .storage import model_cache_pvcs, secret
 from .workloads import pod_failure_policy
 
-__all__ = ["SPEC_DIR", "SPEC_PATH", "SetModel", "SetOptions", "render_set", "resolve_set", "sync_command"]
+__all__ = ["SPEC_DIR", "SPEC_PATH", "SetModel", "SetOptions", "pods_reader", "render_set", "resolve_set", "sync_command",
+           "sync_rbac"]
 
 SPEC_DIR = "/etc/modelcache"
 SPEC_PATH = f"{SPEC_DIR}/modelcache.yaml"
@@ -208,7 +209,27 @@ def sync_command(so: SetOptions, endpoint: str | None, insecure_token: bool, *ex
         cmd += ["--endpoint", endpoint]
     if insecure_token:
         cmd += ["--allow-insecure-token"]
-    return [*cmd, "sync", "-f", SPEC_PATH, *extra]
+    return [*cmd, "sync", "-f", SPEC_PATH, "--k8s-namespace", so.base.namespace, *extra]
+
+
+def pods_reader(so: SetOptions, name: str, component: str) -> list[dict[str, object]]:
+    """A Role that may read pods in the set's namespace, bound to ServiceAccount ``name``: sync's
+    GC keeps every revision a live engine pod uses (``--k8s-namespace``)."""
+    md = set_meta(so, name, component)
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": md,
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": md,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": so.base.namespace}]},
+    ]
+
+
+def sync_rbac(so: SetOptions) -> list[dict[str, object]]:
+    """The sync Job's ServiceAccount and its right to list pods (nothing else)."""
+    name = f"{so.set_name}-sync"
+    return [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": set_meta(so, name, "sync")},
+            *pods_reader(so, name, "sync")]
 
 
 def set_labels(so: SetOptions, component: str) -> dict[str, str]:
@@ -248,7 +269,8 @@ def _sync_pod(so: SetOptions) -> dict[str, object]:
         "securityContext": container_security(),
         "volumeMounts": [cache_mount(o, target, read_only=False), spec_mount(), token_mount(), tmp_mount(), *ca_mount(o)],
     }
-    return {"restartPolicy": "Never", **pod_extras(o), "securityContext": pod_security(o), "containers": [container],
+    return {"restartPolicy": "Never", **pod_extras(o, api_access=True), "serviceAccountName": f"{so.set_name}-sync",
+            "securityContext": pod_security(o), "containers": [container],
             "volumes": [cache_volume(target, read_only=False), spec_volume(so), token_volume(o), tmp_volume(),
                         *ca_volume(o)]}
 
@@ -299,6 +321,9 @@ def render_set(so: SetOptions) -> list[Manifest]:
                         tuple(model_cache_pvcs(o))))
     out.append(Manifest("sync-spec.yaml", ("The declared set (modelcache.yaml), as given:", *_listing(so)),
                         (spec_configmap(so),)))
+    out.append(Manifest("sync-rbac.yaml", (
+        f"The sync Job's ServiceAccount: it may list pods in {o.namespace}, so that GC keeps what live engines use.",
+    ), tuple(sync_rbac(so))))
     when = f"on {so.schedule!r} (a CronJob)" if so.schedule else "once (a Job; apply again after changing the file)"
     out.append(Manifest("sync-job.yaml", (
         f"modelcache sync -f {SPEC_PATH} {when}: downloads what is missing, pins and registers what is",

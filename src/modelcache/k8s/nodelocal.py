@@ -33,7 +33,18 @@ from ._pod import (
     user_env,
 )
 from .consumer import engine_template
-from .modelset import SPEC_PATH, SetModel, SetOptions, set_labels, set_meta, spec_configmap, spec_mount, spec_volume, sync_command
+from .modelset import (
+    SPEC_PATH,
+    SetModel,
+    SetOptions,
+    pods_reader,
+    set_labels,
+    set_meta,
+    spec_configmap,
+    spec_mount,
+    spec_volume,
+    sync_command,
+)
 from .render import Manifest
 
 __all__ = ["daemonset", "node_affinity", "node_engine_template", "rbac", "render_node_local"]
@@ -55,14 +66,15 @@ def _cluster_meta(so: SetOptions, name: str) -> dict[str, object]:
 
 
 def rbac(so: SetOptions) -> tuple[dict[str, object], ...]:
-    """ServiceAccount, a ClusterRole allowing only get/patch on nodes, and its binding."""
+    """ServiceAccount, a ClusterRole allowing only get/patch on nodes, and its binding; a Role to
+    list pods in the namespace (GC keeps what engines on the node use)."""
     sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": set_meta(so, _sa_name(so), "node-sync")}
     role = {"apiVersion": RBAC_API, "kind": "ClusterRole", "metadata": _cluster_meta(so, _role_name(so)),
             "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]}
     binding = {"apiVersion": RBAC_API, "kind": "ClusterRoleBinding", "metadata": _cluster_meta(so, _role_name(so)),
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": _role_name(so)},
                "subjects": [{"kind": "ServiceAccount", "name": _sa_name(so), "namespace": so.base.namespace}]}
-    return sa, role, binding
+    return sa, role, binding, *pods_reader(so, _sa_name(so), "node-sync")
 
 
 def _in_cluster_http(url: str) -> bool:
@@ -143,6 +155,7 @@ def render_node_local(so: SetOptions) -> list[Manifest]:
            Manifest("node-rbac.yaml", (
                "The DaemonSet labels its own node. RBAC cannot limit a pod to its own node: the role allows get/patch",
                "on nodes, and sync refuses any node but $NODE_NAME (spec.nodeName) and any label but modelcache.io/<model-key>.",
+               f"It may also list pods in {o.namespace}: its GC keeps every revision a live engine pod uses.",
            ), rbac(so)),
            Manifest("node-sync-daemonset.yaml", (
                f"On each selected node: modelcache sync -f {SPEC_PATH} into {so.node_local} (hostPath) from {so.mirror_url},",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,13 +157,15 @@ def _gc_preview(mc: ModelCache, spec: SyncSpec, protected: set[tuple[str, str, s
 
 
 def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Callable[[ModelSpec], Progress] | None = None,
-         on_plan: Callable[[SyncPlan], None] | None = None, labeller: NodeLabeller | None = None) -> SyncResult:
+         on_plan: Callable[[SyncPlan], None] | None = None, labeller: NodeLabeller | None = None,
+         in_use: Callable[[], Mapping[tuple[str, str], str]] | None = None) -> SyncResult:
     """Reconcile ``mc``'s cache root with ``spec``: plan (``on_plan`` sees it first), then do it.
 
     ``labeller`` (``--label-node``): before any step, the node loses every model label not
     backed by a declared, ready model (so no unpin or GC can remove files a label promises);
     each model is labelled once its last step succeeded. If the labels cannot be updated,
-    nothing is unpinned or collected."""
+    nothing is unpinned or collected. ``in_use``: revisions held from outside the cache (live
+    pods, ``k8s.pods``), kept by the GC step (which removes nothing if it raises)."""
     if labeller is not None:
         check_unique_keys(spec.models)
     mm = ModelManager(mc)
@@ -208,7 +210,7 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
             outcomes.append(StepOutcome(step, False, "skipped: not every model is in place", 1))
             continue
         try:
-            _do(mc, mm, step, progress, plan.policy)
+            _do(mc, mm, step, progress, plan.policy, in_use)
         except ModelCacheError as exc:
             outcomes.append(StepOutcome(step, False, f"{exc.message} (hint: {exc.hint})" if exc.hint else exc.message,
                                         exc.exit_code))
@@ -293,7 +295,7 @@ def _label_ready(labeller: NodeLabeller, step: Step, outcomes: list[StepOutcome]
 
 
 def _do(mc: ModelCache, mm: ModelManager, step: Step, progress: Callable[[ModelSpec], Progress] | None,
-        policy: Policy) -> None:
+        policy: Policy, in_use: Callable[[], Mapping[tuple[str, str], str]] | None = None) -> None:
     m = step.model
     if step.action == "download" and m is not None and step.commit:
         refs = [m.revision] if not m.commit and not is_commit(m.revision) else []
@@ -310,4 +312,4 @@ def _do(mc: ModelCache, mm: ModelManager, step: Step, progress: Callable[[ModelS
     elif step.action == "unregister" and step.name:
         mm.remove(step.name[1], step.name[0])
     elif step.action == "gc":
-        mc.gc(max_size=policy.max_size, max_age=policy.max_age, keep_last=policy.keep_last)
+        mc.gc(max_size=policy.max_size, max_age=policy.max_age, keep_last=policy.keep_last, in_use=in_use)

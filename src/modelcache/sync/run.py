@@ -247,7 +247,8 @@ def _wanted_labels(mc: ModelCache, observed: list[Observed]) -> dict[str, str]:
         m = o.model
         layout = mc.layout(m.repo, m.repo_type)
         local = m.commit or resolve_commit(layout, m.revision)
-        if local and is_pinned(layout, local) and mc.check(m.repo, local, m.profile, m.repo_type, record=False).ready:
+        if local and is_pinned(layout, local) and mc.check(m.repo, local, m.profile, m.repo_type, record=False,
+                                                          include=m.include, exclude=m.exclude).ready:
             wanted[label_key(m.repo, m.repo_type)] = label_value(local)
     return wanted
 

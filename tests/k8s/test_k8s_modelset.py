@@ -277,3 +277,25 @@ def test_the_rendered_sync_job_runs(tmp_path: Path) -> None:
     assert mc.check("org/alpha", commit).ready and mc.is_pinned("org/alpha", commit)
     assert mc.check("org/beta", profile="tokenizer").ready
     assert ModelManager(mc).get("alpha").commit == commit
+
+
+def test_k8s_apply_applies_a_shared_set_and_follows_its_job(tmp_path: Path) -> None:
+    """ConfigMap, ServiceAccount, Role(Binding), PVC, Job, PodTemplates: all `k8s apply` kinds."""
+    from fake_apiserver import fake_apiserver, write_kubeconfig
+
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text(SET)
+    out = tmp_path / "set"
+    code, _, err = run("--offline", "k8s", "render", "-f", str(spec), "--size", "500Gi", "-o", str(out))
+    assert code == 0, err
+    with fake_apiserver() as srv:
+        kc = write_kubeconfig(tmp_path / "kubeconfig", srv.url)
+        code, _, err = run("k8s", "apply", str(out), "--kubeconfig", str(kc), "--interval", "0.01")
+        assert code == 0, err
+        assert "Job/models-sync: complete" in err
+        cm = srv.get("configmaps", "default", "models-spec")
+        assert cm is not None and cm["data"]["modelcache.yaml"] == SET
+        assert {r.path.rsplit("/", 2)[-2] for r in srv.seen("PATCH")} >= {
+            "configmaps", "serviceaccounts", "roles", "rolebindings", "persistentvolumeclaims", "jobs", "podtemplates"}
+        order = [r.path.rsplit("/", 2)[-2] for r in srv.seen("PATCH")]
+        assert max(order.index(k) for k in ("configmaps", "serviceaccounts", "roles", "rolebindings")) < order.index("jobs")

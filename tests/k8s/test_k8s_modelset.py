@@ -299,3 +299,16 @@ def test_k8s_apply_applies_a_shared_set_and_follows_its_job(tmp_path: Path) -> N
             "configmaps", "serviceaccounts", "roles", "rolebindings", "persistentvolumeclaims", "jobs", "podtemplates"}
         order = [r.path.rsplit("/", 2)[-2] for r in srv.seen("PATCH")]
         assert max(order.index(k) for k in ("configmaps", "serviceaccounts", "roles", "rolebindings")) < order.index("jobs")
+
+
+def test_k8s_apply_sends_the_node_local_tier_to_kubectl(tmp_path: Path) -> None:
+    from fake_apiserver import fake_apiserver, write_kubeconfig
+
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text(SET)
+    out = tmp_path / "nl"
+    assert run("--offline", "k8s", "render", "-f", str(spec), *NODE_LOCAL, "-o", str(out))[0] == 0
+    with fake_apiserver() as srv:
+        kc = write_kubeconfig(tmp_path / "kubeconfig", srv.url)
+        code, _, err = run("k8s", "apply", str(out), "--kubeconfig", str(kc))
+        assert code == 2 and "cluster-scoped" in err and "kubectl apply -f" in err and not srv.requests

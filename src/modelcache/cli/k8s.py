@@ -278,6 +278,10 @@ def apply(paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | No
     objects = [doc for path in _files(paths) for doc in load_documents(path)]
     for obj in objects:
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        if obj.get("kind") in ("ClusterRole", "ClusterRoleBinding"):
+            raise InvalidInput(f"cannot apply {obj.get('kind')}/{meta.get('name')}: cluster-scoped RBAC (the node-local "  # type: ignore[union-attr]
+                               "tier) is not applied by modelcache", "apply that folder with kubectl apply -f DIR "
+                               "(it needs cluster-admin rights anyway)")
         if obj.get("kind") not in KINDS or not meta.get("name") or not meta.get("namespace"):  # type: ignore[union-attr]
             raise InvalidInput(f"cannot apply {obj.get('kind')}/{meta.get('name')}: not an object `k8s render` makes",  # type: ignore[union-attr]
                                "apply the files `modelcache k8s render --output DIR` wrote")

@@ -245,10 +245,14 @@ def _wanted_labels(mc: ModelCache, observed: list[Observed]) -> dict[str, str]:
         if o.error is None and o.commit is not None:
             continue
         m = o.model
-        layout = mc.layout(m.repo, m.repo_type)
-        local = m.commit or resolve_commit(layout, m.revision)
-        if local and is_pinned(layout, local) and mc.check(m.repo, local, m.profile, m.repo_type, record=False,
-                                                          include=m.include, exclude=m.exclude).ready:
+        try:
+            layout = mc.layout(m.repo, m.repo_type)
+            local = m.commit or resolve_commit(layout, m.revision)
+            ready = bool(local) and is_pinned(layout, local) and mc.check(  # type: ignore[arg-type]
+                m.repo, local, m.profile, m.repo_type, record=False, include=m.include, exclude=m.exclude).ready
+        except ModelCacheError:
+            ready = False  # cannot tell: no label (the safe side)
+        if ready and local:
             wanted[label_key(m.repo, m.repo_type)] = label_value(local)
     return wanted
 

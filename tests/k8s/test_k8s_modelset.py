@@ -312,3 +312,10 @@ def test_k8s_apply_sends_the_node_local_tier_to_kubectl(tmp_path: Path) -> None:
         kc = write_kubeconfig(tmp_path / "kubeconfig", srv.url)
         code, _, err = run("k8s", "apply", str(out), "--kubeconfig", str(kc))
         assert code == 2 and "cluster-scoped" in err and "kubectl apply -f" in err and not srv.requests
+
+
+def test_an_unreachable_upstream_says_how_to_render_without_it(tmp_path: Path) -> None:
+    spec = tmp_path / "modelcache.yaml"
+    spec.write_text("models:\n  - repo: org/a\n    name: a\n")
+    code, out, err = run("--endpoint", "http://127.0.0.1:9", "k8s", "render", "-f", str(spec), "-o", str(tmp_path / "o"))
+    assert code == 5 and "give --size SIZE and declare `commit:`" in err and out == "" and "Traceback" not in err

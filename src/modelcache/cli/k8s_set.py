@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..errors import InvalidInput
+from ..errors import EndpointUnreachable, InvalidInput
 from ..settings import TokenSource
 from .common import settings_of
 from .output import human_size
@@ -50,6 +50,9 @@ def render_set_command(ctx: click.Context, path: Path, *, size: str, token: str 
         need_size = node_local is None or not settings.offline
         models, size_bytes, model_bytes = resolve_set(models, size, offline=settings.offline, hub=hub,
                                                       need_size=need_size)
+    except EndpointUnreachable as exc:
+        raise EndpointUnreachable(exc.message, "render without the upstream: give --size SIZE and declare `commit:` "
+                                  "for each served model (then --offline); or " + exc.hint) from None
     finally:
         hub.close()
     set_name = kw.pop("name") or "models"

@@ -135,7 +135,7 @@ def test_a_mirror_fill_never_writes_through_a_planted_link(tmp_path: Path) -> No
     os.symlink(victim, layout.partial(etag))
     ghost = tmp_path / "outside" / "created-by-root"
     os.symlink(ghost, state_path_for(layout.partial(etag)))
-    with fault_server(repo) as srv, running_server(cache, mirror=Mirror(cache, HubClient(srv.url))) as url:
+    with fault_server(repo) as srv, running_server(cache, mirror=Mirror(Settings(cache_dir=cache), HubClient(srv.url))) as url:
         commit = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main").json()["sha"]
         r = httpx.get(f"{url}/{repo.repo_id}/resolve/{commit}/model.safetensors", timeout=60)
         assert r.status_code == 200 and r.content == repo.files["model.safetensors"]

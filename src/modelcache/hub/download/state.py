@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from ...errors import ModelCacheError
+from .regular import open_regular
 
 __all__ = ["MAX_STATE_BYTES", "OPEN_INODES", "read_state", "release_inode", "valid_ranges", "write_state",
            "writer_gone", "writer_identity"]
@@ -31,7 +32,6 @@ Range = tuple[int, int]
 def read_state(path: Path) -> dict[str, object] | None:
     """The partial's state file as a dict, or None (absent, not a regular file, junk, too big)."""
     try:
-        from .partial import open_regular
 
         fd = open_regular(path, os.O_RDONLY)
     except (OSError, ModelCacheError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def sync(ctx: click.Context, path: Path, dry_run: bool, show_schema: bool, as_js
             click.echo(f"sync: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""), err=True)
             code = exc.exit_code
         click.echo(f"sync: exit {code}; next run in {interval}", err=True)
-        time.sleep(seconds)
+        time.sleep(seconds * random.uniform(0.9, 1.1))  # 100 nodes started together drift apart
 
 
 def _in_use(namespaces: tuple[str, ...], kube_api: str | None, token_file: Path | None):  # type: ignore[no-untyped-def]

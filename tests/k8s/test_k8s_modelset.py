@@ -251,8 +251,8 @@ def test_the_rendered_sync_job_runs(tmp_path: Path) -> None:
     commit = import_demo(source, "org/alpha").commit
     import_demo(source, "org/beta")
     spec = tmp_path / "modelcache.yaml"
-    spec.write_text(f"models:\n  - repo: org/alpha\n    commit: {commit}\n    name: alpha\n  - repo: org/beta\n"
-                    "    profile: tokenizer\n")
+    spec.write_text(f"models:\n  - repo: org/alpha\n    commit: {commit}\n    name: alpha\n"
+                    '    exclude: ["original/*"]\n  - repo: org/beta\n    profile: tokenizer\n')
     docs = _docs(tmp_path, "--size", "20Gi", "--job-endpoint", "http://hub.infra.svc:8080", text=spec.read_text())
     pod = _pod(by_kind(docs, "Job")[0])
     c = pod["containers"][0]
@@ -277,6 +277,16 @@ def test_the_rendered_sync_job_runs(tmp_path: Path) -> None:
     assert mc.check("org/alpha", commit).ready and mc.is_pinned("org/alpha", commit)
     assert mc.check("org/beta", profile="tokenizer").ready
     assert ModelManager(mc).get("alpha").commit == commit
+    assert not (tmp_path / "pvc" / "hub" / "models--org--alpha" / "snapshots" / commit / "original").exists()
+    # the engine's wait-for-model check, as rendered, passes on what the Job put there
+    (engine,) = by_kind(docs, "PodTemplate")
+    init = engine["template"]["spec"]["initContainers"][0]
+    assert init["command"][-2:] == ["--exclude", "original/*"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update({e["name"]: fix(e["value"]) for e in init["env"]})
+    argv = [sys.executable, "-c", "from modelcache.cli.main import main; main()", *map(fix, init["command"][1:])]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_k8s_apply_applies_a_shared_set_and_follows_its_job(tmp_path: Path) -> None:

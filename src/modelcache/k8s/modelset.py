@@ -53,7 +53,7 @@ from .sizing import GIB, HEADROOM_FRACTION, HEADROOM_MIN, parse_quantity, volume
 from .storage import model_cache_pvcs, secret
 from .workloads import pod_failure_policy
 
-__all__ = ["SPEC_DIR", "SPEC_PATH", "SetModel", "SetOptions", "pods_reader", "render_set", "resolve_set", "sync_command",
+__all__ = ["SPEC_DIR", "SPEC_PATH", "SetModel", "SetOptions", "pods_reader", "render_set", "set_engine_template", "resolve_set", "sync_command",
            "sync_rbac"]
 
 SPEC_DIR = "/etc/modelcache"
@@ -165,6 +165,18 @@ def _check_host_path(path: str) -> str:
         raise InvalidInput(f"invalid --node-local {path!r}: a system folder (the DaemonSet takes ownership of it)",
                            "give a folder of its own on the node's local disk, e.g. /mnt/nvme/models")
     return path
+
+
+def set_engine_template(so: SetOptions, m: SetModel) -> dict[str, object]:
+    """The single-model engine template for a served model, its check judging by the model's
+    declared include/exclude (as sync downloaded it)."""
+    o = so.model_options(m)
+    tpl = engine_template(o, o.targets()[0])
+    ask = [a for p in m.include for a in ("--include", p)] + [a for p in m.exclude for a in ("--exclude", p)]
+    for c in tpl["template"]["spec"]["initContainers"]:  # type: ignore[index]
+        if c["name"] == "wait-for-model" and ask:
+            c["command"] = [*c["command"], *ask]
+    return tpl
 
 
 def resolve_set(models: Sequence[SetModel], size: str, *, offline: bool, hub: _Hub | None,
@@ -335,5 +347,5 @@ def render_set(so: SetOptions) -> list[Manifest]:
             "One engine template per served model: each waits for its model (pinned commit) and reads it offline.",
             "Copy initContainers, volumes, imagePullSecrets and the engine container's env/volumeMounts/resources "
             "into your engine pod spec.",
-        ), tuple(engine_template(so.model_options(m), so.model_options(m).targets()[0]) for m in served)))
+        ), tuple(set_engine_template(so, m) for m in served)))
     return out

@@ -32,12 +32,12 @@ from ._pod import (
     token_volume,
     user_env,
 )
-from .consumer import engine_template
 from .modelset import (
     SPEC_PATH,
     SetModel,
     SetOptions,
     pods_reader,
+    set_engine_template,
     set_labels,
     set_meta,
     spec_configmap,
@@ -137,8 +137,7 @@ def node_affinity(m: SetModel) -> dict[str, object]:
 
 def node_engine_template(so: SetOptions, m: SetModel) -> dict[str, object]:
     """The shared-volume template, with the cache on the node's disk (read-only) and the node affinity."""
-    o = so.model_options(m)
-    tpl = engine_template(o, o.targets()[0])
+    tpl = set_engine_template(so, m)
     spec = tpl["template"]["spec"]  # type: ignore[index]
     spec["volumes"] = [{"name": CACHE_VOLUME, "hostPath": {"path": so.node_local, "type": "Directory"}}
                        if v.get("name") == CACHE_VOLUME else v for v in spec["volumes"]]

@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 TOKEN = "fake-cluster-bearer-for-tests"
 _ROUTE = re.compile(r"^/(api/v1|apis/apps/v1|apis/batch/v1|apis/policy/v1|apis/rbac\.authorization\.k8s\.io/v1)/namespaces/([a-z0-9-]+)/([a-z]+)"
                     r"(?:/([^/]+))?(?:/(log))?$")
+_NODE_ROUTE = re.compile(r"^/api/v1/nodes/([^/]+)$")
 _SKIP = ("metadata.uid", "metadata.creationTimestamp", "metadata.resourceVersion", "metadata.managedFields",
          "metadata.deletionTimestamp", "status")
 
@@ -205,6 +206,9 @@ class FakeApiServer:
     stuck_deletion: bool = False
     forbidden: set[str] = field(default_factory=set)
     """Resources the kubeconfig's user may not read (RBAC): 403 on GET."""
+    on_node_patch: Any = None
+    """Called as ``on_node_patch(node, patch)`` while a PATCH of a node is handled, before it applies
+    (a test checks what was on disk at that very moment)."""
     url: str = ""
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -245,6 +249,9 @@ class FakeApiServer:
     def handle(self, req: Request) -> tuple[int, Any]:
         if req.authorization != f"Bearer {TOKEN}":
             return 401, _status(401, "Unauthorized", "Unauthorized")
+        node = _NODE_ROUTE.match(req.path)
+        if node:
+            return self.handle_node(req, node.group(1))
         match = _ROUTE.match(req.path)
         if not match:
             return 404, _status(404, "NotFound", f"no route {req.path}")
@@ -328,6 +335,35 @@ class FakeApiServer:
                     self.scenario.ticks.pop(name, None)
                 return 200, _status(200, "Success", "deleted")
         return 405, _status(405, "MethodNotAllowed", req.method)
+
+    def add_node(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": dict(labels or {})}}
+        self.objects[("nodes", "", name)] = node
+        return node
+
+    def handle_node(self, req: Request, name: str) -> tuple[int, Any]:
+        """Nodes (cluster-scoped): GET, and PATCH as a JSON merge patch or strategic merge patch."""
+        with self._lock:
+            node = self.objects.get(("nodes", "", name))
+            if node is None:
+                return 404, _status(404, "NotFound", f'nodes "{name}" not found')
+            if req.method == "GET":
+                return 200, node
+            if req.method != "PATCH":
+                return 405, _status(405, "MethodNotAllowed", req.method)
+            if req.content_type not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                return 415, _status(415, "UnsupportedMediaType", f"unsupported patch type {req.content_type}")
+            if set(req.body) != {"metadata"} or set(req.body["metadata"]) != {"labels"}:
+                return 403, _status(403, "Forbidden", "this fake lets node patches change labels only")
+            if self.on_node_patch is not None:
+                self.on_node_patch(name, req.body)
+            labels = node["metadata"].setdefault("labels", {})
+            for k, v in req.body["metadata"]["labels"].items():
+                if v is None:
+                    labels.pop(k, None)
+                else:
+                    labels[k] = v
+            return 200, node
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         srv = self

@@ -152,7 +152,7 @@ def test_unreachable_api_server(manifests: Path, tmp_path: Path) -> None:
 
 def test_only_rendered_kinds_are_applied(tmp_path: Path) -> None:
     other = tmp_path / "x.yaml"
-    other.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: default\n")
+    other.write_text("apiVersion: v1\nkind: StatefulSet\nmetadata:\n  name: x\n  namespace: default\n")
     with fake_apiserver() as srv:
         code, _, err = apply(srv, tmp_path, other)
     assert code == 2 and "not an object" in err and not srv.requests

@@ -38,7 +38,16 @@ def k8s() -> None:
 
 
 @k8s.command(context_settings=CONTEXT)
-@click.argument("repo_id")
+@click.argument("repo_id", required=False)
+@click.option("-f", "--file", "set_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Render for a declared set (modelcache.yaml) instead of REPO_ID: one volume, a sync Job, "
+                   "an engine template per served model.")
+@click.option("--schedule", default=None, metavar="CRON", help="With -f: run the sync as a CronJob on this schedule.")
+@click.option("--node-local", "node_local", default=None, metavar="PATH",
+              help="With -f: a DaemonSet syncs the set into PATH on each selected node and labels the node.")
+@click.option("--mirror-url", default=None, metavar="URL", help="With --node-local: the cluster mirror nodes pull from.")
+@click.option("--interval", "sync_interval", default="10m", show_default=True,
+              help="With --node-local: how often each node syncs again.")
 @click.option("--revision", default="main", show_default=True, help="Branch, tag or commit; pinned to a commit.")
 @click.option("--namespace", "-n", default="default", show_default=True)
 @click.option("--name", default="", help="Stem of this model's object names (default: from the repo name).")
@@ -106,10 +115,35 @@ def k8s() -> None:
 @click.option("--mirror-replicas", type=int, default=2, show_default=True)
 @click.option("--mirror-workers", type=int, default=2, show_default=True, help="serve --workers per replica.")
 @click.pass_context
-def render(ctx: click.Context, repo_id: str, revision: str, size: str, fill_from: str | None, output: str,
+def render(ctx: click.Context, repo_id: str | None, revision: str, size: str, fill_from: str | None, output: str,
            deadline: str, ttl: str, check_wait: str, compile_cache: str | None, gc_max_age: str | None,
-           gc_max_size: str | None, gc_keep_last: int | None, tenants: tuple[str, ...], **kw: Any) -> None:
-    """Render the manifests for REPO_ID (revision pinned to a commit, volume sized)."""
+           gc_max_size: str | None, gc_keep_last: int | None, tenants: tuple[str, ...], set_file: Path | None,
+           schedule: str | None, node_local: str | None, mirror_url: str | None, sync_interval: str, **kw: Any) -> None:
+    """Render the manifests for REPO_ID (revision pinned to a commit, volume sized), or for the
+    declared set of models in -f modelcache.yaml."""
+    if set_file is not None:
+        if repo_id is not None:
+            raise InvalidInput("give REPO_ID or -f FILE, not both", "the file declares the models")
+        other = [flag for flag, given in (("--revision", revision != "main"), ("--tenant", bool(tenants)),
+                                          ("--gc-schedule", kw.get("gc_schedule") is not None),
+                                          ("--compile-cache", compile_cache is not None), ("--mirror", kw.get("mirror")),
+                                          ("--serve", bool(kw.get("serve")))) if given]
+        if other:
+            raise InvalidInput(f"{other[0]} does not apply with -f", "the file declares revisions and the GC policy; "
+                               "render a mirror or serve for one model without -f")
+        from .k8s_set import render_set_command
+
+        token = _read_token(fill_from) if fill_from is not None else None
+        render_set_command(ctx, set_file, size=size, token=token, output=output, deadline=deadline, ttl=ttl,
+                           check_wait=check_wait, schedule=schedule, node_local=node_local, mirror_url=mirror_url,
+                           interval=sync_interval, **kw)
+        return
+    if repo_id is None:
+        raise InvalidInput("give REPO_ID, or -f modelcache.yaml for a declared set", "e.g. k8s render Qwen/Qwen3-32B")
+    unused = [flag for flag, given in (("--schedule", schedule), ("--node-local", node_local),
+                                       ("--mirror-url", mirror_url)) if given]
+    if unused:
+        raise InvalidInput(f"{unused[0]} needs -f modelcache.yaml", "add -f FILE")
     from ..hub.client import HubClient
     from ..k8s import RenderOptions, resolve, to_text, write
     from ..k8s import render as render_manifests
@@ -244,6 +278,10 @@ def apply(paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | No
     objects = [doc for path in _files(paths) for doc in load_documents(path)]
     for obj in objects:
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        if obj.get("kind") in ("ClusterRole", "ClusterRoleBinding"):
+            raise InvalidInput(f"cannot apply {obj.get('kind')}/{meta.get('name')}: cluster-scoped RBAC (the node-local "  # type: ignore[union-attr]
+                               "tier) is not applied by modelcache", "apply that folder with kubectl apply -f DIR "
+                               "(it needs cluster-admin rights anyway)")
         if obj.get("kind") not in KINDS or not meta.get("name") or not meta.get("namespace"):  # type: ignore[union-attr]
             raise InvalidInput(f"cannot apply {obj.get('kind')}/{meta.get('name')}: not an object `k8s render` makes",  # type: ignore[union-attr]
                                "apply the files `modelcache k8s render --output DIR` wrote")

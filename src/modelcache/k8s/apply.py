@@ -31,8 +31,8 @@ from .render import spec_hash
 __all__ = ["ApplyResult", "JobFailed", "JobState", "apply_objects", "explain", "job_progress", "job_state",
            "pending_reason", "wait_for_job"]
 
-ORDER = ["Secret", "PersistentVolumeClaim", "Service", "Deployment", "PodDisruptionBudget", "Job", "PodTemplate",
-         "CronJob"]
+ORDER = ["Secret", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "Service",
+         "Deployment", "PodDisruptionBudget", "Job", "PodTemplate", "CronJob", "DaemonSet"]
 STOPPERS = {"image-pull", "config", "pvc-no-storageclass", "pvc-lost", "pod-forbidden"}
 """Pod states the Job never leaves by itself (it would wait for its deadline): fail at once."""
 

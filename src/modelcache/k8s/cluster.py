@@ -30,6 +30,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "ServiceAccount": ("CoreV1Api", "namespaced_service_account"),
     "Role": ("RbacAuthorizationV1Api", "namespaced_role"),
     "RoleBinding": ("RbacAuthorizationV1Api", "namespaced_role_binding"),
+    "ConfigMap": ("CoreV1Api", "namespaced_config_map"),
+    "DaemonSet": ("AppsV1Api", "namespaced_daemon_set"),
 }
 
 

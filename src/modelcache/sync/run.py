@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from ..progress import NullProgress, Progress
 from ..service.model_cache import ModelCache
 from ..service.remote import fetch_revision
 from ..validation import is_commit
+from .nodes import NodeLabeller, check_unique_keys, label_changes, label_key, label_value
 from .plan import Observed, Step, SyncPlan, SyncState, plan_sync, state_from_json, state_to_json
 from .spec import ModelSpec, Policy, SyncSpec
 
@@ -156,8 +157,17 @@ def _gc_preview(mc: ModelCache, spec: SyncSpec, protected: set[tuple[str, str, s
 
 
 def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Callable[[ModelSpec], Progress] | None = None,
-         on_plan: Callable[[SyncPlan], None] | None = None) -> SyncResult:
-    """Reconcile ``mc``'s cache root with ``spec``: plan (``on_plan`` sees it first), then do it."""
+         on_plan: Callable[[SyncPlan], None] | None = None, labeller: NodeLabeller | None = None,
+         in_use: Callable[[], Mapping[tuple[str, str], str]] | None = None) -> SyncResult:
+    """Reconcile ``mc``'s cache root with ``spec``: plan (``on_plan`` sees it first), then do it.
+
+    ``labeller`` (``--label-node``): before any step, the node loses every model label not
+    backed by a declared, ready model (so no unpin or GC can remove files a label promises);
+    each model is labelled once its last step succeeded. If the labels cannot be updated,
+    nothing is unpinned or collected. ``in_use``: revisions held from outside the cache (live
+    pods, ``k8s.pods``), kept by the GC step (which removes nothing if it raises)."""
+    if labeller is not None:
+        check_unique_keys(spec.models)
     mm = ModelManager(mc)
     state = read_state(mc.cache_dir)
     observed = observe(mc, mm, spec)
@@ -169,6 +179,16 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
         except ModelCacheError as exc:
             preview = f"cannot preview: {exc.message}"
     plan = plan_sync(spec, observed, state, preview)
+    current: dict[str, str] = {}
+    wanted: dict[str, str] = {}
+    label_error: ModelCacheError | None = None
+    if labeller is not None:
+        wanted = _wanted_labels(mc, observed)
+        try:
+            current = labeller.labels()
+        except ModelCacheError as exc:
+            label_error = exc
+        plan = dataclasses.replace(plan, notes=plan.notes + _label_notes(labeller.node, current, wanted, plan, label_error))
     if on_plan is not None:
         on_plan(plan)
     outcomes = [StepOutcome(s, False, s.reason, next((o.exit_code for o in observed if o.model is s.model), 1))
@@ -177,15 +197,20 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
         return SyncResult(plan, tuple(outcomes), True)
     failed_models: set[int] = {id(s.model) for s in plan.errors}
     pins, names = set(state.pins), set(state.names)
+    labels_ok = _label_before(labeller, current, wanted, label_error, outcomes) if labeller is not None else True
+    last_step = {id(s.model): s for s in plan.changes if s.model is not None}
     for step in plan.changes:
         if step.model is not None and id(step.model) in failed_models:
             outcomes.append(StepOutcome(step, False, "skipped: an earlier step of this model failed", 1))
+            continue
+        if step.action in ("unpin", "gc") and not labels_ok:
+            outcomes.append(StepOutcome(step, False, "skipped: the node's labels could not be updated first", 1))
             continue
         if step.action == "gc" and any(not o.ok for o in outcomes):
             outcomes.append(StepOutcome(step, False, "skipped: not every model is in place", 1))
             continue
         try:
-            _do(mc, mm, step, progress, plan.policy)
+            _do(mc, mm, step, progress, plan.policy, in_use)
         except ModelCacheError as exc:
             outcomes.append(StepOutcome(step, False, f"{exc.message} (hint: {exc.hint})" if exc.hint else exc.message,
                                         exc.exit_code))
@@ -193,6 +218,8 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
                 failed_models.add(id(step.model))
             continue
         outcomes.append(StepOutcome(step, True))
+        if labeller is not None and step.model is not None and last_step.get(id(step.model)) is step:
+            _label_ready(labeller, step, outcomes)
         if step.action == "pin" and step.pin:
             pins.add(step.pin)
         elif step.action == "unpin" and step.pin:
@@ -206,8 +233,74 @@ def sync(mc: ModelCache, spec: SyncSpec, *, dry_run: bool = False, progress: Cal
     return SyncResult(plan, tuple(outcomes), False)
 
 
+def _wanted_labels(mc: ModelCache, observed: list[Observed]) -> dict[str, str]:
+    """Our labels as they must be before any step: the declared models that are ready now.
+
+    A model whose commit could not be looked up (the mirror is down) keeps its label when the
+    commit its revision points to here is ready and pinned: this sync keeps that pin, so no GC
+    can take it, and a flapping mirror does not unlabel a whole fleet."""
+    wanted = {label_key(o.model.repo, o.model.repo_type): label_value(o.commit)
+              for o in observed if o.commit and o.ready and o.error is None}
+    for o in observed:
+        if o.error is None and o.commit is not None:
+            continue
+        m = o.model
+        try:
+            layout = mc.layout(m.repo, m.repo_type)
+            local = m.commit or resolve_commit(layout, m.revision)
+            ready = bool(local) and is_pinned(layout, local) and mc.check(  # type: ignore[arg-type]
+                m.repo, local, m.profile, m.repo_type, record=False, include=m.include, exclude=m.exclude).ready
+        except ModelCacheError:
+            ready = False  # cannot tell: no label (the safe side)
+        if ready and local:
+            wanted[label_key(m.repo, m.repo_type)] = label_value(local)
+    return wanted
+
+
+def _label_notes(node: str, current: dict[str, str], wanted: dict[str, str], plan: SyncPlan,
+                 error: ModelCacheError | None) -> tuple[str, ...]:
+    """What will happen to the node's labels, for the printed plan."""
+    if error is not None:
+        return (f"node {node}: cannot read its labels ({error.message}): nothing will be unpinned or collected",)
+    changes = label_changes(current, wanted)
+    notes = [f"node {node}: remove label {k} before any step (no declared model ready here)"
+             for k, v in changes.items() if v is None]
+    notes += [f"node {node}: label {k}={v} (ready)" for k, v in changes.items() if v is not None]
+    notes += [f"node {node}: label {label_key(s.model.repo, s.model.repo_type)}={label_value(s.commit)} once ready"
+              for s in plan.steps if s.action == "download" and s.model is not None and s.commit]
+    return tuple(notes)
+
+
+def _label_before(labeller: NodeLabeller, current: dict[str, str], wanted: dict[str, str],
+                  error: ModelCacheError | None, outcomes: list[StepOutcome]) -> bool:
+    """One PATCH before any step: our labels become ``wanted``; False (and a failed outcome) if not."""
+    step = Step("label", labeller.node, "before any step: only declared, ready models")
+    try:
+        if error is not None:
+            raise error
+        labeller.patch(label_changes(current, wanted))
+    except ModelCacheError as exc:
+        outcomes.append(StepOutcome(step, False, exc.message, exc.exit_code))
+        return False
+    return True
+
+
+def _label_ready(labeller: NodeLabeller, step: Step, outcomes: list[StepOutcome]) -> None:
+    """After a model's last step succeeded (a failed download skips the rest): label the node with it."""
+    m = step.model
+    assert m is not None and step.commit is not None
+    key, value = label_key(m.repo, m.repo_type), label_value(step.commit)
+    label = Step("label", f"{labeller.node} {key}={value}", "ready", model=m, commit=step.commit)
+    try:
+        labeller.patch({key: value})
+    except ModelCacheError as exc:
+        outcomes.append(StepOutcome(label, False, exc.message, exc.exit_code))
+        return
+    outcomes.append(StepOutcome(label, True))
+
+
 def _do(mc: ModelCache, mm: ModelManager, step: Step, progress: Callable[[ModelSpec], Progress] | None,
-        policy: Policy) -> None:
+        policy: Policy, in_use: Callable[[], Mapping[tuple[str, str], str]] | None = None) -> None:
     m = step.model
     if step.action == "download" and m is not None and step.commit:
         refs = [m.revision] if not m.commit and not is_commit(m.revision) else []
@@ -224,4 +317,4 @@ def _do(mc: ModelCache, mm: ModelManager, step: Step, progress: Callable[[ModelS
     elif step.action == "unregister" and step.name:
         mm.remove(step.name[1], step.name[0])
     elif step.action == "gc":
-        mc.gc(max_size=policy.max_size, max_age=policy.max_age, keep_last=policy.keep_last)
+        mc.gc(max_size=policy.max_size, max_age=policy.max_age, keep_last=policy.keep_last, in_use=in_use)

@@ -24,7 +24,7 @@ from .._format import human_size
 from ..errors import CacheError
 from ..files import confined_unlink, is_inside, read_state_or_none, safe_iterdir
 from .activity import in_progress, repo_guard, sweep_dead_markers
-from .layout import RepoLayout, parse_folder_name
+from .layout import RepoLayout, repo_layouts
 from .leases import active_leases, is_pinned, sweep_expired
 from .locks import fs_now, lock_is_dead, read_lock
 from .remove import execute_removal, plan_removal, snapshot_links
@@ -136,11 +136,7 @@ def scan_revisions(cache_dirs: Iterable[Path], stale_after: float = 30.0,
     for cache_dir in cache_dirs:
         if not cache_dir.is_dir():
             continue
-        for entry in sorted(safe_iterdir(cache_dir, follow=True), key=lambda e: e.name):
-            parsed = parse_folder_name(entry.name)
-            if parsed is None or not entry.is_dir(follow_symlinks=False):
-                continue
-            layout = RepoLayout(cache_dir, *parsed)
+        for layout in repo_layouts(cache_dir):
             refs = layout.all_refs()
             leased = {i.commit for i in active_leases(layout, now=now)}
             for commit in layout.commits():
@@ -272,11 +268,7 @@ def sweep(cache_dir: Path, *, partial_max_age: float = PARTIAL_MAX_AGE, stale_af
               "orphan_bytes": 0}
     if not cache_dir.is_dir():
         return counts
-    for entry in sorted(safe_iterdir(cache_dir, follow=True), key=lambda e: e.name):
-        parsed = parse_folder_name(entry.name)
-        if parsed is None or not entry.is_dir(follow_symlinks=False):
-            continue
-        layout = RepoLayout(cache_dir, *parsed)
+    for layout in repo_layouts(cache_dir):
         blobs_ok = layout.blobs.is_dir() and not layout.blobs.is_symlink() and is_inside(layout.blobs, cache_dir)
         now = fs_now(layout.blobs) if blobs_ok else time.time()
         live_locks = set()

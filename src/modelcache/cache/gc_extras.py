@@ -7,15 +7,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import stat
 import time
 from pathlib import Path
 
 from ..errors import CacheError
 from .activity import in_progress, repo_guard
-from .layout import RepoLayout, parse_folder_name, root_state
+from .layout import repo_layouts, root_state
 from .leases import active_leases
 from ..files import CorruptState, read_json_state
 
@@ -55,11 +53,7 @@ def remove_empty_repos(cache_dir: Path, *, stale_after: float = 30.0, min_age: f
     removed: list[str] = []
     if not cache_dir.is_dir():
         return removed
-    for entry in sorted(cache_dir.iterdir()):
-        parsed = parse_folder_name(entry.name)
-        if parsed is None or entry.is_symlink() or not entry.is_dir():
-            continue
-        layout = RepoLayout(cache_dir, *parsed)
+    for layout in repo_layouts(cache_dir):
         if layout.commits() or _has_entries(layout.blobs):
             continue
         with repo_guard(layout, stale_after):

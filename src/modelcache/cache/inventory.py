@@ -7,13 +7,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import RepoLayout, parse_folder_name
+from .layout import RepoLayout, repo_layouts
 from .leases import is_pinned
 from .readiness import check_revision
 from .records import read_record
 from .remove import snapshot_links
 from .requests import describe, read_requests
-from ..files import is_inside, safe_iterdir
+from ..files import is_inside
 from .usage import last_used
 
 __all__ = ["RepoInfo", "RevisionInfo", "scan_cache", "scan_repo"]
@@ -134,10 +134,4 @@ def scan_repo(layout: RepoLayout) -> RepoInfo:
 def scan_cache(cache_dir: Path) -> list[RepoInfo]:
     if not cache_dir.is_dir():
         return []
-    repos = []
-    for entry in sorted(safe_iterdir(cache_dir, follow=True), key=lambda e: e.name):
-        parsed = parse_folder_name(entry.name)
-        if parsed is None or not entry.is_dir(follow_symlinks=False):
-            continue
-        repos.append(scan_repo(RepoLayout(cache_dir, *parsed)))
-    return repos
+    return [scan_repo(layout) for layout in repo_layouts(cache_dir)]

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ..files import CorruptState, NotRegularFile, atomic_write_bytes, read_bounded, warn_corrupt
+from ..files import CorruptState, NotRegularFile, atomic_write_bytes, read_bounded, warn_corrupt, safe_iterdir
 from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_repo_type, validate_revision
 
 __all__ = [
@@ -199,14 +199,11 @@ def root_state(cache_dir: Path) -> Path:
 
 
 def repo_layouts(cache_dir: Path) -> list[RepoLayout]:
-    """Every repo folder of a cache root (``models--org--name`` and the like, real folders only —
-    not symlinks), sorted by name. The one way to enumerate the repos of a cache."""
-    try:
-        entries = sorted(os.scandir(cache_dir), key=lambda e: e.name)
-    except OSError:
-        return []
+    """Every repo folder of a cache root (``models--org--name`` and the like), sorted by name: the
+    one way to enumerate the repos of a cache. Real folders only — a repo folder that is a
+    symlink (planted, or pointing anywhere) is never entered; the root itself may be a link."""
     out = []
-    for entry in entries:
+    for entry in sorted(safe_iterdir(Path(cache_dir), follow=True), key=lambda e: e.name):
         parsed = parse_folder_name(entry.name)
         if parsed is not None and entry.is_dir(follow_symlinks=False):
             out.append(RepoLayout(Path(cache_dir), *parsed))

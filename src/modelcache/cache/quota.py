@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .._format import human_size
 from ..errors import CacheError, InvalidInput
-from ..files import atomic_write_bytes, read_state_or_none, safe_iterdir
-from .layout import parse_folder_name, root_state
+from ..files import atomic_write_bytes, read_state_or_none
+from .layout import repo_layouts, root_state
 
 __all__ = ["Usage", "cache_usage", "check_room", "read_budget", "write_budget"]
 
@@ -78,9 +78,8 @@ def _du(folder: Path) -> int:
 def cache_usage(cache_dir: Path) -> Usage:
     used = 0
     if cache_dir.is_dir():
-        for entry in safe_iterdir(cache_dir, follow=True):
-            if parse_folder_name(entry.name) is not None and entry.is_dir(follow_symlinks=False):
-                used += _du(Path(entry.path) / "blobs")
+        for layout in repo_layouts(cache_dir):
+            used += _du(layout.blobs)
     probe = cache_dir  # a cache not created yet: the disk of the nearest folder that exists
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache.layout import RepoLayout, parse_folder_name
+from ..cache.layout import RepoLayout, repo_layouts
 from ..cache.leases import LeaseInfo, active_leases
 from ..errors import InvalidInput
 from .checksum import SHORT, short
@@ -83,11 +83,7 @@ class Replica:
 
 
 def _layouts(cache_dir: Path) -> list[RepoLayout]:
-    try:
-        entries = sorted(cache_dir.iterdir())
-    except OSError:
-        return []
-    return [RepoLayout(cache_dir, *p) for e in entries if (p := parse_folder_name(e.name)) and e.is_dir()]
+    return repo_layouts(Path(cache_dir))
 
 
 def live_replicas(cache_dir: Path, now: float | None = None) -> list[Replica]:

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from ..cache.activity import in_progress
 from ..cache.gc import read_gc_freed
-from ..cache.layout import RepoLayout, parse_folder_name
+from ..cache.layout import repo_layouts
 from ..cache.quota import cache_usage
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
@@ -48,11 +48,7 @@ class _ScrapeTime(Collector):
         n = 0
         if not self.cache_dir.is_dir():
             return 0
-        for entry in self.cache_dir.iterdir():
-            parsed = parse_folder_name(entry.name)
-            if parsed is None:
-                continue
-            layout = RepoLayout(self.cache_dir, *parsed)
+        for layout in repo_layouts(self.cache_dir):
             n += sum(1 for c in layout.commits() if in_progress(layout, c))
         return n
 

@@ -32,7 +32,6 @@ from starlette.routing import Route
 
 from ..cache.layout import RepoLayout
 from ..errors import GatedRepo, InvalidInput, RepoNotFound, RevisionNotFound
-from ..files import open_regular
 from ..models import models_status
 from ..validation import is_commit, validate_revision
 from ._access import AccessPolicy, checked_target

@@ -131,6 +131,10 @@ class Settings:
     """Seconds without progress before a request is retried (``HF_HUB_DOWNLOAD_TIMEOUT``)."""
     retries: int = 5
     """How many times in a row a transient failure is retried before giving up."""
+    retry_base: float = 0.5
+    """Seconds before the first retry; doubled per attempt, with full jitter (file bodies and API calls)."""
+    retry_cap: float = 30.0
+    """The longest wait between two retries (a ``Retry-After`` from the server wins)."""
     chunk_size: int = 8 * 1024 * 1024
     """Bytes per ranged request; big files are fetched by several connections at once."""
     checkpoint_bytes: int = 8 * 1024 * 1024
@@ -171,6 +175,8 @@ class Settings:
             raise InvalidInput(f"invalid timeout {self.timeout!r}", "give seconds, e.g. 30")
         if self.retries < 0:
             raise InvalidInput(f"invalid retries {self.retries}", "give 0 or more")
+        if not 0 <= self.retry_base <= self.retry_cap:
+            raise InvalidInput(f"invalid retry backoff {self.retry_base}..{self.retry_cap}", "give 0 <= base <= cap seconds")
         if not self.lock_stale_after > 0:
             raise InvalidInput(f"invalid lock_stale_after {self.lock_stale_after!r}", "give seconds, e.g. 30")
         bundle = self.network.ca_bundle

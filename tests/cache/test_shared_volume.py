@@ -128,6 +128,7 @@ def test_gc_loop_with_downloads_and_leases(tmp_path: Path) -> None:
     budget = int(size_each * 2.5)
     errors: list[str] = []
     stop = threading.Event()
+    work = {"gc_runs": 0, "gc_removed": 0, "uses": 0}  # a soak that did no work proves nothing
 
     servers = [fault_server(r, chunk=64 * 1024, delay=0.001) for r in repos]
     urls = [s.__enter__().url for s in servers]
@@ -142,7 +143,9 @@ def test_gc_loop_with_downloads_and_leases(tmp_path: Path) -> None:
             g = ModelCache(Settings(cache_dir=cache, offline=True))
             while not stop.is_set():
                 try:
-                    g.gc(max_size=budget)
+                    report = g.gc(max_size=budget)
+                    work["gc_runs"] += 1
+                    work["gc_removed"] += len(report.plan.remove) - len(report.skipped)
                 except Exception as exc:  # noqa: BLE001 - collected and asserted below
                     errors.append(f"gc: {exc!r}")
                 time.sleep(0.01)
@@ -155,6 +158,7 @@ def test_gc_loop_with_downloads_and_leases(tmp_path: Path) -> None:
                 node = ModelCache(Settings(cache_dir=cache, endpoint=urls[i], token=TokenSource()))
                 try:
                     with node.use(r.repo_id, holder=f"user-{idx}", ttl=5):
+                        work["uses"] += 1
                         for _ in range(5):
                             time.sleep(0.02)
                             if not node.check(r.repo_id).ready:
@@ -173,6 +177,7 @@ def test_gc_loop_with_downloads_and_leases(tmp_path: Path) -> None:
         for s in servers:
             s.__exit__(None, None, None)
     assert errors == []
+    assert work["gc_runs"] >= 5 and work["uses"] >= 4 and work["gc_removed"] >= 1, work
     final = ModelCache(Settings(cache_dir=cache, offline=True))
     assert final.check(pinned.repo_id).ready  # pinned: never collected
     report = final.gc(max_size=budget)

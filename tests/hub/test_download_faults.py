@@ -21,7 +21,6 @@ from modelcache.errors import (
     TransientError,
 )
 from modelcache.hub.download.assembly import state_path_for
-from modelcache.hub.download.engine import Backoff
 
 TOKEN = "hf_testTOKENdownloadFaults0123456789"
 
@@ -43,13 +42,9 @@ def cache_for(tmp_path: Path, url: str, token: str | None = TOKEN, retries: int 
               chunk_size: int = 16 * 1024 * 1024, connections: int = 8, timeout: float = 5,
               raw_http: bool = True) -> ModelCache:
     s = Settings(cache_dir=tmp_path / "cache", endpoint=url, token=TokenSource(value=token, origin="test"),
-                 retries=retries, timeout=timeout, chunk_size=chunk_size, connections=connections, raw_http=raw_http)
+                 retries=retries, timeout=timeout, chunk_size=chunk_size, connections=connections, raw_http=raw_http,
+                 retry_base=0.01, retry_cap=0.2)  # the backoff is a setting: fast here, nothing patched
     return ModelCache(s)
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Backoff, "delay", lambda self, attempt, retry_after=None: min(retry_after or 0.01, 0.2))
 
 
 def assert_snapshot_matches(mc: ModelCache, repo: Repo) -> None:

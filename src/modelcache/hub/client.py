@@ -31,7 +31,7 @@ from ..settings import Network, Settings
 from ..tokens import TokenSource
 from .rawhttp import RawPool
 from .responses import error_for_response, parse_retry_after
-from .retry import Deadline, RetryPolicy, WaitCallback
+from .retry import Backoff, Deadline, RetryPolicy, WaitCallback
 
 __all__ = ["HubClient", "RevisionInfo", "error_for_response", "origin_of", "parse_retry_after"]
 
@@ -115,7 +115,9 @@ class HubClient:
         kw.setdefault("timeout", settings.timeout)
         kw.setdefault("connections", settings.connections)
         kw.setdefault("raw_http", settings.raw_http)
-        kw.setdefault("retry", RetryPolicy(deadline=settings.api_deadline))
+        kw.setdefault("retry", RetryPolicy(deadline=settings.api_deadline,
+                                           backoff=Backoff(base=settings.retry_base, cap=settings.retry_cap,
+                                                           attempts=1_000_000)))
         kw.setdefault("max_json_bytes", settings.api_max_bytes)
         return cls(endpoint or settings.endpoint, settings.token, allow_insecure_token=settings.allow_insecure_token,
                    network=settings.network, **kw)  # type: ignore[arg-type]

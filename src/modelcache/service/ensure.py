@@ -177,7 +177,7 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
                         fence=locks[fp.entry.etag].still_mine, install=install) for fp in batch]
         engine = TransferEngine(
             client, connections=settings.connections, chunk_size=settings.chunk_size,
-            backoff=Backoff(attempts=settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
+            backoff=Backoff(base=settings.retry_base, cap=settings.retry_cap, attempts=settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
             checkpoint_bytes=settings.checkpoint_bytes, on_wait=progress.waiting,
         )
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers.fault_server import Repo, fault_server
+from helpers.repos import assert_snapshot_is
 
 from modelcache import ModelCache, Settings, TokenSource
 from modelcache.cache.readiness import check_revision
@@ -45,10 +46,7 @@ def spawn(cache: Path, url: str, repo_id: str, *extra: str) -> subprocess.Popen:
 
 
 def assert_snapshot_exact(cache: Path, repo: Repo) -> None:
-    mc = ModelCache(Settings(cache_dir=cache, offline=True))
-    snap = mc.layout(repo.repo_id).snapshot(repo.commit)
-    for path, data in repo.files.items():
-        assert (snap / path).read_bytes() == data, path
+    assert_snapshot_is(cache, repo, ready=False)
 
 
 class ReadyWatcher(threading.Thread):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers.cli import run_cli
+from helpers.repos import model_repo
 from helpers.fault_server import Repo, fault_server
 
 from modelcache import ModelCache, Settings
@@ -49,8 +50,7 @@ def line_of(out: str, words: str) -> tuple[str, str]:
 
 
 def small_repo(repo_id: str = "org/gated", weights: int = 20_000) -> Repo:
-    return Repo(repo_id, {"config.json": b'{"model_type":"llama"}', "tokenizer.json": b"{}",
-                          "model.safetensors": os.urandom(weights)})
+    return model_repo(repo_id, weights=weights)
 
 
 def import_demo(cache: Path, demo_model: Path) -> ModelCache:

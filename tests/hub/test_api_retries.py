@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from api_fault_server import api_fault_server
 from helpers.fault_server import Repo
+from helpers.repos import model_repo
 
 from modelcache import ModelCache, Settings
 from modelcache.errors import ProtocolError, TransientError
@@ -25,8 +26,7 @@ from modelcache.progress import LineProgress
 
 
 def small_repo() -> Repo:
-    return Repo("org/api", {"config.json": b'{"model_type": "llama"}', "tokenizer.json": b'{"model": {}}',
-                            "model.safetensors": os.urandom(200_000)})
+    return model_repo("org/api", weights=200_000)
 
 
 def fast_policy(deadline: float = 30.0, **kw: object) -> RetryPolicy:

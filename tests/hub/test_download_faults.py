@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers.fault_server import Faults, Repo, fault_server
+from helpers.repos import assert_snapshot_is
 
 from modelcache import ModelCache, Settings, TokenSource
 from modelcache.errors import (
@@ -48,10 +49,7 @@ def cache_for(tmp_path: Path, url: str, token: str | None = TOKEN, retries: int 
 
 
 def assert_snapshot_matches(mc: ModelCache, repo: Repo) -> None:
-    snap = mc.layout(repo.repo_id).snapshot(repo.commit)
-    for path, data in repo.files.items():
-        assert (snap / path).read_bytes() == data, path
-    assert mc.check(repo.repo_id).ready
+    assert_snapshot_is(mc, repo)
 
 
 def snapshot_files(mc: ModelCache, repo: Repo) -> dict[str, bytes]:

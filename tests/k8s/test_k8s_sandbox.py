@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from helpers.k8s import by_kind, load_all, run
+from helpers.repos import model_repo
 from helpers.fault_server import Repo, fault_server
 
 from modelcache.k8s._pod import TOKEN_DIR
@@ -27,8 +28,7 @@ REPO = "org/gated"
 
 
 def _repo() -> Repo:
-    return Repo(REPO, {"config.json": b'{"model_type": "llama"}', "tokenizer.json": b'{"version": "1.0"}',
-                       "model.safetensors": os.urandom(200_000)})
+    return model_repo(REPO, weights=200_000)
 
 
 def _container(docs: list[dict[str, Any]], kind: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:

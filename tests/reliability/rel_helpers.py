@@ -26,9 +26,7 @@ print(res.commit)
 """
 
 
-def blob_bytes(seed: bytes, size: int) -> bytes:
-    block = hashlib.sha256(seed).digest() * 2048  # 64 KiB
-    return (block * (size // len(block) + 1))[:size]
+from helpers.repos import blob_bytes  # noqa: E402 - re-exported for the reliability tests
 
 
 def model(repo_id: str, size: int) -> Repo:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from helpers.fault_server import Repo, fault_server
+from helpers.repos import model_repo
 from helpers.live_server import import_demo, live_server
 
 from modelcache import ModelCache, Settings, TokenSource
@@ -24,8 +25,7 @@ REPO = "modelcache/tiny-llama"
 
 
 def small_repo() -> Repo:
-    return Repo("org/gated", {"config.json": b'{"model_type":"llama"}', "tokenizer.json": b"{}",
-                              "model.safetensors": os.urandom(50_000)})
+    return model_repo("org/gated", weights=50_000)
 
 
 def run(*args: str, env: dict | None = None) -> tuple[int, str, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 from helpers.fault_server import Repo, fault_server
+from helpers.repos import model_repo
 from helpers.procs import serve_process, stop
 
 from modelcache import ModelCache, Settings
@@ -21,9 +22,7 @@ MiB = 1024 * 1024
 
 
 def _repo(shard: int = 256 * 1024) -> Repo:
-    block = hashlib.sha256(b"x").digest() * 4096
-    return Repo("org/m", {"config.json": b'{"model_type": "llama"}', "tokenizer.json": b'{"m": 1}',
-                          "model.safetensors": (block * (shard // len(block) + 1))[:shard]})
+    return model_repo("org/m", weights=shard)
 
 
 def _mirror(cache: Path, url: str, **kw: object) -> Mirror:

@@ -88,7 +88,7 @@ def _obs(spec, **by_repo):  # type: ignore[no-untyped-def]
 
 
 def test_a_cache_that_matches_plans_nothing() -> None:
-    spec = parse_spec(f"models:\n  - repo: org/a\n  - repo: org/b\n    name: b\n")
+    spec = parse_spec("models:\n  - repo: org/a\n  - repo: org/b\n    name: b\n")
     obs = _obs(spec, org_a=dict(commit=C1, ready=True, pinned=True),
                org_b=dict(commit=C2, ready=True, pinned=True, registered_commit=C2))
     plan = plan_sync(spec, obs, SyncState(frozenset({("model", "org/a", C1)}), frozenset()))

@@ -25,7 +25,7 @@ from pathlib import Path
 from .errors import InvalidInput
 from .tokens import TokenSource
 
-__all__ = ["DEFAULT_ENDPOINT", "Network", "Settings", "TokenSource", "parse_duration", "parse_size"]  # TokenSource: re-export
+__all__ = ["DEFAULTS", "DEFAULT_ENDPOINT", "Network", "Settings", "TokenSource", "parse_duration", "parse_size"]  # TokenSource: re-export
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_SECRET_DIR = "/var/run/secrets/huggingface"
@@ -269,3 +269,6 @@ class Settings:
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
 """The dataclass's own defaults: ``from_env`` starts from these (one place for each default)."""
+
+DEFAULTS: Mapping[str, Any] = dict(_DEFAULTS)
+"""Read-only view of the defaults, for lower layers' own keyword defaults (the engine, the client)."""

@@ -27,7 +27,7 @@ from ..errors import (
     TransientError,
 )
 from ..validation import is_commit, validate_repo_id, validate_repo_type, validate_revision
-from ..settings import Network, Settings
+from ..settings import DEFAULTS, Network, Settings
 from ..tokens import TokenSource
 from .rawhttp import RawPool
 from .responses import error_for_response, parse_retry_after
@@ -77,8 +77,8 @@ class HubClient:
         token: TokenSource | None = None,
         *,
         http: httpx.Client | None = None,
-        timeout: float = 30.0,
-        connections: int = 8,
+        timeout: float = DEFAULTS["timeout"],
+        connections: int = DEFAULTS["connections"],
         allow_insecure_token: bool = False,
         network: Network | None = None,
         raw_http: bool = True,

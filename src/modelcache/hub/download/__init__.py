@@ -2,10 +2,8 @@
 
 from .engine import Backoff, EngineStats, FileJob, TransferEngine
 from .plan import FilePlan, LocalState, TransferPlan, plan_transfer
-from .ranges import DEFAULT_CHUNK
 
 __all__ = [
-    "DEFAULT_CHUNK",
     "Backoff",
     "EngineStats",
     "FileJob",

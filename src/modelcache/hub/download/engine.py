@@ -23,7 +23,8 @@ import httpx
 from ...protocol import FileEntry
 from ...errors import IntegrityError, ModelCacheError, ProtocolError, TransientError
 from .assembly import Assembly, LockLost
-from .ranges import DEFAULT_CHUNK, content_range as _content_range, header_int as _int
+from ...settings import DEFAULTS
+from .ranges import content_range as _content_range, header_int as _int
 from ..client import HubClient, error_for_response
 from ..rawhttp import RawResponse, Unsupported, iter_body
 from ..retry import Backoff, WaitCallback
@@ -79,11 +80,11 @@ class TransferEngine:
         self,
         client: HubClient,
         *,
-        connections: int = 8,
-        chunk_size: int = DEFAULT_CHUNK,
+        connections: int = DEFAULTS["connections"],
+        chunk_size: int = DEFAULTS["chunk_size"],
         backoff: Backoff = Backoff(),
         checkpoint_interval: float = 1.0,
-        checkpoint_bytes: int = 8 * 1024 * 1024,
+        checkpoint_bytes: int = DEFAULTS["checkpoint_bytes"],
         on_bytes: Callable[[str, int], None] | None = None,
         repo_id: str = "",
         sleep: Callable[[float], None] = time.sleep,

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["DEFAULT_CHUNK", "add_range", "content_range", "contiguous_prefix", "header_int", "merge", "missing",
+__all__ = ["add_range", "content_range", "contiguous_prefix", "header_int", "merge", "missing",
            "split"]
 
-DEFAULT_CHUNK = 8 * 1024 * 1024
 
 Range = tuple[int, int]
 

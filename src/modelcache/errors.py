@@ -60,46 +60,68 @@ class ModelCacheError(Exception):
         return f"{self.message} — {self.hint}" if self.hint else self.message
 
     def to_dict(self) -> dict[str, str]:
+        """``{"error": code, "message": …, "hint": …}`` (the JSON error record)."""
         return {"error": self.code, "message": self.message, "hint": self.hint}
 
 
 class InvalidInput(ModelCacheError, ValueError):
+    """Raised for a repo id, revision, path, size or flag that cannot be right (exit code 2)."""
+
     code = "invalid-input"
     exit_code = 2
 
 
 class HubError(ModelCacheError):
+    """Raised when the endpoint answered and the answer is "no" (exit code 3)."""
+
     code = "hub-error"
     exit_code = 3
 
 
 class RepoNotFound(HubError):
+    """Raised when the repo does not exist, or is private and the token cannot see it (404, or 401 on a repo URL)."""
+
     code = "repo-not-found"
 
 
 class RevisionNotFound(HubError):
+    """Raised when the repo has no such branch, tag or commit (404 RevisionNotFound)."""
+
     code = "revision-not-found"
 
 
 class EntryNotFound(HubError):
+    """Raised when a file is not in the repo at that revision (404 EntryNotFound)."""
+
     code = "entry-not-found"
 
 
 class GatedRepo(HubError):
+    """Raised when the repo is gated and the token has not been granted access (403, exit code 4)."""
+
     code = "gated-repo"
     exit_code = 4
 
 
 class AuthError(HubError):
+    """Raised for a 401/403 that is not one of the above: a missing, invalid or insufficient token (exit code 4)."""
+
     code = "auth"
     exit_code = 4
 
 
 class ProtocolError(HubError):
+    """Raised for an answer that breaks the Hub protocol (missing headers, unparsable JSON…)."""
+
     code = "protocol"
 
 
 class TransientError(ModelCacheError):
+    """Raised for a failure worth retrying: connection drop, timeout, 5xx, 429 (exit code 5).
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
     code = "transient"
     exit_code = 5
 
@@ -109,20 +131,28 @@ class TransientError(ModelCacheError):
 
 
 class EndpointUnreachable(TransientError):
+    """Raised when nothing answers at the endpoint (DNS, connection refused, TLS failure)."""
+
     code = "unreachable"
 
 
 class IntegrityError(ModelCacheError):
+    """Raised when bytes do not match their declared size or sha256 (exit code 6)."""
+
     code = "integrity"
     exit_code = 6
 
 
 class CacheError(ModelCacheError):
+    """Raised when the cache directory cannot be used: permissions, disk full, bad layout (exit code 7)."""
+
     code = "cache"
     exit_code = 7
 
 
 class NotCached(ModelCacheError):
+    """Raised when offline and the cache does not have what was asked (exit code 1)."""
+
     code = "not-cached"
     exit_code = 1
 

@@ -22,13 +22,16 @@ class BlobHasher:
             self._h.update(b"blob %d\0" % size)
 
     def update(self, data: bytes | memoryview) -> None:
+        """Feed the next bytes of the file, in order."""
         self._h.update(data)
 
     def hexdigest(self) -> str:
+        """The hex digest so far: the blob id once every byte was fed."""
         return self._h.hexdigest()
 
 
 def git_blob_sha1(data: bytes) -> str:
+    """The git blob id of ``data`` (``sha1("blob N\\0" + data)``)."""
     h = BlobHasher(len(data), lfs=False)
     h.update(data)
     return h.hexdigest()

@@ -59,6 +59,7 @@ TOKENIZER_FILES = (
 
 
 def validate_profile(profile: str) -> str:
+    """``profile`` unchanged when it is a known profile; else raises ``InvalidInput``."""
     if profile not in PROFILES:
         raise InvalidInput(f"invalid profile {profile!r}", f"use one of: {', '.join(PROFILES)}")
     return profile
@@ -70,6 +71,7 @@ def _name_matches(path: str, patterns: Sequence[str]) -> bool:
 
 
 def is_tokenizer_file(path: str) -> bool:
+    """True when ``path`` names a file the tokenizer profile needs (by its file name)."""
     return _name_matches(path, TOKENIZER_FILES)
 
 

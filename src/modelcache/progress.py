@@ -20,19 +20,34 @@ __all__ = ["LineProgress", "NullProgress", "Progress", "RichProgress", "for_stre
 
 
 class Progress:
-    def start(self, repo_id: str, commit: str, plan: Any) -> None: ...
+    """What a download reports as it goes; every method is a no-op here.
 
-    def advance(self, path: str, nbytes: int) -> None: ...
+    Called from several download threads at once: implementations must be thread-safe.
+    """
 
-    def file_done(self, path: str) -> None: ...
+    def start(self, repo_id: str, commit: str, plan: Any) -> None:
+        """A download of ``repo_id`` at ``commit`` begins; ``plan`` is its download plan (files, bytes to fetch)."""
+        ...
+
+    def advance(self, path: str, nbytes: int) -> None:
+        """``nbytes`` more bytes of ``path`` arrived."""
+        ...
+
+    def file_done(self, path: str) -> None:
+        """``path`` is in the snapshot (fetched, or linked to a blob already cached)."""
+        ...
 
     def waiting(self, reason: str, seconds: float) -> None:
         """The download waits ``seconds`` before retrying (rate limited, endpoint failing…)."""
 
-    def finish(self, summary: dict[str, object]) -> None: ...
+    def finish(self, summary: dict[str, object]) -> None:
+        """The download ended; ``summary`` is its result record."""
+        ...
 
 
 class NullProgress(Progress):
+    """Progress that reports nothing."""
+
     pass
 
 
@@ -55,6 +70,7 @@ class LineProgress(Progress):
         self._repo = ""
 
     def start(self, repo_id: str, commit: str, plan: Any) -> None:
+        """Reset the counters from ``plan`` and write a ``start`` record at once."""
         with self._lock:
             self._repo = repo_id
             self._total = plan.bytes_to_fetch
@@ -65,16 +81,19 @@ class LineProgress(Progress):
                    files=len(plan.files), files_to_fetch=len(plan.to_fetch))
 
     def advance(self, path: str, nbytes: int) -> None:
+        """Count ``nbytes`` more bytes; writes a record only if ``interval`` seconds have passed."""
         with self._lock:
             self._done_bytes += nbytes
         self._emit("progress")
 
     def file_done(self, path: str) -> None:
+        """Count one more finished file; writes a record only if ``interval`` seconds have passed."""
         with self._lock:
             self._files_done += 1
         self._emit("progress")
 
     def waiting(self, reason: str, seconds: float) -> None:
+        """Report a wait before a retry (a ``waiting`` record, or a line on a TTY); at most one per second."""
         what = "rate limited" if "429" in reason else "endpoint failing"
         now = self.clock()
         with self._lock:  # many connections may wait at once: one line per second is enough
@@ -89,6 +108,7 @@ class LineProgress(Progress):
                 self.stream.flush()
 
     def finish(self, summary: dict[str, object]) -> None:
+        """Write the final ``done`` record (and end the status line on a TTY)."""
         self._emit("done", force=True)
         if not self.json_lines:
             self.stream.write("\n")
@@ -158,11 +178,13 @@ class RichProgress(Progress):
         self._sizes: dict[str, int] = {}
 
     def start(self, repo_id: str, commit: str, plan: Any) -> None:
+        """Start the bars: a total bar for ``plan``'s bytes to fetch."""
         self._sizes = {f.entry.path: f.entry.size for f in plan.to_fetch}
         self._bars.start()
         self._total = self._bars.add_task(f"{repo_id}@{commit[:8]}", total=plan.bytes_to_fetch or 1)
 
     def advance(self, path: str, nbytes: int) -> None:
+        """Advance the total bar and the file's bar (added on first use, at most ``MAX_FILE_BARS``)."""
         with self._lock:
             task = self._files.get(path)
             if task is None and len(self._files) < self.MAX_FILE_BARS and path in self._sizes:
@@ -173,16 +195,19 @@ class RichProgress(Progress):
         self._bars.update(self._total, advance=nbytes)
 
     def waiting(self, reason: str, seconds: float) -> None:
+        """Print a line saying why and how long the download waits before retrying."""
         what = "rate limited" if "429" in reason else "endpoint failing"
         self._bars.console.print(f"waiting: {what}, retrying in {seconds:.0f}s ({reason})")
 
     def file_done(self, path: str) -> None:
+        """Remove the finished file's bar."""
         with self._lock:
             task = self._files.pop(path, None)
         if task is not None:
             self._bars.remove_task(task)
 
     def finish(self, summary: dict[str, object]) -> None:
+        """Stop the bars (the final state stays on the terminal)."""
         self._bars.stop()
 
 

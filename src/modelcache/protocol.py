@@ -40,6 +40,7 @@ class FileEntry:
 
     @property
     def is_lfs(self) -> bool:
+        """True for an LFS file (it has a sha256, its blob is named by it)."""
         return self.lfs_sha256 is not None
 
     @property
@@ -48,6 +49,7 @@ class FileEntry:
         return self.lfs_sha256 or self.blob_id
 
     def to_json(self) -> dict[str, object]:
+        """The record form: ``{"size", "blob_id"}`` plus ``lfs_sha256``/``lfs_size`` for LFS files."""
         out: dict[str, object] = {"size": self.size, "blob_id": self.blob_id}
         if self.lfs_sha256 is not None:
             out["lfs_sha256"] = self.lfs_sha256
@@ -56,6 +58,7 @@ class FileEntry:
 
     @classmethod
     def from_json(cls, path: str, info: Mapping[str, object]) -> FileEntry:
+        """The entry of ``path`` from its record form (``to_json``'s shape). Raises ``InvalidInput`` when malformed."""
         size = info.get("lfs_size") if info.get("lfs_sha256") else info.get("size")
         return cls(path=path, size=size, blob_id=info.get("blob_id"), lfs_sha256=info.get("lfs_sha256"))  # type: ignore[arg-type]
 

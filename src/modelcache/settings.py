@@ -92,6 +92,7 @@ class Network:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Network:
+        """Proxy, ``NO_PROXY`` hosts and CA bundle from the usual environment variables (first set wins)."""
         def first(*names: str) -> str | None:
             return next((env[n] for n in names if env.get(n)), None)
 
@@ -209,6 +210,10 @@ class Settings:
         chunk_size: int | str | None = None,
         allow_insecure_token: bool | None = None,
     ) -> Settings:
+        """The settings from ``environ`` as huggingface_hub resolves them; keyword overrides (CLI flags) win.
+
+        Raises ``InvalidInput`` for an unparsable value. Does not read the token, only where it is.
+        """
         env = dict(environ)
         hf_home = env.get("HF_HOME") or os.path.join(
             env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"

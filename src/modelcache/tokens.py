@@ -23,12 +23,15 @@ SECRET_KEYS = ("HF_TOKEN", "token", "hf_token", "HUGGING_FACE_HUB_TOKEN")
 
 @dataclass(frozen=True)
 class TokenReport:
+    """What ``TokenSource.inspect`` found: whether a token is there, where from, and warnings; never the token."""
+
     present: bool
     origin: str
     file: Path | None
     notes: tuple[str, ...]
 
     def to_dict(self) -> dict[str, object]:
+        """``{"present", "origin", "file", "notes"}`` (``file`` a string or None)."""
         return {"present": self.present, "origin": self.origin, "file": str(self.file) if self.file else None,
                 "notes": list(self.notes)}
 
@@ -75,6 +78,10 @@ class TokenSource:
             return None
 
     def get(self) -> str | None:
+        """The token, read now (a file is re-read every call) and stripped; None when there is none.
+
+        Registers the value with the redactor so it never appears in a message or log.
+        """
         raw = self._raw()
         token = raw.strip() if raw else None
         register_secret(token)
@@ -103,4 +110,5 @@ class TokenSource:
 
     @property
     def configured(self) -> bool:
+        """True when a value or a path was given (the file may still be missing or empty)."""
         return self.value is not None or self.path is not None

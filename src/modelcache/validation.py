@@ -29,6 +29,7 @@ _REV_CHARS = re.compile(r"^[A-Za-z0-9._\-/]{1,255}$")
 
 
 def validate_repo_type(repo_type: str) -> str:
+    """``repo_type`` unchanged when it is one of ``REPO_TYPES``; else raises ``InvalidInput``."""
     if repo_type not in REPO_TYPES:
         raise InvalidInput(
             f"invalid repo type {repo_type!r}",
@@ -56,6 +57,7 @@ def validate_repo_id(repo_id: str) -> str:
 
 
 def is_commit(revision: str) -> bool:
+    """True for a full 40-hex commit id."""
     return isinstance(revision, str) and bool(_COMMIT.fullmatch(revision))
 
 
@@ -100,6 +102,7 @@ class RepoRef:
 
 
 def parse_repo_ref(text: str) -> RepoRef:
+    """``org/name[@revision]`` as a ``RepoRef``. Raises ``InvalidInput`` for a bad repo id or revision."""
     repo_id, sep, rev = text.partition("@")
     validate_repo_id(repo_id)
     if sep:

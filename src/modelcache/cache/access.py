@@ -23,6 +23,8 @@ __all__ = ["Access", "FAIL_CLOSED", "read_access", "write_access"]
 
 @dataclass(frozen=True)
 class Access:
+    """Who may read a repo: gated and private flags."""
+
     gated: bool = False
     private: bool = False
     unreadable: bool = False
@@ -30,9 +32,11 @@ class Access:
 
     @property
     def restricted(self) -> bool:
+        """True when gated or private (``serve`` checks the caller's token)."""
         return self.gated or self.private
 
     def to_dict(self) -> dict[str, bool]:
+        """``{"gated", "private"}``."""
         return {"gated": self.gated, "private": self.private}
 
 

@@ -49,6 +49,7 @@ def _markers(layout: RepoLayout, commit: str | None = None) -> list[Path]:
 
 
 def in_progress(layout: RepoLayout, commit: str, stale_after: float = 30.0) -> bool:
+    """True when some live process is working on ``commit`` (a marker heartbeated within ``stale_after`` seconds)."""
     markers = _markers(layout, commit)
     if not markers:
         return False
@@ -57,6 +58,7 @@ def in_progress(layout: RepoLayout, commit: str, stale_after: float = 30.0) -> b
 
 
 def sweep_dead_markers(layout: RepoLayout, stale_after: float = 30.0) -> int:
+    """Remove the markers of dead processes in this repo; returns how many were removed."""
     markers = _markers(layout)
     if not markers:
         return 0

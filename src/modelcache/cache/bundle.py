@@ -34,6 +34,8 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class BundleInfo:
+    """What a bundle holds: the repo, revision and commit, number of files and their total size in bytes."""
+
     repo_type: str
     repo_id: str
     revision: str
@@ -42,6 +44,7 @@ class BundleInfo:
     size: int
 
     def to_dict(self) -> dict[str, object]:
+        """The fields as a flat dict."""
         return dict(self.__dict__)
 
 

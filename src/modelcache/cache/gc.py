@@ -40,6 +40,8 @@ TMP_MAX_AGE = 600.0
 
 @dataclass(frozen=True)
 class RevisionState:
+    """One cached revision as ``scan_revisions`` saw it: refs, blobs, last use and what protects it."""
+
     cache_dir: Path
     repo_type: str
     repo_id: str
@@ -56,10 +58,12 @@ class RevisionState:
 
     @property
     def key(self) -> tuple[str, str, str]:
+        """``(cache dir, repo id, commit)``: identifies the revision across caches."""
         return (str(self.cache_dir), self.repo_id, self.commit)
 
     @property
     def protected_by(self) -> str | None:
+        """Why GC must keep this revision (``pinned``, ``leased``, ``download in progress``, a hold), or None."""
         if self.pinned:
             return "pinned"
         if self.leased:
@@ -71,11 +75,14 @@ class RevisionState:
 
 @dataclass(frozen=True)
 class GcDecision:
+    """One revision GC removes: why, and how many bytes that frees."""
+
     revision: RevisionState
     reason: str
     freed: int
 
     def to_dict(self) -> dict[str, object]:
+        """``{"cache_dir", "repo_id", "commit", "refs", "last_used", "reason", "freed"}``."""
         r = self.revision
         return {"cache_dir": str(r.cache_dir), "repo_id": r.repo_id, "commit": r.commit, "refs": list(r.refs),
                 "last_used": r.last_used, "reason": self.reason, "freed": self.freed}
@@ -83,6 +90,8 @@ class GcDecision:
 
 @dataclass(frozen=True)
 class GcPlan:
+    """What a GC run would remove and keep (sizes in bytes); computed by ``plan_gc``, nothing done yet."""
+
     remove: tuple[GcDecision, ...]
     kept: tuple[tuple[RevisionState, str], ...]
     size_before: int
@@ -92,9 +101,11 @@ class GcPlan:
 
     @property
     def freed(self) -> int:
+        """Bytes the plan frees (``size_before - size_after``)."""
         return self.size_before - self.size_after
 
     def to_dict(self) -> dict[str, object]:
+        """``{"remove", "protected", "size_before", "size_after", "freed", "max_size", "notes"}``."""
         return {
             "remove": [d.to_dict() for d in self.remove],
             "protected": [{"repo_id": r.repo_id, "commit": r.commit, "why": why} for r, why in self.kept],

@@ -30,11 +30,14 @@ LFS_SUFFIXES = (
 
 
 def is_lfs_path(path: str, size: int) -> bool:
+    """True when a file would be LFS on the Hub: 10 MiB or more, or a weights/binary suffix."""
     return size >= LFS_THRESHOLD or path.lower().endswith(LFS_SUFFIXES)
 
 
 @dataclass(frozen=True)
 class ImportPlanItem:
+    """One local file to import, with its entry (path, size, blob id, sha256 for LFS)."""
+
     source: Path
     entry: FileEntry
 
@@ -112,6 +115,12 @@ def commit_id_for(entries: list[FileEntry]) -> str:
 
 
 def import_folder(layout: RepoLayout, folder: Path, revision: str = "main") -> TreeRecord:
+    """Publish every file of ``folder`` into the cache and point ``revision`` at the resulting commit.
+
+    The commit id is derived from the files, so importing the same folder twice gives the same
+    commit. Reads and hashes every file (slow for big models); returns the completeness record.
+    Raises ``InvalidInput`` when ``folder`` is not a directory or a symlink in it leads outside.
+    """
     items = plan_import(folder)
     record = TreeRecord.of(commit_id_for([i.entry for i in items]), [i.entry for i in items])
     ensure_repo_dirs(layout)

@@ -21,6 +21,8 @@ __all__ = ["RepoInfo", "RevisionInfo", "scan_cache", "scan_repo"]
 
 @dataclass(frozen=True)
 class RevisionInfo:
+    """One cached revision: refs, files, size on disk, completeness, last use, pin."""
+
     commit: str
     refs: tuple[str, ...]
     files: int
@@ -45,6 +47,7 @@ class RevisionInfo:
         return "tokenizer" if self.tokenizer_ready else "incomplete"
 
     def to_dict(self) -> dict[str, object]:
+        """The fields as JSON types (``refs`` a list, ``snapshot`` a string), plus ``state``."""
         return {
             "commit": self.commit,
             "refs": list(self.refs),
@@ -64,6 +67,8 @@ class RevisionInfo:
 
 @dataclass(frozen=True)
 class RepoInfo:
+    """One cached repo: its folder, size on disk (each blob once) and revisions."""
+
     repo_type: str
     repo_id: str
     path: Path
@@ -71,6 +76,7 @@ class RepoInfo:
     revisions: tuple[RevisionInfo, ...]
 
     def to_dict(self) -> dict[str, object]:
+        """``{"repo_type", "repo_id", "path", "size_on_disk", "revisions": [...]}``."""
         return {
             "repo_type": self.repo_type,
             "repo_id": self.repo_id,
@@ -100,6 +106,10 @@ def _snapshot_blobs(layout: RepoLayout, commit: str) -> tuple[dict[Path, int], i
 
 
 def scan_repo(layout: RepoLayout) -> RepoInfo:
+    """Read one repo from disk: every revision with its refs, sizes, completeness, last use and pin.
+
+    Hashes nothing, but stats every snapshot link: slow on a huge repo.
+    """
     refs_by_commit: dict[str, list[str]] = {}
     for name, commit in layout.all_refs().items():
         refs_by_commit.setdefault(commit, []).append(name)
@@ -132,6 +142,7 @@ def scan_repo(layout: RepoLayout) -> RepoInfo:
 
 
 def scan_cache(cache_dir: Path) -> list[RepoInfo]:
+    """Every repo of the cache at ``cache_dir`` (none when it is not a directory)."""
     if not cache_dir.is_dir():
         return []
     return [scan_repo(layout) for layout in repo_layouts(cache_dir)]

@@ -51,6 +51,11 @@ def parse_folder_name(name: str) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class RepoLayout:
+    """The layout of one repo of a cache (the repo id and type validated).
+
+    Raises ``InvalidInput`` for a bad repo id or type.
+    """
+
     cache_dir: Path
     repo_type: str
     repo_id: str
@@ -60,22 +65,27 @@ class RepoLayout:
 
     @cached_property
     def folder(self) -> Path:
+        """The repo folder: ``<cache>/models--org--name`` (as huggingface_hub names it)."""
         return self.cache_dir / folder_name(self.repo_type, self.repo_id)
 
     @cached_property
     def blobs(self) -> Path:
+        """``<repo>/blobs/``: file contents, named by their etag."""
         return self.folder / "blobs"
 
     @cached_property
     def snapshots(self) -> Path:
+        """``<repo>/snapshots/``: one folder of symlinks per commit."""
         return self.folder / "snapshots"
 
     @cached_property
     def refs(self) -> Path:
+        """``<repo>/refs/``: one file per branch or tag, holding its commit."""
         return self.folder / "refs"
 
     @cached_property
     def trees(self) -> Path:
+        """``<repo>/trees/``: our recorded file lists, one JSON per commit."""
         return self.folder / "trees"
 
     @cached_property
@@ -94,6 +104,7 @@ class RepoLayout:
         return self.locks / "repo.mc-lock"
 
     def blob_lock(self, etag: str) -> Path:
+        """The lock file of one blob (held while it is downloaded). Raises ``InvalidInput`` for a bad etag."""
         self.blob(etag)
         return self.locks / f"{etag}.mc-lock"
 
@@ -102,6 +113,7 @@ class RepoLayout:
         return self.state / "active" / f"{commit}.{token}"
 
     def blob(self, etag: str) -> Path:
+        """The path of blob ``etag``. Raises ``InvalidInput`` unless it is a 40-hex sha1 or 64-hex sha256."""
         if not etag or not all(c in "0123456789abcdef" for c in etag) or len(etag) not in (40, 64):
             raise InvalidInput(f"invalid blob id {etag!r}", "expected a 40-hex git sha1 or 64-hex sha256")
         return self.blobs / etag
@@ -111,17 +123,21 @@ class RepoLayout:
         return self.blob(etag).with_name(etag + ".mc.incomplete")
 
     def snapshot(self, commit: str) -> Path:
+        """The snapshot folder of ``commit``."""
         return self.snapshots / commit
 
     def snapshot_file(self, commit: str, path: str) -> Path:
+        """The path of ``path`` in the snapshot of ``commit``. Raises ``InvalidInput`` for an unsafe path."""
         validate_repo_path(path)
         return self.snapshot(commit) / path
 
     def ref(self, revision: str) -> Path:
+        """The ref file of ``revision`` (a branch or tag). Raises ``InvalidInput`` for an invalid revision."""
         validate_revision(revision)
         return self.refs / revision
 
     def tree_record(self, commit: str) -> Path:
+        """Where the file list of ``commit`` is recorded (``trees/<commit>.json``)."""
         return self.trees / f"{commit}.json"
 
     @cached_property

@@ -31,6 +31,8 @@ _ID_CHARS = set("0123456789abcdef")
 
 @dataclass(frozen=True)
 class LeaseInfo:
+    """One lease as recorded: who holds which revision until when (``expires``, ``created``: epoch seconds)."""
+
     lease_id: str
     repo_id: str
     commit: str
@@ -41,9 +43,11 @@ class LeaseInfo:
     pid: int
 
     def to_dict(self) -> dict[str, object]:
+        """The lease's fields as a dict (the JSON written to the lease file)."""
         return dict(self.__dict__)
 
     def alive(self, now: float | None = None) -> bool:
+        """True while the lease has not expired at ``now`` (default: the current time)."""
         return self.expires > (now or time.time())
 
 
@@ -110,6 +114,10 @@ def find_lease(layout: RepoLayout, lease_id: str) -> LeaseInfo | None:
 
 
 def renew_lease(layout: RepoLayout, lease_id: str, ttl: float, now: float | None = None) -> LeaseInfo:
+    """Extend lease ``lease_id`` to ``ttl`` seconds from now and return it.
+
+    Raises ``InvalidInput`` when the repo has no such lease (it was released, or never existed).
+    """
     info = find_lease(layout, lease_id)
     if info is None:
         raise InvalidInput(f"no lease {lease_id} on {layout.repo_id}", "see `modelcache lease ls`")
@@ -120,6 +128,7 @@ def renew_lease(layout: RepoLayout, lease_id: str, ttl: float, now: float | None
 
 
 def release_lease(layout: RepoLayout, lease_id: str) -> bool:
+    """Remove lease ``lease_id``; False when there was no such lease."""
     info = find_lease(layout, lease_id)
     if info is None:
         return False
@@ -135,6 +144,7 @@ def all_leases(layout: RepoLayout) -> list[LeaseInfo]:
 
 
 def active_leases(layout: RepoLayout, commit: str | None = None, now: float | None = None) -> list[LeaseInfo]:
+    """The unexpired leases of this repo (of ``commit`` only, when given)."""
     now = now or time.time()
     return [i for i in all_leases(layout) if i.alive(now) and (commit is None or i.commit == commit)]
 
@@ -183,11 +193,13 @@ class Lease:
 
 
 def pin(layout: RepoLayout, commit: str, note: str = "") -> None:
+    """Pin ``commit`` so GC never removes it; ``note`` says why. Pinning again replaces the note."""
     atomic_write_bytes(layout.state / "pins" / commit, json.dumps({"note": note, "at": time.time()}).encode(),
                        root=layout.cache_dir, tmp_dir=layout.tmp)
 
 
 def unpin(layout: RepoLayout, commit: str) -> bool:
+    """Remove the pin of ``commit``; False when it was not pinned."""
     p = layout.state / "pins" / commit
     existed = os.path.lexists(p)
     confined_unlink(p, layout.cache_dir)
@@ -195,9 +207,11 @@ def unpin(layout: RepoLayout, commit: str) -> bool:
 
 
 def is_pinned(layout: RepoLayout, commit: str) -> bool:
+    """True when ``commit`` is pinned."""
     return (layout.state / "pins" / commit).exists()
 
 
 def list_pins(layout: RepoLayout) -> list[str]:
+    """The pinned commits of this repo, sorted."""
     d = layout.state / "pins"
     return sorted(p.name for p in d.iterdir() if is_commit(p.name)) if d.is_dir() and not d.is_symlink() else []

@@ -33,6 +33,8 @@ DEFAULT_HEARTBEAT = 5.0
 
 @dataclass(frozen=True)
 class LockInfo:
+    """What a lock file says: owner host, pid and token, purpose, and its mtime (the last heartbeat)."""
+
     host: str
     pid: int
     token: str
@@ -40,6 +42,7 @@ class LockInfo:
     mtime: float
 
     def to_dict(self) -> dict[str, object]:
+        """``{"host", "pid", "purpose", "mtime"}`` (the token left out)."""
         return {"host": self.host, "pid": self.pid, "purpose": self.purpose, "mtime": self.mtime}
 
 
@@ -103,6 +106,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def lock_is_dead(info: LockInfo, now: float, stale_after: float = DEFAULT_STALE) -> bool:
+    """True when the lock's owner is gone: a dead process on this host, or no heartbeat for ``stale_after`` seconds.
+
+    ``now`` is by the filesystem's clock, as the lock's mtime is.
+    """
     if info.host == socket.gethostname() and info.pid > 0 and not _pid_alive(info.pid):
         return True
     return now - info.mtime > stale_after
@@ -177,6 +184,10 @@ class FileLock:
         self.held = False
 
     def try_acquire(self) -> bool:
+        """Take the lock now if it is free or dead (a dead lock is taken over); False when someone holds it.
+
+        On success the lock is heartbeated in the background until ``release``. Does not wait for a holder.
+        """
         shared_mkdir(self.path.parent, self.root)
         for _ in range(3):
             try:
@@ -219,6 +230,10 @@ class FileLock:
         return False
 
     def acquire(self, timeout: float | None = None, poll: float = 0.2) -> bool:
+        """Take the lock, polling every ``poll`` seconds; False when ``timeout`` seconds passed first.
+
+        Blocks; ``timeout=None`` waits forever.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.try_acquire():
             if deadline is not None and time.monotonic() >= deadline:
@@ -232,6 +247,7 @@ class FileLock:
         return info is not None and info.token == self.token
 
     def release(self) -> None:
+        """Stop the heartbeat and remove the lock file if it is still ours (idempotent)."""
         _HEARTBEAT.remove(self.path)
         if self.held and self.still_mine():
             try:

@@ -33,6 +33,10 @@ CACHEDIR_TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# This directory i
 
 
 def ensure_repo_dirs(layout: RepoLayout) -> None:
+    """Create the cache root and the repo's folders (group-writable) and ``CACHEDIR.TAG``; idempotent.
+
+    Raises ``CacheError`` when they cannot be created (permissions, disk full, bad path).
+    """
     try:
         shared_mkdir(layout.cache_dir)
         for d in (layout.blobs, layout.snapshots, layout.refs, layout.state, layout.locks):
@@ -171,6 +175,10 @@ def copy_into_blob(layout: RepoLayout, entry: FileEntry, source: Path | int) -> 
 
 
 def link_file(layout: RepoLayout, commit: str, entry: FileEntry) -> Path:
+    """Point ``snapshots/<commit>/<path>`` at the file's blob (an atomic relative symlink); returns the link.
+
+    The blob must already be in place.
+    """
     link = layout.snapshot_file(commit, entry.path)
     atomic_symlink(link, layout.blob(entry.etag), tmp_dir=layout.tmp, root=layout.cache_dir)
     return link

@@ -42,6 +42,10 @@ def read_budget(cache_dir: Path) -> int | None:
 
 
 def write_budget(cache_dir: Path, max_size: int | None) -> None:
+    """Set the size budget of ``cache_dir`` to ``max_size`` bytes (None: no budget), atomically.
+
+    Raises ``InvalidInput`` for a size that is not positive.
+    """
     if max_size is not None and max_size <= 0:
         raise InvalidInput(f"invalid budget {max_size}", "give a positive size such as 500GiB, or --clear")
     atomic_write_bytes(_quota_file(cache_dir), json.dumps({"max_size": max_size}).encode(), root=cache_dir)
@@ -49,12 +53,15 @@ def write_budget(cache_dir: Path, max_size: int | None) -> None:
 
 @dataclass(frozen=True)
 class Usage:
+    """Bytes used under a cache root, its budget (None: none) and the disk's free bytes."""
+
     used: int
     """Bytes of blobs and partial downloads under every repo of the root."""
     budget: int | None
     disk_free: int
 
     def to_dict(self) -> dict[str, object]:
+        """``{"used", "budget", "disk_free"}``."""
         return {"used": self.used, "budget": self.budget, "disk_free": self.disk_free}
 
 
@@ -76,6 +83,10 @@ def _du(folder: Path) -> int:
 
 
 def cache_usage(cache_dir: Path) -> Usage:
+    """How much ``cache_dir`` uses (blobs and partials of every repo), its budget and the free disk space.
+
+    Walks every blob folder. Free space is 0 when it cannot be read.
+    """
     used = 0
     if cache_dir.is_dir():
         for layout in repo_layouts(cache_dir):

@@ -67,6 +67,7 @@ class CheckResult:
         return self.ready
 
     def to_dict(self) -> dict[str, object]:
+        """The result as JSON types: ``snapshot`` a string or None, ``wrong_size`` as ``{path, expected, actual}``."""
         return {
             "repo_id": self.repo_id,
             "revision": self.revision,

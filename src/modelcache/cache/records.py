@@ -24,11 +24,17 @@ RECORD_MAX_BYTES = 256 << 20  # ~1M files
 
 @dataclass(frozen=True)
 class TreeRecord:
+    """Every file of one commit, by path: the completeness record."""
+
     commit: str
     files: Mapping[str, FileEntry]
 
     @classmethod
     def of(cls, commit: str, entries: Iterable[FileEntry]) -> TreeRecord:
+        """The record of ``commit`` with ``entries``, sorted by path.
+
+        Raises ``InvalidInput`` when a path appears twice.
+        """
         files: dict[str, FileEntry] = {}
         for e in entries:
             if e.path in files:
@@ -38,9 +44,11 @@ class TreeRecord:
 
     @property
     def total_size(self) -> int:
+        """The size of every file of the commit, in bytes."""
         return sum(e.size for e in self.files.values())
 
     def to_bytes(self) -> bytes:
+        """The record as HF's ``trees/<commit>.json``: ``{"format_version": 1, "files": {path: entry}}``."""
         data = {"format_version": FORMAT_VERSION, "files": {p: e.to_json() for p, e in self.files.items()}}
         return json.dumps(data, indent=1).encode()
 

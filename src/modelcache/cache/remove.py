@@ -14,6 +14,8 @@ __all__ = ["RemovalPlan", "execute_removal", "plan_removal"]
 
 @dataclass(frozen=True)
 class RemovalPlan:
+    """What ``rm`` would remove: refs, snapshots, records and the blobs no other revision uses."""
+
     repo_id: str
     commits: tuple[str, ...]
     refs: tuple[Path, ...]
@@ -24,6 +26,7 @@ class RemovalPlan:
     whole_repo: bool
 
     def to_dict(self) -> dict[str, object]:
+        """``{"repo_id", "commits", "refs" (names), "blobs" (a count), "expected_freed_size", "whole_repo"}``."""
         return {
             "repo_id": self.repo_id,
             "commits": list(self.commits),

@@ -34,10 +34,12 @@ class Request:
     exclude: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
+        """``{"profile", "include", "exclude"}``."""
         return {"profile": self.profile, "include": list(self.include), "exclude": list(self.exclude)}
 
     @property
     def filtered(self) -> bool:
+        """True when the download had ``--include`` or ``--exclude`` patterns."""
         return bool(self.include or self.exclude)
 
 

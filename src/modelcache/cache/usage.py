@@ -17,6 +17,10 @@ __all__ = ["ThrottledUseRecorder", "last_used", "record_use"]
 
 
 def record_use(layout: RepoLayout, commit: str, now: float | None = None) -> bool:
+    """Record that ``commit`` was used at ``now`` (default: the current time); False when it cannot be written.
+
+    Best effort: never raises for a read-only or full disk.
+    """
     try:
         atomic_write_bytes(layout.state / "used" / commit, repr(now or time.time()).encode(), root=layout.cache_dir,
                            tmp_dir=layout.tmp)
@@ -26,6 +30,7 @@ def record_use(layout: RepoLayout, commit: str, now: float | None = None) -> boo
 
 
 def last_used(layout: RepoLayout, commit: str) -> float | None:
+    """When ``commit`` was last used (epoch seconds), or None when never recorded or unreadable."""
     path = layout.state / "used" / commit
     try:
         value = float(read_bounded(path, 64).decode("ascii"))

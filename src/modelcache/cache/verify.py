@@ -19,16 +19,21 @@ __all__ = ["FileProblem", "VerifyReport", "verify_revision"]
 
 @dataclass(frozen=True)
 class FileProblem:
+    """One file that failed ``verify``: ``missing``, ``wrong-size`` or ``corrupt``."""
+
     path: str
     kind: str  # missing | wrong-size | corrupt
     detail: str
 
     def to_dict(self) -> dict[str, str]:
+        """``{"path", "kind", "detail"}``."""
         return {"path": self.path, "kind": self.kind, "detail": self.detail}
 
 
 @dataclass(frozen=True)
 class VerifyReport:
+    """What ``verify`` found for one revision: files checked, bytes hashed, problems."""
+
     repo_id: str
     commit: str
     checked: int
@@ -38,9 +43,11 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """True when there is a completeness record and no problem."""
         return self.has_record and not self.problems
 
     def to_dict(self) -> dict[str, object]:
+        """``{"repo_id", "commit", "ok", "checked", "bytes_hashed", "has_record", "problems"}``."""
         return {"repo_id": self.repo_id, "commit": self.commit, "ok": self.ok, "checked": self.checked,
                 "bytes_hashed": self.bytes_hashed, "has_record": self.has_record,
                 "problems": [p.to_dict() for p in self.problems]}

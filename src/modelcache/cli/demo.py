@@ -24,6 +24,7 @@ DEMO_REPO = "modelcache/tiny-llama"
 
 
 def demo_model_dir() -> Path:
+    """The folder of the tiny model shipped in the package."""
     return Path(str(resources.files("modelcache") / "_demo_model"))
 
 
@@ -32,6 +33,10 @@ def _step(n: int, text: str) -> None:
 
 
 def run_demo(workdir: Path | None = None) -> int:
+    """Run the demo in ``workdir`` (default: a temporary folder, removed after); returns the exit code.
+
+    Starts a loopback server for the duration; prints each step. 0 when every check passed, else 1.
+    """
     tmp = None
     if workdir is None:
         tmp = tempfile.mkdtemp(prefix="modelcache-demo-")

@@ -62,4 +62,5 @@ def _print(report: Report) -> None:
 
 
 def register(cli: click.Group) -> None:
+    """Add the ``doctor`` command to ``cli``."""
     cli.add_command(doctor)

@@ -271,5 +271,6 @@ def export(ctx: click.Context, ref: str, output: str, as_json: bool) -> None:
 
 
 def register(cli: click.Group) -> None:
+    """Add the ``lease``, ``pin``, ``unpin``, ``gc``, ``verify``, ``quota`` and ``export`` commands to ``cli``."""
     for cmd in (lease, pin, unpin, gc, verify, quota, export):
         cli.add_command(cmd)

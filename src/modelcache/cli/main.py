@@ -283,6 +283,10 @@ def demo(ctx: click.Context, workdir: Path | None, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``modelcache`` entry point: install redaction, then run the CLI on ``argv`` (default: ``sys.argv``).
+
+    Exits the process with the command's exit code. As PID 1, SIGTERM stops it.
+    """
     from ..redact import install as install_redaction
 
     install_redaction()

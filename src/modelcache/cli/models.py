@@ -234,5 +234,6 @@ def run(ctx: click.Context, ref: str, command: tuple[str, ...], namespace: str |
 
 
 def register(cli: click.Group) -> None:
+    """Add the ``models``, ``resolve`` and ``run`` commands to ``cli``."""
     for cmd in (models, resolve, run):
         cli.add_command(cmd)

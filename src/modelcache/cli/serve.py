@@ -77,4 +77,5 @@ def _overrides(ctx: click.Context) -> dict[str, object]:
 
 
 def register(cli: click.Group) -> None:
+    """Add the ``serve`` command to ``cli``."""
     cli.add_command(serve)

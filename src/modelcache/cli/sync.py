@@ -142,4 +142,5 @@ def _sync_once(ctx: click.Context, path: Path, dry_run: bool, as_json: bool, lab
 
 
 def register(cli: click.Group) -> None:
+    """Add the ``sync`` command to ``cli``."""
     cli.add_command(sync)

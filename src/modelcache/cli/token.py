@@ -118,4 +118,5 @@ def token_check(ctx: click.Context, repo: str | None, as_json: bool) -> None:
 
 
 def register(cli: click.Group) -> None:
+    """Add the ``token`` command group to ``cli``."""
     cli.add_command(token)

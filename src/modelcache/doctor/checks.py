@@ -24,6 +24,10 @@ _MOUNT_HINT = "mount the cache volume there, or point HF_HUB_CACHE / HF_HOME / -
 
 
 def check_cache_dir(path: Path, exists: bool, is_dir: bool, read_only: bool) -> Finding:
+    """The ``cache-dir`` finding: ok when it is a directory, a warning when it does not exist yet.
+
+    Fails when the path is not a directory, or is missing on a read-only mount (volume not mounted?).
+    """
     if exists and not is_dir:
         return Finding("cache-dir", "fail", f"cache dir {path} exists but is not a directory",
                        "remove or rename it, or point HF_HUB_CACHE / --cache-dir elsewhere", {"path": str(path)})
@@ -37,6 +41,7 @@ def check_cache_dir(path: Path, exists: bool, is_dir: bool, read_only: bool) -> 
 
 
 def check_filesystem(path: Path, mount: Mount | None, read_only_mount: bool) -> Finding:
+    """``filesystem``: what the filesystem of the cache is (from its mount) and whether that is fine for a cache."""
     if mount is None:
         info = describe_fs("unknown")
         data: dict[str, object] = {"fstype": None, "shared": None}

@@ -36,6 +36,7 @@ class Finding:
 
     @property
     def label(self) -> str:
+        """The status as printed: ``ok``, ``warn``, ``FAIL`` or ``skip``."""
         return _LABEL[self.status]
 
     def lines(self) -> list[str]:
@@ -46,36 +47,45 @@ class Finding:
         return out
 
     def to_dict(self) -> dict[str, object]:
+        """``{"name", "status", "message", "fix", "data"}``."""
         return {"name": self.name, "status": self.status, "message": self.message, "fix": self.fix,
                 "data": dict(self.data)}
 
 
 @dataclass(frozen=True)
 class Report:
+    """Every finding of one ``doctor`` run, with what was examined."""
+
     findings: Sequence[Finding]
     context: Mapping[str, object] = field(default_factory=dict)
     """What was examined: cache dir, endpoint, repo, revision, profile, read-only, offline."""
 
     @property
     def failures(self) -> list[Finding]:
+        """The findings with status ``fail``."""
         return [f for f in self.findings if f.status == "fail"]
 
     @property
     def warnings(self) -> list[Finding]:
+        """The findings with status ``warn``."""
         return [f for f in self.findings if f.status == "warn"]
 
     @property
     def ok(self) -> bool:
+        """True when no check failed (warnings allowed)."""
         return not self.failures
 
     @property
     def exit_code(self) -> int:
+        """``EXIT_OK`` when ``ok``, else ``EXIT_FAILED``."""
         return EXIT_OK if self.ok else EXIT_FAILED
 
     def get(self, name: str) -> Finding | None:
+        """The finding named ``name``, or None."""
         return next((f for f in self.findings if f.name == name), None)
 
     def summary(self) -> str:
+        """``all checks passed``, or the counts: ``2 failures, 1 warning``."""
         nf, nw = len(self.failures), len(self.warnings)
         if not nf and not nw:
             return "all checks passed"
@@ -84,5 +94,6 @@ class Report:
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
+        """``{"ok", "exit_code", <context…>, "findings": [...]}``."""
         return {"ok": self.ok, "exit_code": self.exit_code, **dict(self.context),
                 "findings": [f.to_dict() for f in self.findings]}

@@ -14,6 +14,8 @@ __all__ = ["FsInfo", "Mount", "describe_fs", "mount_for", "parse_mounts"]
 
 @dataclass(frozen=True)
 class Mount:
+    """One line of the mount table: device, mount point, filesystem type, options."""
+
     device: str
     point: str
     fstype: str
@@ -21,6 +23,7 @@ class Mount:
 
     @property
     def read_only(self) -> bool:
+        """True when mounted with ``ro``."""
         return "ro" in self.options
 
 
@@ -30,6 +33,7 @@ def _unescape(field: str) -> str:
 
 
 def parse_mounts(text: str) -> list[Mount]:
+    """The mounts of ``/proc/mounts`` text, in order (octal escapes like ``\\040`` decoded; bad lines skipped)."""
     mounts = []
     for line in text.splitlines():
         parts = line.split()
@@ -53,6 +57,8 @@ def mount_for(path: str, mounts: Sequence[Mount]) -> Mount | None:
 
 @dataclass(frozen=True)
 class FsInfo:
+    """What kind of filesystem a cache is on, and whether that is fine (a doctor status, message and fix)."""
+
     kind: str
     """``shared``, ``local``, ``memory``, ``container`` or ``unknown``."""
     status: str
@@ -61,6 +67,7 @@ class FsInfo:
 
     @property
     def shared(self) -> bool:
+        """True on a shared (network) filesystem."""
         return self.kind == "shared"
 
 

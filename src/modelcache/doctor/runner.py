@@ -71,6 +71,8 @@ MAX_FILES_STATED = 5000
 
 @dataclass(frozen=True)
 class DoctorOptions:
+    """What ``doctor`` examines: an optional repo (revision, profile), read-only mode, probe timeout, mount table."""
+
     repo_id: str | None = None
     revision: str = "main"
     profile: str = "full"
@@ -89,6 +91,11 @@ class _Upstream:
 
 
 def run_doctor(settings: Settings, options: DoctorOptions, token_checks: TokenChecker | None = None) -> Report:
+    """Run every check and return the report, sorted in the documented order.
+
+    May use the network (endpoint, token, repo access) unless ``settings.offline``; blocks up to the
+    probe timeouts. Raises ``InvalidInput`` for a bad repo id, revision or profile.
+    """
     repo, rev = options.repo_id, options.revision
     validate_profile(options.profile)
     validate_revision(rev)

@@ -18,16 +18,21 @@ __all__ = ["Owner", "User", "current_user", "disk_free", "find_mount", "is_read_
 
 @dataclass(frozen=True)
 class User:
+    """Who we run as: effective uid, gid and supplementary groups."""
+
     uid: int
     gid: int
     groups: frozenset[int]
 
     def in_group(self, gid: int) -> bool:
+        """True when ``gid`` is our primary or a supplementary group."""
         return gid == self.gid or gid in self.groups
 
 
 @dataclass(frozen=True)
 class Owner:
+    """Who owns a path and its permission bits."""
+
     path: str
     uid: int
     gid: int
@@ -37,6 +42,7 @@ class Owner:
 
 
 def current_user() -> User:
+    """The effective uid/gid and supplementary groups of this process (no groups when unreadable)."""
     try:
         groups = frozenset(os.getgroups())
     except OSError:
@@ -54,6 +60,7 @@ def owner_of(path: Path) -> Owner | None:
 
 
 def nearest_existing(path: Path) -> Path:
+    """``path`` itself, or its closest ancestor that exists."""
     p = path
     while not p.exists() and p != p.parent:
         p = p.parent
@@ -70,6 +77,10 @@ def find_mount(path: Path, mounts_file: str = "/proc/mounts") -> Mount | None:
 
 
 def is_read_only_mount(path: Path) -> bool:
+    """True when the filesystem holding ``path`` (or its nearest existing ancestor) is mounted read-only.
+
+    False when that cannot be told.
+    """
     try:
         return bool(os.statvfs(nearest_existing(path)).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):
@@ -77,6 +88,7 @@ def is_read_only_mount(path: Path) -> bool:
 
 
 def disk_free(path: Path) -> int | None:
+    """Free bytes on the filesystem holding ``path`` (or its nearest existing ancestor); None when unreadable."""
     try:
         return shutil.disk_usage(nearest_existing(path)).free
     except OSError:

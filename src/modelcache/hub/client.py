@@ -45,6 +45,7 @@ CONNECT_RETRIES = 2
 
 
 def origin_of(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, lowercase host, port)`` of ``url``, the port defaulted for http/https."""
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), port
@@ -61,6 +62,8 @@ def _is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class RevisionInfo:
+    """A revision resolved to its commit, with the repo's gated and private flags."""
+
     repo_id: str
     revision: str
     commit: str
@@ -132,6 +135,7 @@ class HubClient:
         return self._raw
 
     def close(self) -> None:
+        """Close the HTTP clients (the httpx client and the raw connection pool)."""
         self.http.close()
         if self._raw is not None:
             self._raw.close()
@@ -256,6 +260,12 @@ class HubClient:
     # -- API --------------------------------------------------------------------------------
     def revision_info(self, repo_type: str, repo_id: str, revision: str, *,
                       on_wait: WaitCallback | None = None) -> RevisionInfo:
+        """Resolve ``revision`` (branch, tag or commit) of a repo to its commit.
+
+        Raises ``InvalidInput`` for a bad repo type, id or revision, the ``HubError`` family for a
+        "no" (``RepoNotFound``, ``RevisionNotFound``, ``GatedRepo``, ``AuthError``, ``ProtocolError``),
+        ``TransientError`` when retries ran out. Blocks while retrying (``on_wait`` is told).
+        """
         validate_repo_type(repo_type)
         validate_repo_id(repo_id)
         validate_revision(revision)
@@ -298,6 +308,7 @@ class HubClient:
         raise ProtocolError(f"the file list of {repo_id} has too many pages", "is the endpoint HF-compatible?")
 
     def file_url(self, repo_type: str, repo_id: str, commit: str, path: str) -> str:
+        """The ``resolve`` URL of ``path`` at ``commit``. No I/O, no validation."""
         return f"{self.endpoint}/{_URL_PREFIX[repo_type]}{repo_id}/resolve/{commit}/{quote(path, safe='/')}"
 
     def head_file(self, repo_type: str, repo_id: str, revision: str, path: str) -> httpx.Response:
@@ -313,6 +324,10 @@ class HubClient:
         return resp
 
     def whoami(self) -> dict[str, object]:
+        """The endpoint's ``whoami-v2`` answer for our token (``{}`` when it is not a JSON object).
+
+        Raises a ``HubError`` when the token is missing or refused.
+        """
         data, _ = self._json(f"{self.endpoint}/api/whoami-v2", what="whoami", repo_id="(token)")
         return data if isinstance(data, dict) else {}
 

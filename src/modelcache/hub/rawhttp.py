@@ -37,6 +37,12 @@ class _Conn:
 
 
 class RawResponse:
+    """The status, headers and body of one GET on a ``RawPool`` connection.
+
+    Read the body with ``readinto``/``read``, then ``close``; a fully read keep-alive connection
+    goes back to the pool. Not thread-safe.
+    """
+
     def __init__(self, pool: RawPool, conn: _Conn, status: int, headers: httpx.Headers, length: int,
                  keep_alive: bool, url: str) -> None:
         self.pool = pool
@@ -49,6 +55,7 @@ class RawResponse:
 
     @property
     def is_redirect(self) -> bool:
+        """True for a 301/302/303/307/308 with a ``Location`` header."""
         return self.status_code in (301, 302, 303, 307, 308) and "location" in self.headers
 
     def readinto(self, buf: memoryview) -> int:
@@ -79,6 +86,7 @@ class RawResponse:
         return n
 
     def read(self) -> bytes:
+        """The rest of the body, read to the end (the whole body in memory: small bodies only)."""
         out = bytearray()
         buf = memoryview(bytearray(min(max(self.remaining, 1), 1 << 20)))
         while self.remaining > 0:
@@ -108,6 +116,11 @@ class RawResponse:
 
 
 class RawPool:
+    """Keep-alive HTTP/1.1 connections per (scheme, host, port), for ranged GETs.
+
+    Thread-safe: each response owns its connection until it is read or closed.
+    """
+
     def __init__(self, timeout: float = 30.0, tls: ssl.SSLContext | None = None, max_idle: int = 64) -> None:
         self.timeout = timeout
         self.tls = tls or ssl.create_default_context()
@@ -143,6 +156,11 @@ class RawPool:
         return _Conn(sock, key)
 
     def get(self, url: str, headers: dict[str, str]) -> RawResponse:
+        """Send a GET for ``url`` with ``headers`` and return the response once its headers arrived.
+
+        Retries once on a fresh connection when an idle one was closed by the server. Raises
+        ``Unsupported`` for a non-HTTP(S) URL and httpx transport errors (connect, read, timeout).
+        """
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise Unsupported(url)
@@ -210,6 +228,7 @@ class RawPool:
         return resp
 
     def close(self) -> None:
+        """Close every idle connection (responses still being read keep theirs)."""
         with self._lock:
             conns = [c for idle in self._idle.values() for c in idle]
             self._idle.clear()

@@ -19,6 +19,7 @@ __all__ = ["error_for_response", "parse_retry_after"]
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds, clamped to 0–300; None when absent or not a number (HTTP dates included)."""
     if not value:
         return None
     try:

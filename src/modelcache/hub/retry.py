@@ -46,10 +46,12 @@ class Deadline:
         self.end = clock() + seconds
 
     def remaining(self) -> float:
+        """Seconds left, never negative."""
         return max(0.0, self.end - self.clock())
 
     @property
     def expired(self) -> bool:
+        """True once the time budget is used up."""
         return self.clock() >= self.end
 
 
@@ -64,4 +66,5 @@ class RetryPolicy:
     on_wait: WaitCallback | None = field(default=None, compare=False, repr=False)
 
     def start(self) -> Deadline:
+        """A new ``Deadline`` of ``deadline`` seconds, starting now (one per API call)."""
         return Deadline(self.deadline, self.clock)

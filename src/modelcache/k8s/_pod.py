@@ -53,6 +53,7 @@ NO_PROXY = ("localhost", "127.0.0.1", "::1", ".svc", ".cluster.local")
 
 
 def labels(o: RenderOptions, component: str, target: Target | None = None, *, model: bool = True) -> dict[str, str]:
+    """The pod labels: name, component, managed-by, plus the model label and the target's tenant when set."""
     out = {"app.kubernetes.io/name": "modelcache", "app.kubernetes.io/component": component,
            "app.kubernetes.io/managed-by": "modelcache"}
     if model:
@@ -63,11 +64,13 @@ def labels(o: RenderOptions, component: str, target: Target | None = None, *, mo
 
 
 def annotations(o: RenderOptions) -> dict[str, str]:
+    """The repo id, revision and commit annotations."""
     return {f"{DOMAIN}/repo-id": o.repo_id, f"{DOMAIN}/revision": o.revision, f"{DOMAIN}/commit": o.commit}
 
 
 def meta(o: RenderOptions, name: str, component: str, target: Target | None = None, *, model: bool = True,
          extra_annotations: dict[str, str] | None = None) -> dict[str, object]:
+    """A ``metadata`` block: name, namespace, labels and (model and extra) annotations."""
     out: dict[str, object] = {"name": name, "namespace": o.namespace,
                               "labels": labels(o, component, target, model=model)}
     notes = {**(annotations(o) if model else {}), **(extra_annotations or {})}
@@ -122,6 +125,7 @@ def user_env(o: RenderOptions) -> dict[str, str]:
 
 
 def ca_volume(o: RenderOptions) -> list[dict[str, object]]:
+    """The ``--ca-bundle`` volume (a Secret or ConfigMap, key mounted as ``ca.crt``); empty without one."""
     if not o.ca_bundle:
         return []
     kind, _, name = o.ca_bundle.partition("/")
@@ -140,6 +144,7 @@ def auth_volume(o: RenderOptions) -> list[dict[str, object]]:
 
 
 def auth_mount(o: RenderOptions) -> list[dict[str, object]]:
+    """The mount of the allowed-token list at ``AUTH_DIR``; empty without ``--serve-auth-tokens-secret``."""
     return [{"name": AUTH_VOLUME, "mountPath": AUTH_DIR, "readOnly": True}] if o.serve_auth_tokens_secret else []
 
 
@@ -151,14 +156,17 @@ def auth_args(o: RenderOptions, upstream: str) -> list[str]:
 
 
 def ca_mount(o: RenderOptions) -> list[dict[str, object]]:
+    """The read-only mount of the CA bundle at ``CA_DIR``; empty without ``--ca-bundle``."""
     return [{"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True}] if o.ca_bundle else []
 
 
 def container_security() -> dict[str, object]:
+    """The container ``securityContext``: no privilege escalation, read-only root, all capabilities dropped."""
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 
 
 def cache_volume(target: Target, read_only: bool) -> dict[str, object]:
+    """The cache volume: the target's PVC (``readOnly`` when ``read_only``)."""
     source: dict[str, object] = {"claimName": target.claim}
     if read_only:
         source["readOnly"] = True
@@ -178,6 +186,7 @@ def cache_mount(o: RenderOptions, target: Target, read_only: bool) -> dict[str, 
 
 
 def hf_home(o: RenderOptions, target: Target, read_only: bool) -> str:
+    """The ``HF_HOME`` a pod uses: the tenant folder for our own (writing) pods, else the mount path."""
     return f"{o.mount_path}/{target.sub_path}" if target.sub_path and not read_only else o.mount_path
 
 
@@ -191,14 +200,17 @@ def token_volume(o: RenderOptions) -> dict[str, object]:
 
 
 def token_mount() -> dict[str, object]:
+    """The read-only mount of the token Secret at ``TOKEN_DIR``."""
     return {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
 
 
 def tmp_volume() -> dict[str, object]:
+    """A 1 GiB ``emptyDir`` for ``/tmp`` (the root filesystem is read-only)."""
     return {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
 
 
 def tmp_mount() -> dict[str, object]:
+    """The mount of the ``tmp`` volume at ``/tmp``."""
     return {"name": "tmp", "mountPath": "/tmp"}
 
 
@@ -221,6 +233,7 @@ def download_command(o: RenderOptions, endpoint: str | None, token: bool = True,
 
 
 def check_command(o: RenderOptions) -> list[str]:
+    """``modelcache check REPO --revision COMMIT --profile P --wait S --interval 5`` (waits until ready)."""
     return ["modelcache", "check", o.repo_id, "--revision", o.commit, "--profile", o.profile,
             "--wait", str(o.check_wait_seconds), "--interval", "5"]
 

@@ -106,6 +106,7 @@ def _inline(value: object) -> str:
 
 
 def dump_document(doc: Mapping[str, object]) -> str:
+    """One document as YAML text, ending with a newline."""
     return "\n".join(_lines(doc, 0)) + "\n"
 
 

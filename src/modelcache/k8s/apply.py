@@ -48,6 +48,8 @@ class Api(Protocol):
 
 
 class JobFailed(ModelCacheError):
+    """Raised when a download Job failed; ``diagnosis`` says why, and sets the exit code."""
+
     code = "job-failed"
 
     def __init__(self, job: str, diagnosis: Diagnosis) -> None:
@@ -58,6 +60,8 @@ class JobFailed(ModelCacheError):
 
 @dataclass
 class ApplyResult:
+    """What ``apply_objects`` did: objects applied, objects skipped, download Jobs to wait for."""
+
     applied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     jobs: list[tuple[str, str]] = field(default_factory=list)
@@ -82,6 +86,12 @@ def _gone(api: Api, ns: str, name: str, sleep: Callable[[float], None], tries: i
 
 def apply_objects(api: Api, objects: Iterable[dict[str, Any]], echo: Callable[[str], None],
                   sleep: Callable[[float], None] = time.sleep, force: bool = False) -> ApplyResult:
+    """Apply ``objects`` in dependency order, echoing one line per object.
+
+    A Secret template without a value is never applied; an existing PVC is left as is; an unchanged
+    Job that has not failed is watched, not replaced; a changed or failed one is deleted and
+    recreated (``sleep`` while it goes). Raises what ``api`` raises.
+    """
     result = ApplyResult()
     objs = sorted(objects, key=lambda o: ORDER.index(o["kind"]) if o["kind"] in ORDER else len(ORDER))
     for obj in objs:
@@ -144,12 +154,15 @@ def _say_token(api: Api, job: dict[str, Any], objs: list[dict[str, Any]], echo: 
 
 @dataclass(frozen=True)
 class JobState:
+    """Where a Job is: its phase and, once it ended, the condition's reason."""
+
     phase: str
     """``complete``, ``failed`` or ``running``."""
     reason: str = ""
 
 
 def job_state(job: dict[str, Any]) -> JobState:
+    """The state of ``job`` from its ``Complete``/``Failed`` conditions (``running`` when neither is true)."""
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
             return JobState("complete" if cond["type"] == "Complete" else "failed", cond.get("reason", ""))
@@ -190,6 +203,7 @@ def pending_reason(api: Api, ns: str, pod: dict[str, Any]) -> Diagnosis | None:
 
 
 def job_progress(api: Api, ns: str, name: str) -> str | None:
+    """The latest download progress line of the Job's running pod, or None."""
     for pod in api.pods(ns, f"job-name={name}"):
         if (pod.get("status") or {}).get("phase") == "Running":
             rec = last_progress(api.log(ns, pod["metadata"]["name"], "download", tail=20))

@@ -132,6 +132,7 @@ class KubeApi:
 
     # -- objects ---------------------------------------------------------------------------
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist. Raises ``ClusterError`` when the API refuses."""
         return self._json(self._call(f"read {kind} {name}", namespace, self._method(kind, "read"), name, namespace))
 
     def apply(self, obj: dict[str, Any], force: bool = False) -> dict[str, Any]:
@@ -146,15 +147,18 @@ class KubeApi:
         return self._json(resp)
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete the object (background propagation: its pods go after). A missing object is not an error."""
         self._call(f"delete {kind} {name}", namespace, self._method(kind, "delete"), name, namespace,
                    propagation_policy="Background")
 
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The objects of ``kind`` in ``namespace`` matching the label ``selector``."""
         data = self._json(self._call(f"list {kind}", namespace, self._method(kind, "list"), namespace,
                                      label_selector=selector))
         return list((data or {}).get("items") or [])
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods in ``namespace`` matching the label ``selector``."""
         fn = self._apis["CoreV1Api"].list_namespaced_pod
         data = self._json(self._call("list pods", namespace, fn, namespace, label_selector=selector))
         return list((data or {}).get("items") or [])
@@ -170,6 +174,7 @@ class KubeApi:
         return list((data or {}).get("items") or [])
 
     def log(self, namespace: str, pod: str, container: str, tail: int = 50) -> str:
+        """The last ``tail`` lines of a container's log; empty when there is none yet."""
         fn = self._apis["CoreV1Api"].read_namespaced_pod_log
         try:
             resp = self._call(f"read the log of {pod}", namespace, fn, pod, namespace, container=container,

@@ -69,6 +69,11 @@ def _ephemeral(o: RenderOptions) -> str | None:
 
 
 def engine_template(o: RenderOptions, target: Target) -> dict[str, object]:
+    """The engine PodTemplate of ``target``: the engine starts only once the model is complete.
+
+    Init containers wait for the model (with ``serve``: first fetch it into a local volume); the
+    engine sees the cache read-only, with the HF offline environment set.
+    """
     hub = f"{o.mount_path}/hub"
     home = {"name": "hf-home", "emptyDir": {"sizeLimit": "1Gi"}}
     home_mount = {"name": "hf-home", "mountPath": HF_HOME_PATH}

@@ -22,6 +22,8 @@ IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageN
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """Why a download pod fails (or is stuck pending): a reason, a one-line message and hint, an exit code."""
+
     reason: str
     """``image-pull``, ``config``, ``token-rejected``, ``gated``, ``out-of-disk``, ``permission-denied``,
     ``cache-unusable``, ``oom``, ``not-found``, ``bad-input``, ``network``, ``integrity``, ``evicted``,
@@ -43,6 +45,7 @@ class LoggedError:
     """The error's ``code`` (``cache``, ``gated-repo``, ``auth``…) when the line was JSON."""
 
     def text(self) -> str:
+        """The message, with ``(hint: …)`` when there is a hint."""
         return self.message + (f" (hint: {self.hint})" if self.hint else "")
 
 
@@ -100,6 +103,7 @@ def last_progress(log: str) -> dict[str, Any] | None:
 
 
 def progress_text(rec: dict[str, Any]) -> str:
+    """A progress record as one line: ``42.0% 1.2 GiB/3.0 GiB, files 3/9, 80 MiB/s, ETA 23s``."""
     total, done = int(rec.get("bytes_total") or 0), int(rec.get("bytes_done") or 0)
     pct = 100.0 * done / total if total else 100.0
     eta = rec.get("eta_s")

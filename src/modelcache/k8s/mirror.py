@@ -41,6 +41,7 @@ __all__ = ["mirror_deployment", "mirror_objects", "mirror_pdb", "mirror_selector
 
 
 def mirror_selector(target: Target) -> dict[str, str]:
+    """The labels that select the mirror's pods of ``target``'s cache."""
     return {"app.kubernetes.io/name": "modelcache", "app.kubernetes.io/component": "mirror",
             "modelcache.io/cache": target.base}
 
@@ -92,6 +93,7 @@ def mirror_deployment(o: RenderOptions, target: Target) -> dict[str, object]:
 
 
 def mirror_service(o: RenderOptions, target: Target) -> dict[str, object]:
+    """The ClusterIP Service in front of the mirror replicas (Prometheus scrape annotations set)."""
     obj = meta(o, f"{target.base}-mirror", "mirror", target, model=False, extra_annotations=_scrape(o))
     return {"apiVersion": "v1", "kind": "Service", "metadata": obj,
             "spec": {"type": "ClusterIP", "selector": mirror_selector(target),
@@ -99,14 +101,17 @@ def mirror_service(o: RenderOptions, target: Target) -> dict[str, object]:
 
 
 def mirror_pdb(o: RenderOptions, target: Target) -> dict[str, object]:
+    """The PodDisruptionBudget that keeps at least one mirror replica up."""
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": meta(o, f"{target.base}-mirror", "mirror", target, model=False),
             "spec": {"minAvailable": 1, "selector": {"matchLabels": mirror_selector(target)}}}
 
 
 def mirror_url(o: RenderOptions, target: Target) -> str:
+    """The in-cluster URL of the mirror Service (``http://<base>-mirror.<ns>.svc:<port>``)."""
     return f"http://{target.base}-mirror.{o.namespace}.svc:{o.serve_port}"
 
 
 def mirror_objects(o: RenderOptions, target: Target) -> tuple[dict[str, object], ...]:
+    """The mirror's Deployment, Service and PodDisruptionBudget."""
     return (mirror_deployment(o, target), mirror_service(o, target), mirror_pdb(o, target))

@@ -144,6 +144,7 @@ class SetOptions:
 
     @property
     def spec_hash(self) -> str:
+        """16 hex of the sha256 of the spec file's text (a pod annotation: a changed spec rolls the pods)."""
         return hashlib.sha256(self.spec_text.encode()).hexdigest()[:16]
 
     def model_options(self, m: SetModel) -> RenderOptions:

@@ -85,6 +85,10 @@ def _in_cluster_http(url: str) -> bool:
 
 
 def daemonset(so: SetOptions) -> dict[str, object]:
+    """The node-sync DaemonSet: ``modelcache sync`` into the hostPath on each selected node, labelling it.
+
+    Needs ``so.node_local`` and ``so.mirror_url`` set.
+    """
     o = so.base
     assert so.node_local is not None and so.mirror_url is not None
     insecure = o.allow_insecure_token or _in_cluster_http(so.mirror_url)
@@ -146,6 +150,10 @@ def node_engine_template(so: SetOptions, m: SetModel) -> dict[str, object]:
 
 
 def render_node_local(so: SetOptions) -> list[Manifest]:
+    """The node-local tier's manifest files: spec ConfigMap, RBAC, DaemonSet and engine templates.
+
+    Engine templates only for served models; the Secret comes first when it is filled.
+    """
     o = so.base
     need = (f"each node needs {human_size(so.model_bytes)} free at {so.node_local} (plus room for the next revisions)"
             if so.model_bytes is not None else f"each node needs room at {so.node_local} for every declared model")

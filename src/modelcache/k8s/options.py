@@ -256,6 +256,7 @@ class RenderOptions:
     # -- derived ---------------------------------------------------------------------------
     @property
     def serves(self) -> bool:
+        """True when a ``serve`` Deployment is rendered (``--serve``; by default with ReadWriteOnce only)."""
         return self.access_mode == "ReadWriteOnce" if self.serve is None else self.serve
 
     @property
@@ -271,13 +272,16 @@ class RenderOptions:
 
     @property
     def filled(self) -> bool:
+        """True when the token Secret carries a value (``--token-file``/stdin), not just a template."""
         return self.token is not None
 
     @property
     def model_label(self) -> str:
+        """The repo id as a valid label value (the ``modelcache.io/model`` label)."""
         return label_value(self.repo_id)
 
     def targets(self) -> list[Target]:
+        """Where caches live: one target without tenants, else one per tenant (by ``--isolation``)."""
         if not self.tenants:
             return [Target(None, self.pvc, None, self.pvc, self.name)]
         out = []
@@ -292,4 +296,5 @@ class RenderOptions:
         return list(dict.fromkeys(t.claim for t in self.targets()))
 
     def compile_claim(self, target: Target) -> str:
+        """The name of the compile-cache PVC of ``target`` (``<pvc>-<tenant>`` with a tenant)."""
         return f"{self.compile_cache_pvc}-{target.tenant}" if target.tenant else self.compile_cache_pvc

@@ -85,6 +85,7 @@ class InCluster:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> InCluster | None:
+        """The API server from ``KUBERNETES_SERVICE_HOST``/``PORT``; None outside a cluster."""
         host = env.get("KUBERNETES_SERVICE_HOST")
         if not host:
             return None

@@ -35,6 +35,7 @@ class Manifest:
     """Holds a token value (a Secret filled on purpose): written with mode 0600."""
 
     def text(self) -> str:
+        """The file's YAML: ``# `` header lines, then the objects separated by ``---``."""
         return dump_all(self.objects, self.header)
 
 

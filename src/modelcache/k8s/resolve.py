@@ -26,6 +26,8 @@ class _Hub(Protocol):
 
 @dataclass(frozen=True)
 class Resolved:
+    """The revision pinned to a commit, and the volume size in bytes."""
+
     commit: str
     size_bytes: int
     """What the volume asks for."""

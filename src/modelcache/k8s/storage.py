@@ -23,6 +23,7 @@ def secret(o: RenderOptions) -> dict[str, object]:
 
 
 def pvc(o: RenderOptions, name: str, size: int, component: str) -> dict[str, object]:
+    """A PersistentVolumeClaim ``name`` of ``size`` bytes (rounded to GiB) with the options' access mode and class."""
     spec: dict[str, object] = {"accessModes": [o.access_mode], "volumeMode": "Filesystem",
                                "resources": {"requests": {"storage": gib_quantity(size)}}}
     if o.storage_class:

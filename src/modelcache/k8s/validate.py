@@ -34,6 +34,8 @@ class MissingDependency(ModelCacheError):
 
 @dataclass(frozen=True)
 class Problem:
+    """One schema error: which document, which object, what is wrong."""
+
     source: str
     """``file`` or ``file#N`` (N: the document's position)."""
     obj: str
@@ -50,6 +52,7 @@ def _kv() -> Any:
 
 
 def validator_version() -> str:
+    """The installed ``kubernetes-validate`` version. Raises ``MissingDependency`` when it is not installed."""
     from importlib.metadata import version
 
     _kv()

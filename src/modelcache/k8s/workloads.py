@@ -44,11 +44,13 @@ def pod_failure_policy(container: str) -> dict[str, object]:
 
 
 def serve_selector(target: Target) -> dict[str, str]:
+    """The labels that select the ``serve`` pods of ``target``'s cache."""
     return {"app.kubernetes.io/name": "modelcache", "app.kubernetes.io/component": "serve",
             "modelcache.io/cache": target.base}
 
 
 def serve_url(o: RenderOptions, target: Target) -> str:
+    """The in-cluster URL of the ``serve`` Service (``http://<base>-serve.<ns>.svc:<port>``)."""
     return f"http://{target.base}-serve.{o.namespace}.svc:{o.serve_port}"
 
 
@@ -141,6 +143,7 @@ def serve_deployment(o: RenderOptions, target: Target) -> dict[str, object]:
 
 
 def serve_service(o: RenderOptions, target: Target) -> dict[str, object]:
+    """The ClusterIP Service in front of ``serve``."""
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -46,6 +46,7 @@ def _digest(token: str) -> str:
 
 
 def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -94,6 +95,8 @@ def is_loopback_url(url: str) -> bool:
 
 
 class AccessPolicy:
+    """Who may read a gated repo; this base allows no one."""
+
     description = "none"
 
     async def allowed(self, layout: RepoLayout, revision: str, path: str, token: str | None) -> bool:
@@ -101,6 +104,8 @@ class AccessPolicy:
 
 
 class TokenListPolicy(AccessPolicy):
+    """Allows callers whose token is on a list (kept as sha256 digests, compared in constant time)."""
+
     description = "token list"
 
     def __init__(self, digests: set[str]) -> None:
@@ -108,6 +113,10 @@ class TokenListPolicy(AccessPolicy):
 
     @classmethod
     def from_file(cls, path: Path) -> TokenListPolicy:
+        """The policy for a file of one token (or ``sha256:<hex>``) per line; ``#`` comments and blanks skipped.
+
+        Raises ``InvalidInput`` when the file cannot be read or is not UTF-8 text.
+        """
         try:  # a regular file of bounded size (a mounted Secret's link is fine): never a FIFO hang
             lines = read_bounded(path, 16 << 20, follow=True).decode("utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -130,6 +139,8 @@ class TokenListPolicy(AccessPolicy):
 
 
 class UpstreamPolicy(AccessPolicy):
+    """Allows callers whose token the upstream Hub lets read the repo (answers cached for ``ttl`` seconds)."""
+
     description = "upstream"
 
     def __init__(self, endpoint: str, ttl: float = 300.0, client: httpx.AsyncClient | None = None, *,

@@ -23,6 +23,8 @@ __all__ = ["Gate"]
 
 
 class Gate:
+    """Decides who may read a repo served from the cache, by its ``access.json`` and the access policy."""
+
     def __init__(self, access: AccessPolicy | None) -> None:
         self.access = access
         self._access_cache: dict[Path, tuple[Access, int | str | None]] = {}

@@ -108,6 +108,7 @@ class ResolveCache:
         return hit
 
     def put(self, target: Target, hit: Hit) -> None:
+        """Remember ``hit`` for ``target`` (a body too large is dropped), evicting the oldest past the limits."""
         key = (target.repo_type, target.candidates)
         self._drop(key)
         if hit.body is not None and len(hit.body) > self.max_bytes // 8:

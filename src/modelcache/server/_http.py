@@ -35,6 +35,10 @@ def _header_safe(text: str, limit: int = 512) -> str:
 
 
 def error_response(err: HttpError) -> Response:
+    """The Hub-style error answer: JSON ``{"error": message}``, ``X-Error-Code`` and ``X-Error-Message``.
+
+    ``X-Repo-Commit``, ``Retry-After`` and ``Allow`` are added when they apply.
+    """
     headers = {"X-Error-Code": err.code, "X-Error-Message": _header_safe(err.message)}
     if err.commit is not None:
         headers["X-Repo-Commit"] = err.commit
@@ -84,10 +88,12 @@ _BODY_HEADERS = (b"content-type", b"content-length")
 
 
 def encode_cursor(last_path: str) -> str:
+    """The pagination cursor after ``last_path`` (URL-safe base64, no padding)."""
     return base64.urlsafe_b64encode(last_path.encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> str:
+    """The last path a cursor names. Raises ``HttpError`` 400 for an invalid cursor."""
     try:
         padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
         return base64.b64decode(padded, altchars=b"-_", validate=True).decode()

@@ -54,6 +54,7 @@ class CommitIndex:
 
     @classmethod
     def build(cls, commit: str, files: dict[str, FileEntry], from_record: bool, mtime: float) -> CommitIndex:
+        """The index of ``commit``'s ``files``: every file and folder as a tree item, sorted by path."""
         index = cls(commit, files, from_record, iso_time(mtime))
         items: dict[str, dict[str, object]] = {}
         for path, entry in files.items():
@@ -71,6 +72,7 @@ class CommitIndex:
         return index
 
     def is_folder(self, path: str) -> bool:
+        """True when ``path`` is a folder of the commit (``""``: the root)."""
         return path == "" or path in self.children
 
     def listing(self, path: str, recursive: bool, after: str | None, limit: int) -> tuple[list[dict[str, object]], bool]:

@@ -50,6 +50,7 @@ class HeadGuard:
         self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Abort the new connection when over ``max_connections``; else start its request-head timer."""
         super().connection_made(transport)  # type: ignore[misc]
         if len(self.connections) > self.max_connections:  # type: ignore[attr-defined]
             self.logger.warning("modelcache serve: %d open connections (limit %d): closing a new one",  # type: ignore[attr-defined]
@@ -77,11 +78,13 @@ class HeadGuard:
         return True
 
     def on_response_complete(self) -> None:
+        """Re-arm the head timer for the next request on a kept-alive connection."""
         super().on_response_complete()  # type: ignore[misc]
         if not self.transport.is_closing():  # type: ignore[attr-defined]
             self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Cancel the head timer and let the protocol clean up."""
         self._cancel_head_timer()
         super().connection_lost(exc)  # type: ignore[misc]
 
@@ -93,6 +96,7 @@ class GuardedH11Protocol(HeadGuard, H11Protocol):
         return self.conn.their_state is h11.IDLE
 
     def data_received(self, data: bytes) -> None:
+        """Feed the bytes to h11; once a request head is in, stop its head timer."""
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
             self._cancel_head_timer()  # a request head arrived: the app's own time now

@@ -75,6 +75,8 @@ class _ScrapeTime(Collector):
 
 
 class Metrics:
+    """The ``/metrics`` counters of one server, on a registry of its own (cache size measured at scrape time)."""
+
     def __init__(self, cache_dir: Path, mirror_stats: object | None = None, size_ttl: float = 10.0) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.served_bytes = Counter("modelcache_served_bytes", "Bytes of files served to clients.",
@@ -89,4 +91,5 @@ class Metrics:
         self.registry.register(_ScrapeTime(Path(cache_dir), mirror_stats, size_ttl))
 
     def render(self) -> bytes:
+        """The metrics in the Prometheus text format."""
         return generate_latest(self.registry)

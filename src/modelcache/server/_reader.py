@@ -66,6 +66,11 @@ class _BlobResponse(FileResponse):
 
 
 class Reader:
+    """Answers the Hub API and file requests from one cache directory, read-only.
+
+    Never serves a file outside the cache directory, whatever the path or symlinks say.
+    """
+
     def __init__(self, cache_dir: Path, page_size: int, on_served: OnServed | None, gate: Gate) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
@@ -100,6 +105,11 @@ class Reader:
         raise HttpError(404, "RepoNotFound", f"{layout.repo_type} {layout.repo_id} is not in this cache")
 
     def index(self, layout: RepoLayout, revision: str) -> CommitIndex:
+        """The commit index of ``revision`` (branch, tag or commit) in this cache.
+
+        Raises ``InvalidInput`` for an invalid revision, ``HttpError`` 404 ``RevisionNotFound`` when the
+        cache does not have it.
+        """
         validate_revision(revision)
         commit = resolve_commit(layout, revision)
         index = self.indexes.get(layout, commit) if commit is not None else None
@@ -110,6 +120,10 @@ class Reader:
     # -- /api ---------------------------------------------------------------------------------
 
     def api(self, request: Request, target: Target) -> Response:
+        """The answer to an ``/api/`` request: repo info, or a tree listing.
+
+        Raises ``HttpError`` (400/404) for a bad or unknown repo, revision or endpoint.
+        """
         layout, cand = self.pick(target)
         index = self.index(layout, cand.revision)
         if cand.action == "tree":
@@ -119,6 +133,7 @@ class Reader:
         return JSONResponse(self.info(layout, index, request.query_params.get("blobs") in TRUE))
 
     def info(self, layout: RepoLayout, index: CommitIndex, blobs: bool) -> dict[str, object]:
+        """The repo info JSON for ``index``'s commit (``siblings`` with sizes and blob ids when ``blobs``)."""
         siblings: list[dict[str, object]] = []
         for item in index.entries:
             if item["type"] != "file":
@@ -157,6 +172,11 @@ class Reader:
         return out
 
     def tree(self, request: Request, layout: RepoLayout, index: CommitIndex, path: str) -> Response:
+        """One page of the tree listing of folder ``path`` (``Link: rel=next`` when more follow).
+
+        Raises ``InvalidInput`` for an unsafe path, ``HttpError`` 404 ``EntryNotFound`` when ``path`` is
+        not a folder of the commit.
+        """
         if path:
             validate_repo_path(path)
         if not index.is_folder(path):
@@ -316,6 +336,7 @@ def _validated(cand: Candidate) -> Candidate:
 
 
 def valid_repo(repo_id: str) -> bool:
+    """True when ``repo_id`` is a valid repo id."""
     try:
         validate_repo_id(repo_id)
         return True

@@ -39,6 +39,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Target:
+    """What a request path asks for: its kind and, for the API and ``resolve``, the repos it may name."""
+
     kind: str  # "health", "api" (info/tree) or "resolve"; "unknown" otherwise
     repo_type: str = "model"
     candidates: tuple[Candidate, ...] = ()

@@ -42,6 +42,12 @@ class LockLost(Exception):
 
 
 class Assembly:
+    """One blob being assembled from ranges written by several threads, hashed as it grows.
+
+    Opens (or resumes) the blob's partial file; ``close`` (or ``finish``) must be called. ``done`` and
+    the state file are guarded by ``lock``.
+    """
+
     def __init__(self, entry: FileEntry, partial: Path, fence: Callable[[], bool] | None = None) -> None:
         self.entry = entry
         self.size = entry.size
@@ -85,10 +91,12 @@ class Assembly:
         write_state(self.state_path, self.entry.etag, self.size, self.fd, self.done, self.private.name)
 
     def missing_chunks(self, chunk: int) -> list[Range]:
+        """The byte ranges not yet written, split into pieces of at most ``chunk`` bytes."""
         with self.lock:
             return split(missing(self.size, self.done), chunk)
 
     def covered(self, start: int, end: int) -> bool:
+        """True when bytes ``[start, end)`` are all written."""
         with self.lock:
             return any(a <= start and end <= b for a, b in self.done)
 
@@ -120,6 +128,7 @@ class Assembly:
 
     # -- writing and hashing ----------------------------------------------------------------------
     def write(self, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset`` (``pwrite``: safe from several threads); call ``record`` after."""
         os.pwrite(self.fd, data, offset)
 
     def take_inline(self, start: int) -> bool:
@@ -131,6 +140,7 @@ class Assembly:
             return False
 
     def hash_inline(self, data: bytes | memoryview) -> None:
+        """Feed ``data`` to the hash; only the thread holding the hash token (``take_inline``) may call it."""
         self.hasher.update(data)
         self.hashed += len(data)
 
@@ -175,9 +185,11 @@ class Assembly:
     # -- completion ------------------------------------------------------------------------------
     @property
     def complete(self) -> bool:
+        """True when every byte has been hashed."""
         return self.hashed == self.size
 
     def verified(self) -> bool:
+        """True when complete and the digest matches the file's etag."""
         return self.complete and self.hasher.hexdigest() == self.entry.etag
 
     def reset(self) -> None:
@@ -224,6 +236,7 @@ class Assembly:
         self._drop_private()
 
     def close(self) -> None:
+        """Release and close the file descriptor (idempotent)."""
         if self.fd >= 0:
             release_inode(self.fd)
             os.close(self.fd)

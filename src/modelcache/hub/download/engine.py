@@ -34,6 +34,8 @@ __all__ = ["Backoff", "EngineStats", "FileJob", "TransferEngine"]  # Backoff: re
 
 @dataclass
 class FileJob:
+    """One file to download: its entry, URL, partial blob path and what to do once verified."""
+
     entry: FileEntry
     url: str
     partial: "object"  # pathlib.Path of the partial blob
@@ -52,6 +54,8 @@ class FileJob:
 
 @dataclass
 class EngineStats:
+    """Counters of one run: bytes fetched and resumed, retries, restarts. Thread-safe through ``add``."""
+
     bytes_fetched: int = 0
     bytes_resumed: int = 0
     retries: int = 0
@@ -59,6 +63,7 @@ class EngineStats:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **kw: int) -> None:
+        """Add to counters by name (``add(retries=1)``), under the lock."""
         with self.lock:
             for k, v in kw.items():
                 setattr(self, k, getattr(self, k) + v)
@@ -76,6 +81,11 @@ _STOP = object()
 
 
 class TransferEngine:
+    """Downloads files over ``connections`` keep-alive connections, in chunks of ``chunk_size`` bytes.
+
+    Use a new engine for each ``run`` (its queue, abort flag and stats are not reset).
+    """
+
     def __init__(
         self,
         client: HubClient,
@@ -112,6 +122,11 @@ class TransferEngine:
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, jobs: list[FileJob]) -> EngineStats:
+        """Download every job (resuming partials), verify each file and hand it to its ``on_verified``/``install``.
+
+        Blocks until all are done. Raises the first error a worker hit (the other workers stop);
+        files lost to another process are in ``lost``, not an error.
+        """
         assemblies: list[Assembly] = []
         try:
             for job in jobs:

@@ -24,33 +24,42 @@ class LocalState:
 
 @dataclass(frozen=True)
 class FilePlan:
+    """What to do with one file of the commit: ``present``, ``link`` or ``fetch``."""
+
     entry: FileEntry
     action: str
     """``present`` (nothing to do), ``link`` (blob is there, make the snapshot link), ``fetch``."""
 
     @property
     def bytes_to_fetch(self) -> int:
+        """The file's size when it must be fetched, else 0."""
         return self.entry.size if self.action == "fetch" else 0
 
 
 @dataclass(frozen=True)
 class TransferPlan:
+    """The plan of every file of one commit (see ``plan_transfer``)."""
+
     files: tuple[FilePlan, ...]
 
     @property
     def to_fetch(self) -> tuple[FilePlan, ...]:
+        """The files to download."""
         return tuple(f for f in self.files if f.action == "fetch")
 
     @property
     def to_link(self) -> tuple[FilePlan, ...]:
+        """The files whose blob is cached and need only a snapshot link."""
         return tuple(f for f in self.files if f.action == "link")
 
     @property
     def bytes_total(self) -> int:
+        """The size of every file of the commit, in bytes."""
         return sum(f.entry.size for f in self.files)
 
     @property
     def bytes_to_fetch(self) -> int:
+        """The bytes to download (files to fetch only)."""
         return sum(f.bytes_to_fetch for f in self.files)
 
 

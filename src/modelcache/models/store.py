@@ -48,6 +48,9 @@ class RegistryStore:
         return self.path.with_name(self.path.name + ".mc-lock")
 
     def read(self) -> Registry:
+        """The registry as it is on disk now (empty when there is no file yet).
+
+        ``CacheError`` when the file is not what modelcache writes (junk, a FIFO, a link, too big)."""
         hint = "restore it from a backup, or move it aside to start an empty registry"
         try:  # bounded, regular file only (no FIFO hang, no link followed), finite numbers, bounded depth
             data = read_json_state(self.path, max_bytes=64 << 20, max_depth=16, hint=hint)

@@ -43,6 +43,8 @@ OnStart = Callable[[FileEntry, "Assembly | None"], None]
 
 @dataclass(frozen=True)
 class FetchOutcome:
+    """What ``ensure_files`` did: files and bytes wanted, fetched from upstream, resumed from disk."""
+
     files: int
     files_fetched: int
     bytes_total: int
@@ -275,6 +277,8 @@ def _sweep_leftovers(layout: RepoLayout, etags: set[str]) -> None:
 
 
 def os_error(exc: OSError, layout: RepoLayout) -> CacheError:
+    """The ``CacheError`` (one line, with the fix) for an OS error while writing ``layout``'s repo:
+    disk full, no permission / read-only, or anything else."""
     import errno
 
     if exc.errno == errno.ENOSPC:

@@ -128,12 +128,14 @@ class _App:
                 await self.gate.authorize(request, target.kind, hit.layout, hit.cand)
                 self.metrics.hits.inc()
                 return self.reader.answer(request, hit)
-            layout, cand = self.reader.pick(target)
+            # the slow path walks folders, reads records and may hash a record-less snapshot:
+            # in a worker thread, so no client (nor /healthz) ever waits on another's disk work
+            layout, cand = await anyio.to_thread.run_sync(self.reader.pick, target)
             await self.gate.authorize(request, target.kind, layout, cand)
             if target.kind == "api":
-                return self.reader.api(request, target)
+                return await anyio.to_thread.run_sync(self.reader.api, request, target)
             try:
-                response = self.reader.resolve(request, target)
+                response = await anyio.to_thread.run_sync(self.reader.resolve, request, target)
                 self.metrics.hits.inc()
                 return response
             except NotHere as miss:

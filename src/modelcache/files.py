@@ -25,6 +25,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ._safe_read import (
@@ -50,6 +51,7 @@ __all__ = [
     "NotRegularFile",
     "atomic_symlink",
     "atomic_write_bytes",
+    "confined_folder",
     "confined_rmtree",
     "confined_unlink",
     "create_exclusive",
@@ -239,6 +241,26 @@ def _open_confined_dir(folder: Path | str, root: Path | str) -> int | None:
         os.close(fd)
         fd = nfd
     return fd
+
+
+@contextmanager
+def confined_folder(folder: Path, root: Path) -> Iterator[Path]:
+    """A name for ``folder`` that a co-tenant cannot redirect while it is used.
+
+    ``folder`` is opened from ``root`` one component at a time without following links, and
+    ``/proc/self/fd/<fd>/`` names *that* folder until the block ends: swapping ``folder`` (or a
+    folder above it) for a link after this check changes nothing. ``CacheError`` when it is not
+    a real folder inside ``root``. Without ``/proc``, the checked path itself (best effort).
+    """
+    fd = _open_confined_dir(folder, root)
+    if fd is None:
+        raise CacheError(f"refusing to write into {folder}: it is not a folder inside the cache at {root}, or a "
+                         "folder on the way is a symlink (planted?)", f"remove the link `{_first_link(folder, root)}`")
+    try:
+        proc = Path(f"/proc/self/fd/{fd}")
+        yield proc if os.path.isdir(proc) else Path(folder)
+    finally:
+        os.close(fd)
 
 
 def _refuse(path: Path | str, root: Path | str) -> None:

@@ -1,0 +1,50 @@
+"""A co-tenant who swaps ``blobs/`` for a link to an outside folder right after a download
+checked it (the race every path-based check loses) gets nothing written there: the download's
+files are created and renamed relative to the folder it checked, never through the new link."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers.fault_server import Repo, fault_server
+
+from modelcache.errors import ModelCacheError
+from modelcache.hub.download import assembly
+from modelcache.service.model_cache import ModelCache
+from modelcache.settings import Settings
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("when", ["before-claim", "after-claim"])
+def test_blobs_swapped_for_a_link_after_the_check_gets_nothing_written_outside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    repo = Repo("org/swap", {"model.safetensors": os.urandom(600_000)})  # one blob: its writer runs to the end
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cache = tmp_path / "cache"
+    real_claim = assembly.claim_partial
+    swapped = []
+
+    def racing_co_tenant(partial: Path, etag: str, size: int):  # type: ignore[no-untyped-def]
+        blobs = partial.parent
+        out = real_claim(partial, etag, size) if when == "after-claim" else None
+        if not swapped:  # the co-tenant wins the race once: blobs/ is now a link to its folder
+            os.rename(blobs, blobs.with_name("blobs.moved"))
+            os.symlink(outside, blobs)
+            swapped.append(True)
+        return out or real_claim(partial, etag, size)
+
+    monkeypatch.setattr(assembly, "claim_partial", racing_co_tenant)
+    with fault_server(repo, chunk=16 * 1024, delay=0.05) as srv:  # slow: progress checkpoints happen
+        mc = ModelCache(Settings(cache_dir=cache, endpoint=srv.url, retries=1))
+        try:
+            mc.download(repo.repo_id)
+        except ModelCacheError as exc:
+            assert "refusing" in exc.message  # refusing is fine; writing outside is not
+    assert swapped
+    assert _listing(outside) == [], "a download wrote through a blobs/ link swapped in after its check"

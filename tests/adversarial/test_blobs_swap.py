@@ -48,3 +48,47 @@ def test_blobs_swapped_for_a_link_after_the_check_gets_nothing_written_outside(
             assert "refusing" in exc.message  # refusing is fine; writing outside is not
     assert swapped
     assert _listing(outside) == [], "a download wrote through a blobs/ link swapped in after its check"
+
+
+@pytest.mark.parametrize("what", ["ref", "record", "snapshot-link", "tmp"])
+def test_state_folder_swapped_after_its_check_gets_nothing_written_outside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
+    """refs/, trees/, a snapshot folder or .modelcache/tmp/ swapped for a link between
+    ``shared_mkdir``'s check and the write: nothing is created in the folder it points at."""
+    from helpers.live_server import DEMO_MODEL
+
+    from modelcache import files
+    from modelcache.cache.importer import commit_id_for, plan_import
+    from modelcache.cache.layout import RepoLayout
+    from modelcache.cache.publish import ensure_repo_dirs, link_file, publish_record
+    from modelcache.cache.records import TreeRecord
+
+    cache = tmp_path / "cache"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    layout = RepoLayout(cache, "model", "org/swap")
+    ensure_repo_dirs(layout)
+    items = plan_import(DEMO_MODEL)
+    record = TreeRecord.of(commit_id_for([i.entry for i in items]), [i.entry for i in items])
+    entry = next(iter(record.files.values()))
+    victim = {"ref": layout.refs, "record": layout.trees, "snapshot-link": layout.snapshot(record.commit),
+              "tmp": layout.tmp}[what]
+    real_mkdir = files.shared_mkdir
+
+    def racing_co_tenant(path: Path, root: Path | None = None) -> None:
+        real_mkdir(path, root)
+        if Path(path) == victim and not os.path.islink(victim):  # checked: now swap it
+            os.rename(victim, victim.with_name(victim.name + ".moved"))
+            os.symlink(outside, victim)
+
+    monkeypatch.setattr(files, "shared_mkdir", racing_co_tenant)
+    try:
+        if what == "ref":
+            layout.write_ref("main", record.commit)
+        elif what in ("record", "tmp"):
+            publish_record(layout, record)
+        else:
+            link_file(layout, record.commit, entry)
+    except ModelCacheError:
+        pass
+    assert _listing(outside) == [], f"a write went through {victim.name}/ swapped for a link after its check"

@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._safe_read import read_bounded
 from .redact import register_secret
 
 __all__ = ["SECRET_KEYS", "TokenReport", "TokenSource"]
@@ -69,9 +70,9 @@ class TokenSource:
         f = self.file()
         if f is None:
             return None
-        try:
-            return f.read_text(encoding="utf-8")
-        except OSError:
+        try:  # a regular file of bounded size (a mounted Secret's link is fine): a FIFO or junk
+            return read_bounded(f, 64 * 1024, follow=True).decode("utf-8")  # planted there never hangs
+        except (OSError, UnicodeDecodeError):
             return None
 
     def get(self) -> str | None:

@@ -92,3 +92,41 @@ def test_state_folder_swapped_after_its_check_gets_nothing_written_outside(
     except ModelCacheError:
         pass
     assert _listing(outside) == [], f"a write went through {victim.name}/ swapped for a link after its check"
+
+
+def test_bundle_import_with_blobs_swapped_after_the_check_writes_nothing_outside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``import`` of a bundle (as root, from a co-tenant's reach): blobs/ swapped for a link after
+    ``ensure_repo_dirs`` checked it gets no temp file and no blob."""
+    import io
+
+    from helpers.live_server import import_demo
+
+    from modelcache.cache.bundle import export_bundle, import_bundle
+    from modelcache.cache.layout import RepoLayout
+    from modelcache.cache.records import read_record
+
+    src_cache = tmp_path / "src"
+    record = import_demo(src_cache, "org/b")
+    buf = io.BytesIO()
+    export_bundle(RepoLayout(src_cache, "model", "org/b"), read_record(
+        RepoLayout(src_cache, "model", "org/b").tree_record(record.commit), record.commit), "main", buf)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cache = tmp_path / "cache"
+    from modelcache.cache import publish
+
+    real_create = publish.create_exclusive
+
+    def racing_co_tenant(folder: Path, prefix: str, suffix: str = ".tmp", mode: int = 0o600):  # type: ignore[no-untyped-def]
+        blobs = cache / "models--org--b" / "blobs"  # checked a moment ago: now it is a link
+        if not os.path.islink(blobs):
+            os.rename(blobs, blobs.with_name("blobs.moved"))
+            os.symlink(outside, blobs)
+        return real_create(folder, prefix, suffix, mode)
+
+    monkeypatch.setattr(publish, "create_exclusive", racing_co_tenant)
+    buf.seek(0)
+    with pytest.raises(ModelCacheError):
+        import_bundle(cache, buf)
+    assert _listing(outside) == []

@@ -14,7 +14,6 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._safe_read import read_bounded
 from .redact import register_secret
 
 __all__ = ["SECRET_KEYS", "TokenReport", "TokenSource"]
@@ -70,8 +69,8 @@ class TokenSource:
         f = self.file()
         if f is None:
             return None
-        try:  # a regular file of bounded size (a mounted Secret's link is fine): a FIFO or junk
-            return read_bounded(f, 64 * 1024, follow=True).decode("utf-8")  # planted there never hangs
+        try:
+            return _read_small_regular(f).decode("utf-8")
         except (OSError, UnicodeDecodeError):
             return None
 
@@ -105,3 +104,18 @@ class TokenSource:
     @property
     def configured(self) -> bool:
         return self.value is not None or self.path is not None
+
+
+def _read_small_regular(path: Path, max_bytes: int = 64 * 1024) -> bytes:
+    """A regular file of at most ``max_bytes`` (a mounted Secret's link is followed): a FIFO,
+    device or huge file planted at a token path on a shared volume never hangs, never fills memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = os.read(fd, max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise OSError(f"{path} is larger than {max_bytes} bytes")
+    return data

@@ -123,7 +123,7 @@ class _App:
             if target.kind not in ("resolve", "api"):
                 raise HttpError(404, "NotFound", f"this modelcache server has no endpoint {request.scope['path']!r}")
             if self.mirror is not None:
-                await self._mirror_refresh(target)
+                await self._mirror_refresh(request, target)
             if target.kind == "resolve" and (hit := self.reader.fast.get(target)) is not None:
                 await self.gate.authorize(request, target.kind, hit.layout, hit.cand)
                 self.metrics.hits.inc()
@@ -152,7 +152,7 @@ class _App:
             log.exception("internal error serving %r", raw_path)
             return error_response(HttpError(500, "InternalError", "internal error in the modelcache server"))
 
-    async def _mirror_refresh(self, target: Target) -> None:
+    async def _mirror_refresh(self, request: Request, target: Target) -> None:
         """Ask the upstream what the revision is now (TTL-cached); write its record here."""
         mirror = self.mirror
         assert mirror is not None
@@ -172,8 +172,12 @@ class _App:
         except RepoNotFound as exc:
             raise HttpError(404, "RepoNotFound", exc.message) from None
         except RevisionNotFound as exc:
+            # the upstream answered with the mirror's token: for a repo recorded private, only a
+            # caller who may see it learns that it exists (else: 404 RepoNotFound, as for no repo)
+            await self.gate.authorize(request, "api", layout, cand)
             raise HttpError(404, "RevisionNotFound", exc.message) from None
         except GatedRepo as exc:
+            await self.gate.authorize(request, "api", layout, cand)
             raise HttpError(403, "GatedRepo", exc.message) from None
         except UpstreamUnavailable as exc:
             raise HttpError(503, "UpstreamUnavailable", exc.message, retry_after=exc.retry_after) from None

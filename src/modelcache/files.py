@@ -25,6 +25,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ._safe_read import (
@@ -50,6 +51,7 @@ __all__ = [
     "NotRegularFile",
     "atomic_symlink",
     "atomic_write_bytes",
+    "confined_folder",
     "confined_rmtree",
     "confined_unlink",
     "create_exclusive",
@@ -153,14 +155,26 @@ def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664, fsync: bool
 
     The temp file is created ``O_EXCL|O_NOFOLLOW`` with an unpredictable name in ``tmp_dir``
     (same filesystem; where HF's scanner does not look) or else next to ``target``. With
-    ``root``, both folders must resolve inside it. A symlink planted at ``target`` is replaced,
-    never written through.
+    ``root``, both folders must be real folders inside it, and are held by fds from the check
+    to the rename (``confined_folder``): one swapped for a link meanwhile gets nothing. A
+    symlink planted at ``target`` is replaced, never written through.
     """
     shared_mkdir(target.parent, root)
-    folder = tmp_dir if tmp_dir is not None else target.parent
     if tmp_dir is not None:
         shared_mkdir(tmp_dir, root)
-    fd, tmp = create_exclusive(folder, f".{target.name}.", ".tmp", 0o600)
+    if root is None:
+        _write_and_replace(target, target, data, mode, fsync, tmp_dir if tmp_dir is not None else target.parent)
+        return
+    with confined_folder(target.parent, root) as folder:
+        if tmp_dir is None:
+            _write_and_replace(folder / target.name, target, data, mode, fsync, folder)
+        else:
+            with confined_folder(tmp_dir, root) as tmp_folder:
+                _write_and_replace(folder / target.name, target, data, mode, fsync, tmp_folder)
+
+
+def _write_and_replace(dest: Path, shown: Path, data: bytes, mode: int, fsync: bool, tmp_folder: Path) -> None:
+    fd, tmp = create_exclusive(tmp_folder, f".{shown.name}.", ".tmp", 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -169,10 +183,10 @@ def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o664, fsync: bool
                 os.fsync(fh.fileno())
             os.fchmod(fh.fileno(), mode)
         try:
-            os.replace(tmp, target)
+            os.replace(tmp, dest)
         except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
-            raise CacheError(f"cannot write {target}: {exc.strerror} (a folder where a file belongs?)",
-                             f"remove it (`rm -rf '{target}'`); modelcache writes it again") from None
+            raise CacheError(f"cannot write {shown}: {exc.strerror} (a folder where a file belongs?)",
+                             f"remove it (`rm -rf '{shown}'`); modelcache writes it again") from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -185,12 +199,26 @@ def atomic_symlink(link: Path, target: Path, tmp_dir: Path | None = None, *, roo
     """Make ``link`` a *relative* symlink to ``target``, replacing any previous entry atomically.
 
     The temporary link is made in ``tmp_dir`` (same filesystem) when given, so a crash never
-    leaves a stray entry inside a snapshot folder.
+    leaves a stray entry inside a snapshot folder. With ``root``, both folders are held by fds
+    from the check to the rename, as in ``atomic_write_bytes``.
     """
     shared_mkdir(link.parent, root)
     rel = os.path.relpath(target, link.parent)
     if tmp_dir is not None:
         shared_mkdir(tmp_dir, root)
+    if root is None:
+        _link_and_replace(rel, link, tmp_dir)
+        return
+    with confined_folder(link.parent, root) as folder:
+        if tmp_dir is None:
+            _link_and_replace(rel, folder / link.name, None)
+        else:
+            with confined_folder(tmp_dir, root) as tmp_folder:
+                _link_and_replace(rel, folder / link.name, tmp_folder)
+
+
+def _link_and_replace(rel: str, link: Path, tmp_dir: Path | None) -> None:
+    if tmp_dir is not None:
         tmp = tmp_dir / f"link.{secrets.token_hex(16)}.tmp"
     else:
         tmp = link.with_name(f".{link.name}.{secrets.token_hex(8)}.tmp")
@@ -239,6 +267,26 @@ def _open_confined_dir(folder: Path | str, root: Path | str) -> int | None:
         os.close(fd)
         fd = nfd
     return fd
+
+
+@contextmanager
+def confined_folder(folder: Path, root: Path) -> Iterator[Path]:
+    """A name for ``folder`` that a co-tenant cannot redirect while it is used.
+
+    ``folder`` is opened from ``root`` one component at a time without following links, and
+    ``/proc/self/fd/<fd>/`` names *that* folder until the block ends: swapping ``folder`` (or a
+    folder above it) for a link after this check changes nothing. ``CacheError`` when it is not
+    a real folder inside ``root``. Without ``/proc``, the checked path itself (best effort).
+    """
+    fd = _open_confined_dir(folder, root)
+    if fd is None:
+        raise CacheError(f"refusing to write into {folder}: it is not a folder inside the cache at {root}, or a "
+                         "folder on the way is a symlink (planted?)", f"remove the link `{_first_link(folder, root)}`")
+    try:
+        proc = Path(f"/proc/self/fd/{fd}")
+        yield proc if os.path.isdir(proc) else Path(folder)
+    finally:
+        os.close(fd)
 
 
 def _refuse(path: Path | str, root: Path | str) -> None:

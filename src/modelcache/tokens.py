@@ -73,8 +73,8 @@ class TokenSource:
         if f is None:
             return None
         try:
-            return f.read_text(encoding="utf-8")
-        except OSError:
+            return _read_small_regular(f).decode("utf-8")
+        except (OSError, UnicodeDecodeError):
             return None
 
     def get(self) -> str | None:
@@ -112,3 +112,18 @@ class TokenSource:
     def configured(self) -> bool:
         """True when a value or a path was given (the file may still be missing or empty)."""
         return self.value is not None or self.path is not None
+
+
+def _read_small_regular(path: Path, max_bytes: int = 64 * 1024) -> bytes:
+    """A regular file of at most ``max_bytes`` (a mounted Secret's link is followed): a FIFO,
+    device or huge file planted at a token path on a shared volume never hangs, never fills memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = os.read(fd, max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise OSError(f"{path} is larger than {max_bytes} bytes")
+    return data

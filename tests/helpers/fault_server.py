@@ -119,6 +119,7 @@ class FaultServer:
 
             def _json(self, status: int, obj: object, headers: dict[str, str] | None = None) -> None:
                 body = json.dumps(obj).encode()
+                self._log(status, 0)  # before answering: a client that got the answer finds it in the log
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -127,7 +128,6 @@ class FaultServer:
                 self.end_headers()
                 if self.command != "HEAD":  # a HEAD answer has headers only (a body would spoil keep-alive)
                     self.wfile.write(body)
-                self._log(status, 0)
 
             def do_HEAD(self) -> None:  # noqa: N802
                 self.do_GET()

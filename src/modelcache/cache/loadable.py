@@ -169,21 +169,25 @@ def _stored_ok(verdicts: str, fs: FileStat) -> bool:
         os.close(fd)
 
 
-def _store_ok(verdicts: str, fs: FileStat) -> None:
+def _store_ok(verdicts: str, fs: FileStat, root: str | None) -> None:
+    if root is None or not fs.blob:
+        return  # never write state whose folder we cannot confine to the cache
     try:  # best effort: an engine's read-only mount stores nothing
-        atomic_write_bytes(Path(verdicts) / (fs.blob or ""), f"{fs.size} {fs.mtime_ns} ok".encode(), fsync=False)
+        atomic_write_bytes(Path(verdicts) / fs.blob, f"{fs.size} {fs.mtime_ns} ok".encode(), fsync=False,
+                           root=Path(root))
     except (OSError, CacheError):  # read-only, or a planted link/FIFO where our state goes: store nothing
         pass
 
 
 def parse_problem(path: str, fs: FileStat, want_value: bool = False,
-                  verdicts: str | None = None) -> tuple[str | None, object]:
+                  verdicts: str | None = None, root: str | None = None) -> tuple[str | None, object]:
     """(problem, parsed JSON when ``want_value``) for a present file; JSON and tiktoken files only.
 
     Verdicts are cached on (real path, size, mtime) in process, and — for blobs, whose name is
     their content hash — as "ok" files in ``verdicts`` (``<repo>/.modelcache/parsed/``), so a
     ``check`` process after the download's own does not parse a 10 MB ``tokenizer.json`` again.
-    Values are not cached (the caller keeps what it needs).
+    Values are not cached (the caller keeps what it needs). Verdicts are stored only with
+    ``root`` (the cache directory), and only in a folder that resolves inside it.
     """
     if fs.real is None or fs.size is None:
         return None, None
@@ -207,5 +211,5 @@ def parse_problem(path: str, fs: FileStat, want_value: bool = False,
         _PARSED.clear()
     _PARSED[key] = problem
     if problem is None and stored:
-        _store_ok(verdicts, fs)  # type: ignore[arg-type]
+        _store_ok(verdicts, fs, root)  # type: ignore[arg-type]
     return problem, value

@@ -16,8 +16,8 @@ from .layout import RepoLayout
 from ..files import (
     NotRegularFile,
     atomic_symlink,
+    confined_folder,
     create_exclusive,
-    is_inside,
     open_regular,
     shared_mkdir,
     write_new_file,
@@ -56,8 +56,19 @@ def ensure_repo_dirs(layout: RepoLayout) -> None:
 
 
 def install_blob(layout: RepoLayout, etag: str, verified_tmp: Path) -> Path:
-    """Rename an already verified file into ``blobs/<etag>`` (atomic; idempotent)."""
+    """Rename an already verified file into ``blobs/<etag>`` (atomic; idempotent).
+
+    Both names are taken in ``blobs/`` as reached from the cache root without following links
+    (``confined_folder``): a ``blobs/`` swapped for a link is refused (``CacheError``)."""
     target = layout.blob(etag)
+    if verified_tmp.parent != layout.blobs:
+        return _install_blob(target, verified_tmp, verified_tmp)
+    with confined_folder(layout.blobs, layout.cache_dir) as folder:
+        _install_blob(folder / target.name, folder / verified_tmp.name, verified_tmp)
+    return target
+
+
+def _install_blob(target: Path, verified_tmp: Path, shown: Path) -> Path:
     try:
         # never chmod or rename through a link planted at the temp's name: check what it is by fd
         fd = open_regular(verified_tmp)
@@ -68,8 +79,8 @@ def install_blob(layout: RepoLayout, etag: str, verified_tmp: Path) -> Path:
             return target
         raise
     except NotRegularFile:
-        raise CacheError(f"{verified_tmp} is not a regular file (a link or FIFO planted there?)",
-                         f"remove it (`rm -f '{verified_tmp}'`) and download again") from None
+        raise CacheError(f"{shown} is not a regular file (a link or FIFO planted there?)",
+                         f"remove it (`rm -f '{shown}'`) and download again") from None
     try:
         os.fchmod(fd, FILE_MODE)
         ino = os.fstat(fd)
@@ -82,7 +93,7 @@ def install_blob(layout: RepoLayout, etag: str, verified_tmp: Path) -> Path:
         st = os.lstat(target)
         if (st.st_ino, st.st_dev) != (ino.st_ino, ino.st_dev) and not stat.S_ISREG(st.st_mode):
             os.unlink(target)  # swapped for something else between the check and the rename
-            raise CacheError(f"{verified_tmp} was replaced while it was installed (another tenant?)",
+            raise CacheError(f"{shown} was replaced while it was installed (another tenant?)",
                              "download again; check who else writes this cache")
     finally:
         os.close(fd)
@@ -117,12 +128,14 @@ def _same_inode(path: Path, fd: int) -> bool:
 
 
 def new_blob_temp(layout: RepoLayout, etag: str, kind: str) -> tuple[int, Path]:
-    """A fresh temp file in ``blobs/`` (``O_EXCL|O_NOFOLLOW``, unpredictable name): (fd, path)."""
+    """A fresh temp file in ``blobs/`` (``O_EXCL|O_NOFOLLOW``, unpredictable name): (fd, path).
+
+    Created in ``blobs/`` as reached from the cache root without following links (held by an
+    fd from the check to the create): a ``blobs/`` swapped for a link meanwhile gets nothing."""
     layout.blob(etag)
-    if layout.blobs.is_symlink() or not is_inside(layout.blobs, layout.cache_dir):
-        raise CacheError(f"refusing to write into {layout.blobs}: it resolves outside the cache (a planted symlink?)",
-                         f"remove the link `{layout.blobs}`")
-    return create_exclusive(layout.blobs, f"{etag}.", f".{kind}.incomplete", 0o600)
+    with confined_folder(layout.blobs, layout.cache_dir) as folder:
+        fd, tmp = create_exclusive(folder, f"{etag}.", f".{kind}.incomplete", 0o600)
+    return fd, layout.blobs / tmp.name
 
 
 def _is_blob(target: Path, size: int) -> bool:

@@ -241,6 +241,7 @@ def check_revision(layout: RepoLayout, revision: str, profile: str, include: Seq
 
     reader = SnapshotReader(str(snapshot), str(layout.blobs))
     verdicts = str(layout.state / "parsed")
+    root = str(layout.cache_dir)
     stats: dict[str, FileStat] = {}
 
     def st(path: str) -> FileStat:
@@ -304,7 +305,7 @@ def check_revision(layout: RepoLayout, revision: str, profile: str, include: Seq
         else:
             good = next((c for c in choices if st(c).size is not None and not st(c).problem
                          and st(c).size == expected.get(c, st(c).size)
-                         and parse_problem(c, st(c), verdicts=verdicts)[0] is None), None)
+                         and parse_problem(c, st(c), verdicts=verdicts, root=root)[0] is None), None)
             if good is None:
                 if need(choices[0]):
                     parse.append(choices[0])
@@ -314,7 +315,7 @@ def check_revision(layout: RepoLayout, revision: str, profile: str, include: Seq
             parse.append(path)
     for path in dict.fromkeys(parse):
         fs = st(path)
-        problem, _ = parse_problem(path, fs, verdicts=verdicts)
+        problem, _ = parse_problem(path, fs, verdicts=verdicts, root=root)
         if problem:
             problems.append(f"{path}: {problem}")
         elif (fs.size or 0) > MAX_PARSE_BYTES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -262,10 +263,19 @@ def export(ctx: click.Context, ref: str, output: str, as_json: bool) -> None:
     if output == "-":
         info = mc.export(r.repo_id, r.revision or "main", sys.stdout.buffer)
     else:
-        tmp = Path(output + ".partial")
-        with open(tmp, "wb") as fh:
-            info = mc.export(r.repo_id, r.revision or "main", fh)
-        tmp.replace(output)
+        from ..files import create_exclusive
+
+        out = Path(output)
+        # O_EXCL|O_NOFOLLOW under an unpredictable name: a link planted at a fixed temp name
+        # (e.g. in a shared folder) is never written through
+        fd, tmp = create_exclusive(out.parent, f".{out.name}.", ".partial", 0o644)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                info = mc.export(r.repo_id, r.revision or "main", fh)
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     msg = f"exported {info.repo_id}@{info.revision} ({info.commit[:12]}): {info.files} files, {human_size(info.size)}"
     emit(info.to_dict()) if as_json else click.echo(msg, err=True)
 

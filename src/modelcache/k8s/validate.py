@@ -96,6 +96,8 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "give a rendered manifest file") from None
+    except RecursionError:
+        raise InvalidInput(f"{path} is not valid YAML: nested too deeply", "give a rendered manifest file") from None
     for d in docs:
         if not isinstance(d, dict):
             raise InvalidInput(f"{path} holds a YAML document that is not an object", "give Kubernetes manifests")

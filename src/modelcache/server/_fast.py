@@ -18,6 +18,7 @@ bytes here, bounded in count and total size, least recently used out first.
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -87,13 +88,16 @@ def whole_file_headers(commit: str, entry: FileEntry, st: os.stat_result) -> lis
 
 
 class ResolveCache:
-    """Hits by request target, bounded (``max_entries``, ``max_bytes`` of small-file bodies)."""
+    """Hits by request target, bounded (``max_entries``, ``max_bytes`` of small-file bodies).
+
+    Thread-safe: the event loop reads it, the worker threads of the slow path fill it."""
 
     def __init__(self, max_entries: int = 8192, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._hits: OrderedDict[tuple[str, tuple[Candidate, ...]], Hit] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def get(self, target: Target) -> Hit | None:
         """The hit for ``target`` if it still holds (dropped otherwise)."""
@@ -101,22 +105,27 @@ class ResolveCache:
         hit = self._hits.get(key)
         if hit is None:
             return None
-        if not hit.still_valid():
-            self._drop(key)
-            return None
-        self._hits.move_to_end(key)
+        valid = hit.still_valid()
+        with self._lock:
+            if self._hits.get(key) is not hit:
+                return hit if valid else None
+            if not valid:
+                self._drop(key)
+                return None
+            self._hits.move_to_end(key)
         return hit
 
     def put(self, target: Target, hit: Hit) -> None:
         """Remember ``hit`` for ``target`` (a body too large is dropped), evicting the oldest past the limits."""
         key = (target.repo_type, target.candidates)
-        self._drop(key)
         if hit.body is not None and len(hit.body) > self.max_bytes // 8:
             hit.body = None
-        self._hits[key] = hit
-        self._bytes += len(hit.body or b"")
-        while len(self._hits) > self.max_entries or self._bytes > self.max_bytes:
-            self._drop(next(iter(self._hits)))
+        with self._lock:
+            self._drop(key)
+            self._hits[key] = hit
+            self._bytes += len(hit.body or b"")
+            while len(self._hits) > self.max_entries or self._bytes > self.max_bytes:
+                self._drop(next(iter(self._hits)))
 
     def _drop(self, key: tuple[str, tuple[Candidate, ...]]) -> None:
         hit = self._hits.pop(key, None)

@@ -9,7 +9,9 @@ would hold fds until new clients time out. ``GuardedH11Protocol`` adds both:
 - a header deadline: a connection that has not sent a complete request head within
   ``header_timeout`` seconds of connecting (or of its previous response) is closed;
 - a connection cap: above ``max_connections`` open connections a new one is closed at once
-  (kept below the process's fd limit, so the server itself never runs out of fds).
+  (kept below the process's fd limit, so the server itself never runs out of fds);
+- a write-stall deadline: a client that stops reading its response (a "slow read": the
+  socket's buffers stay full) is dropped after ``write_stall_timeout`` seconds without progress.
 """
 
 from __future__ import annotations
@@ -43,11 +45,34 @@ class HeadGuard:
     header_timeout: float = 10.0
     max_connections: int = default_max_connections()
     max_header_bytes: int = 64 * 1024
+    write_stall_timeout: float = 60.0
+    """Seconds a response may make no progress (the client reads nothing) before the connection goes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self._head_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: the client is not reading. Give it a deadline."""
+        super().pause_writing()  # type: ignore[misc]
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.write_stall_timeout, self._stalled)  # type: ignore[attr-defined]
+
+    def resume_writing(self) -> None:
+        self._cancel_stall_timer()
+        super().resume_writing()  # type: ignore[misc]
+
+    def _cancel_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        if not self.transport.is_closing():  # type: ignore[attr-defined]
+            self.transport.abort()  # type: ignore[attr-defined]  # a slow reader holds nothing for ever
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Abort the new connection when over ``max_connections``; else start its request-head timer."""
@@ -86,6 +111,7 @@ class HeadGuard:
     def connection_lost(self, exc: Exception | None) -> None:
         """Cancel the head timer and let the protocol clean up."""
         self._cancel_head_timer()
+        self._cancel_stall_timer()
         super().connection_lost(exc)  # type: ignore[misc]
 
 

@@ -122,17 +122,19 @@ class _App:
             if target.kind not in ("resolve", "api"):
                 raise HttpError(404, "NotFound", f"this modelcache server has no endpoint {request.scope['path']!r}")
             if self.mirror is not None:
-                await self._mirror_refresh(target)
+                await self._mirror_refresh(request, target)
             if target.kind == "resolve" and (hit := self.reader.fast.get(target)) is not None:
                 await self.gate.authorize(request, target.kind, hit.layout, hit.cand)
                 self.metrics.hits.inc()
                 return self.reader.answer(request, hit)
-            layout, cand = self.reader.pick(target)
+            # the slow path walks folders, reads records and may hash a record-less snapshot:
+            # in a worker thread, so no client (nor /healthz) ever waits on another's disk work
+            layout, cand = await anyio.to_thread.run_sync(self.reader.pick, target)
             await self.gate.authorize(request, target.kind, layout, cand)
             if target.kind == "api":
-                return self.reader.api(request, target)
+                return await anyio.to_thread.run_sync(self.reader.api, request, target)
             try:
-                response = self.reader.resolve(request, target)
+                response = await anyio.to_thread.run_sync(self.reader.resolve, request, target)
                 self.metrics.hits.inc()
                 return response
             except NotHere as miss:
@@ -149,7 +151,7 @@ class _App:
             log.exception("internal error serving %r", raw_path)
             return error_response(HttpError(500, "InternalError", "internal error in the modelcache server"))
 
-    async def _mirror_refresh(self, target: Target) -> None:
+    async def _mirror_refresh(self, request: Request, target: Target) -> None:
         """Ask the upstream what the revision is now (TTL-cached); write its record here."""
         mirror = self.mirror
         assert mirror is not None
@@ -169,8 +171,12 @@ class _App:
         except RepoNotFound as exc:
             raise HttpError(404, "RepoNotFound", exc.message) from None
         except RevisionNotFound as exc:
+            # the upstream answered with the mirror's token: for a repo recorded private, only a
+            # caller who may see it learns that it exists (else: 404 RepoNotFound, as for no repo)
+            await self.gate.authorize(request, "api", layout, cand)
             raise HttpError(404, "RevisionNotFound", exc.message) from None
         except GatedRepo as exc:
+            await self.gate.authorize(request, "api", layout, cand)
             raise HttpError(403, "GatedRepo", exc.message) from None
         except UpstreamUnavailable as exc:
             raise HttpError(503, "UpstreamUnavailable", exc.message, retry_after=exc.retry_after) from None

@@ -361,10 +361,9 @@ class ModelCache:
         layout = self.layout(repo_id, repo_type)
         ensure_repo_dirs(layout)
         try:
-            record = import_folder(layout, Path(folder), revision)
-            if access is not None:
+            if access is not None:  # before any file is visible: a kill never leaves it unrestricted
                 write_access(layout, access)
-            return record
+            return import_folder(layout, Path(folder), revision)
         except OSError as exc:
             raise os_error(exc, layout) from None
 

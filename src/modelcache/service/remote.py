@@ -32,11 +32,13 @@ def fetch_revision(client: HubClient, layout: RepoLayout, revision: str,
 
 
 def record_revision(layout: RepoLayout, info: RevisionInfo, record: TreeRecord, names: Iterable[str] = ()) -> None:
-    """Write the record (its snapshot folder first), point each of ``names`` at the commit, note the access.
+    """Note the access, write the record (its snapshot folder first), point each of ``names`` at the commit.
 
-    Refs come after the record: huggingface_hub's scanner rejects a ref to a missing snapshot."""
+    The access record comes first: a kill at any point never leaves a private or gated repo's
+    record or refs visible to ``serve`` without it. Refs come after the record:
+    huggingface_hub's scanner rejects a ref to a missing snapshot."""
     ensure_repo_dirs(layout)
+    write_access(layout, Access(gated=info.gated, private=info.private))
     publish_record(layout, record)
     for name in set(names) - {record.commit}:
         layout.write_ref(name, record.commit)
-    write_access(layout, Access(gated=info.gated, private=info.private))

@@ -125,6 +125,8 @@ def parse_spec(text: str, source: str = "modelcache.yaml") -> SyncSpec:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise InvalidInput(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})",
                            "check the indentation and quoting") from None
+    except RecursionError:  # thousands of nested [ or - : a crafted file, never a traceback
+        raise InvalidInput(f"{source}: nested too deeply", "a modelcache.yaml is a few levels deep") from None
     if node is None:
         raise InvalidInput(f"{source}: the file is empty", "declare at least `models:`")
     return _Reader(source).spec(node)

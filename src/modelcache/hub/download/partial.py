@@ -37,7 +37,9 @@ import stat
 import uuid
 from pathlib import Path
 
-from .regular import open_regular
+from ...errors import CacheError
+from ...files import confined_folder
+from .regular import _unlink_entry, open_regular
 from .state import (
     OPEN_INODES,
     _OPEN_LOCK,
@@ -95,8 +97,19 @@ def _copy_ranges(src: int, dst: int, ranges: list[Range]) -> None:
 def claim_partial(partial: Path, etag: str, size: int) -> tuple[int, list[Range], Path]:
     """Take the partial at ``partial`` for this writer: an fd on an inode nobody else writes, the
     byte ranges already in it, and the writer's private name for that inode (what gets
-    installed). Creates a fresh partial when there is nothing to resume."""
+    installed). Creates a fresh partial when there is nothing to resume.
+
+    Every file is opened, created and renamed in the ``blobs/`` folder reached from the cache
+    root (``partial``'s grand-grandparent) without following links, held by an fd: a co-tenant
+    who swaps ``blobs/`` for a link meanwhile gets nothing created in the folder it points at.
+    """
     partial.parent.mkdir(parents=True, exist_ok=True)
+    with confined_folder(partial.parent, partial.parents[2]) as folder:
+        fd, done, private = _claim(folder / partial.name, etag, size)
+    return fd, done, partial.parent / private.name
+
+
+def _claim(partial: Path, etag: str, size: int) -> tuple[int, list[Range], Path]:
     state_path = state_path_for(partial)
     old_fd = _open_existing(partial)
     fd, private, in_place = -1, None, False

@@ -122,13 +122,22 @@ def writer_gone(writer: object, inode: tuple[int, int]) -> bool:
 
 def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range], private: str) -> None:
     """Atomically write the state for the inode behind ``fd``, naming this process as its writer
-    and ``private`` as the writer's own name for the inode."""
-    from ...files import atomic_write_bytes
+    and ``private`` as the writer's own name for the inode.
+
+    Written in ``blobs/`` as reached from the cache root (``path``'s grand-grandparent) without
+    following links (``CacheError`` if it is not a real folder there): a ``blobs/`` swapped for a
+    link gets nothing. Already-confined paths (``/proc/self/fd/…``) are written as they are."""
+    from ...files import atomic_write_bytes, confined_folder
 
     st = os.fstat(fd)
     data = {"etag": etag, "size": size, "ino": st.st_ino, "dev": st.st_dev,
             "writer": writer_identity(), "private": private, "done": [list(r) for r in done]}
-    atomic_write_bytes(path, json.dumps(data).encode(), mode=0o664, fsync=False)
+    body = json.dumps(data).encode()
+    if str(path).startswith("/proc/self/fd/"):
+        atomic_write_bytes(path, body, mode=0o664, fsync=False)
+        return
+    with confined_folder(path.parent, path.parents[2]) as folder:
+        atomic_write_bytes(folder / path.name, body, mode=0o664, fsync=False)
 
 def release_inode(fd: int) -> None:
     """Forget an fd's inode in the in-process registry (before closing it)."""

@@ -37,9 +37,8 @@ import stat
 import uuid
 from pathlib import Path
 
-from ...errors import CacheError
 from ...files import confined_folder
-from .regular import _unlink_entry, open_regular
+from .regular import open_regular
 from .state import (
     OPEN_INODES,
     _OPEN_LOCK,

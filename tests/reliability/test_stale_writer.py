@@ -57,7 +57,8 @@ def test_sigstopped_holder_never_writes_into_the_published_blob(tmp_path: Path) 
     assert sha256_of(blob) == etag
     assert all(r.ok for r in mc.verify(repo.repo_id))
     assert mc.check(repo.repo_id).ready
-    assert not partial.exists() and not state_path_for(partial).exists()
+    leftovers = sorted(p.name for p in layout.blobs.iterdir() if p.name != etag)
+    assert not partial.exists() and not state_path_for(partial).exists(), leftovers
     print(f"served {served / SIZE:.2f}x the file")
     # B resumed A's bytes (copied, not refetched) and A stopped early: not ~2x the file
     assert served <= SIZE * 1.2, (served, SIZE)

@@ -15,6 +15,7 @@ Composes ``hub`` (transfer engine) and ``cache`` (layout, publishing, locks):
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,16 +62,26 @@ def _size(p: Path) -> int | None:
         return None
 
 
-def _drop_installed_partial(layout: RepoLayout, etag: str) -> None:
-    """A run killed right after installing a blob leaves its partial name on the same inode:
-    remove that name (and its state) so nothing ever resumes into an installed blob."""
+def _drop_installed_partial(layout: RepoLayout, etag: str, size: int | None = None) -> None:
+    """Once ``blobs/<etag>`` is there (verified, installed), a partial and resume state for it
+    are garbage: a run killed right after installing leaves its partial name on the blob's
+    inode, and a writer that lost its lock may have left its own. Remove both names (a writer
+    still holding its file keeps its fd and installs through its private name, which is then a
+    no-op), so nothing ever resumes into an installed blob or sits on the disk until GC."""
     partial = layout.partial(etag)
     try:
         a, b = os.lstat(partial), os.lstat(layout.blob(etag))
     except OSError:
-        return
-    if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
-        partial.unlink(missing_ok=True)
+        a = b = None  # type: ignore[assignment]
+    if a is not None and b is not None:
+        complete = stat.S_ISREG(b.st_mode) and (size is None or b.st_size == size)
+        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or complete:
+            partial.unlink(missing_ok=True)
+    try:
+        blob_ok = stat.S_ISREG(os.lstat(layout.blob(etag)).st_mode)
+    except OSError:
+        blob_ok = False
+    if blob_ok and not partial.exists():
         state_path_for(partial).unlink(missing_ok=True)
 
 
@@ -165,7 +176,7 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
             lk.release()
 
     def link(fp: FilePlan) -> None:
-        _drop_installed_partial(layout, fp.entry.etag)
+        _drop_installed_partial(layout, fp.entry.etag, fp.entry.size)
         link_file(layout, commit, fp.entry)
         progress.file_done(fp.entry.path)
 

@@ -40,8 +40,7 @@ def serve(ctx: click.Context, host: str, port: int, auth_upstream: str | None, a
           log_json: bool, workers: int, as_json: bool) -> None:
     """Serve the cache as an HF-compatible endpoint (HF_ENDPOINT=http://HOST:PORT)."""
     from ..server import serve as run_server
-    from ..server.config import ServeSpec, build_app
-    from ..server.worker import ENV
+    from ..server.config import ENV, ServeSpec, build_app
 
     spec = ServeSpec(auth_upstream=auth_upstream, allow_insecure_auth_upstream=allow_insecure_auth_upstream,
                      auth_tokens=str(auth_tokens) if auth_tokens else None,

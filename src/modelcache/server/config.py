@@ -1,6 +1,7 @@
 """What ``modelcache serve`` runs: one spec, one way to build the app from it.
 
-The spec is plain data (it crosses into ``--workers`` processes as JSON); ``build_app`` turns
+The spec is plain data (it crosses into ``--workers`` processes as JSON: ``app_factory`` is each
+worker's entry point); ``build_app`` turns
 it into the ASGI app — access policy, mirror, use recorder — in exactly one place, so a single
 process and every worker of a multi-process server are configured alike.
 """
@@ -17,7 +18,10 @@ from ..errors import InvalidInput
 from ..settings import Settings
 from ._access import AccessPolicy, TokenListPolicy, UpstreamPolicy
 
-__all__ = ["MIRROR_API_DEADLINE", "ServeSpec", "access_policy", "build_app"]
+__all__ = ["ENV", "MIRROR_API_DEADLINE", "ServeSpec", "access_policy", "app_factory", "build_app"]
+
+ENV = "MODELCACHE_SERVE_SPEC"
+"""Where ``serve --workers N`` puts the spec (JSON) for its worker processes."""
 
 MIRROR_API_DEADLINE = 10.0
 """Seconds a mirror retries an upstream API call while its caller waits (downloads wait longer)."""
@@ -96,3 +100,13 @@ def build_app(spec: ServeSpec, settings: Settings) -> Starlette:
         mirror = Mirror(settings, client, ttl=spec.revision_ttl, allow=spec.allow, deny=spec.deny)
     return create_app(settings.cache_dir, on_served=ThrottledUseRecorder(), access=access_policy(spec),
                       mirror=mirror, log_json=spec.log_json)
+
+
+def app_factory() -> Starlette:
+    """``serve --workers N``: the app each uvicorn worker process builds at its start — from the
+    spec the CLI put in ``MODELCACHE_SERVE_SPEC`` and the process environment (this is an entry
+    point), exactly as a single process does."""
+    import os
+
+    spec = ServeSpec.from_json(os.environ[ENV])
+    return build_app(spec, Settings.from_process_env(**spec.settings))  # type: ignore[arg-type]

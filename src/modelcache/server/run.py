@@ -27,7 +27,7 @@ def serve(app: object | None, host: str = "127.0.0.1", port: int = 8080, *, work
     """Serve ``app`` on ``host:port`` until interrupted (blocking).
 
     ``workers > 1``: ``app`` is None and each worker process builds its app with
-    ``server.worker.app_factory`` from the spec the caller put in the environment.
+    ``server.config.app_factory`` from the spec the caller put in the environment.
     Callers are untrusted (``_limits``): a client must send its request head within
     ``header_timeout`` seconds, an idle keep-alive connection is closed after ``keep_alive``
     seconds, headers are capped at 64 KiB, and above ``max_connections`` (default: well under
@@ -47,7 +47,7 @@ def serve(app: object | None, host: str = "127.0.0.1", port: int = 8080, *, work
     HeadGuard.max_connections = max_connections or default_max_connections()
     bounds = {**uvicorn_limits(keep_alive=keep_alive), "log_level": "warning", "access_log": False}
     if workers > 1:
-        uvicorn.run("modelcache.server.worker:app_factory", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("modelcache.server.config:app_factory", factory=True, host=host, port=port, workers=workers,
                     **bounds)  # type: ignore[arg-type]
     else:
         uvicorn.run(app, host=host, port=port, **bounds)  # type: ignore[arg-type]

@@ -46,3 +46,21 @@ def test_models_endpoint_reports_replica_skew(tmp_path: Path, demo_model: Path) 
         body = httpx.get(f"{url}/modelcache/models", params={"namespace": "default"}).json()
         (model,) = body["models"]
         assert model["agree"] is False and model["skew"] and body["ok"] is False
+
+
+def test_models_endpoint_shows_no_paths_and_nothing_of_restricted_repos(tmp_path: Path) -> None:
+    from modelcache.cache.access import Access, write_access
+
+    cache = tmp_path / "c"
+    import_demo(cache)
+    import_demo(cache, "org/secret")
+    mc = ModelCache(Settings(cache_dir=cache, offline=True))
+    mm = ModelManager(mc)
+    mm.add("tiny", REPO, "main", kinds=["chat"])
+    mm.add("hidden-name", "org/secret", "main", kinds=["chat"])
+    write_access(mc.layout("org/secret"), Access(private=True))
+    with running_server(cache) as url:
+        r = httpx.get(f"{url}/modelcache/models")
+        body = r.json()
+    assert [m["name"] for m in body["models"]] == ["tiny"] and body["hidden"] == 1
+    assert str(cache) not in r.text and "org/secret" not in r.text and "hidden-name" not in r.text

@@ -75,8 +75,8 @@ class _App:
             kind = "models"
             q = request.query_params
             status = await anyio.to_thread.run_sync(
-                lambda: models_status(self.cache_dir, disk=q.get("disk") in TRUE, namespace=q.get("namespace"),
-                                      name=q.get("name")))
+                lambda: self._public_models(models_status(self.cache_dir, disk=q.get("disk") in TRUE,
+                                                          namespace=q.get("namespace"), name=q.get("name"))))
             response = JSONResponse(status, status_code=200)
         elif path == "/readyz":
             kind = "readyz"
@@ -88,6 +88,25 @@ class _App:
             kind = getattr(request.state, "kind", "other")
         self._account(request, kind, response, started)
         return response
+
+    def _public_models(self, status: dict[str, object]) -> dict[str, object]:
+        """What callers (unauthenticated) may see of the model registry: no paths, and nothing of a
+        model whose repo is gated or private (or whose access record cannot be read: fail closed)."""
+        status = {k: v for k, v in status.items() if k != "cache_dir"}
+        shown, hidden = [], 0
+        for m in status.get("models", []):  # type: ignore[union-attr]
+            try:
+                restricted = self.gate.access_of(RepoLayout(self.cache_dir, "model", m["repo_id"])).restricted
+            except (InvalidInput, KeyError, TypeError):
+                restricted = True
+            if restricted:
+                hidden += 1
+            else:
+                shown.append(m)
+        status["models"] = shown
+        if hidden:
+            status["hidden"] = hidden
+        return _without_prefix(status, str(self.cache_dir).rstrip("/") + "/")
 
     def _cache_usable(self) -> bool:
         return self.cache_dir.is_dir() and os.access(self.cache_dir, os.R_OK | os.X_OK)
@@ -180,6 +199,17 @@ class _App:
             raise HttpError(403, "GatedRepo", exc.message) from None
         except UpstreamUnavailable as exc:
             raise HttpError(503, "UpstreamUnavailable", exc.message, retry_after=exc.retry_after) from None
+
+
+def _without_prefix(value: object, prefix: str) -> object:
+    """``value`` with every string's leading ``prefix`` (the cache's path) cut: paths relative to the cache."""
+    if isinstance(value, str):
+        return value[len(prefix):] if value.startswith(prefix) else value
+    if isinstance(value, dict):
+        return {k: _without_prefix(v, prefix) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_prefix(v, prefix) for v in value]
+    return value
 
 
 def create_app(

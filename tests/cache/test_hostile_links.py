@@ -4,7 +4,6 @@ leaves a temp file where huggingface_hub's scanner looks."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.fs import tree_digest
 from helpers.live_server import DEMO_MODEL, import_demo
 
 from modelcache.cache.bundle import export_bundle, import_bundle
@@ -32,20 +32,6 @@ from modelcache.files import atomic_write_bytes, confined_rmtree, confined_unlin
 REPO = "org/m"
 
 
-def tree_digest(folder: Path) -> dict[str, str]:
-    """Every entry under ``folder`` (links as their target text) → a digest: what 'unchanged' means."""
-    out = {}
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        for name in dirs + files:
-            p = Path(root) / name
-            rel = p.relative_to(folder).as_posix()
-            if p.is_symlink():
-                out[rel] = "link:" + os.readlink(p)
-            elif p.is_file():
-                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-            elif p.is_dir():
-                out[rel] = "dir"
-    return out
 
 
 @pytest.fixture

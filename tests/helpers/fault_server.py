@@ -264,9 +264,14 @@ class FaultServer:
 
 
 @contextmanager
-def fault_server(repo: Repo, **kw: object) -> Iterator[FaultServer]:
+def fault_server(repo: Repo, *, nodelay: bool = False, **kw: object) -> Iterator[FaultServer]:
+    """Serve ``repo`` on a free loopback port; ``nodelay``: Nagle off (no 40 ms delayed-ACK stall
+    per request, for tests that make many short requests)."""
     fs = FaultServer(repo, **kw)  # type: ignore[arg-type]
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fs.handler())
+    handler = fs.handler()
+    if nodelay:
+        handler = type("NoDelay", (handler,), {"disable_nagle_algorithm": True})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     fs.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

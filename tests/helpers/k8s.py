@@ -4,7 +4,6 @@ of several folders importing ``conftest`` would get whichever was imported first
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click

@@ -6,13 +6,10 @@ import hashlib
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from helpers.fault_server import FaultServer, Repo
+from helpers.fault_server import Repo, fault_server
+from helpers.repos import blob_bytes  # re-exported for the reliability tests
 
 CHILD = r"""
 import sys
@@ -25,8 +22,6 @@ res = ModelCache(s).download(sys.argv[6])
 print(res.commit)
 """
 
-
-from helpers.repos import blob_bytes  # noqa: E402 - re-exported for the reliability tests
 
 
 def model(repo_id: str, size: int) -> Repo:
@@ -52,18 +47,6 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextmanager
-def quick_fault_server(repo: Repo, **kw: object) -> Iterator[FaultServer]:
+def quick_fault_server(repo: Repo, **kw: object):  # type: ignore[no-untyped-def]
     """``fault_server`` with Nagle off: no 40 ms delayed-ACK stall per request (many short runs)."""
-    fs = FaultServer(repo, **kw)  # type: ignore[arg-type]
-    handler = type("NoDelay", (fs.handler(),), {"disable_nagle_algorithm": True})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    fs.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        yield fs
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return fault_server(repo, nodelay=True, **kw)

@@ -5,7 +5,6 @@ give a traceback and never hang."""
 from __future__ import annotations
 
 import faulthandler
-import hashlib
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.fs import tree_digest
 from helpers.live_server import import_demo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -91,19 +91,6 @@ def _plant(cache: Path, rel: str, kind: str, outside: Path) -> None:
     os.utime(p, (old, old), follow_symlinks=False)
 
 
-def _digest(folder: Path) -> dict[str, str]:
-    out = {}
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        for name in dirs + files:
-            p = Path(root) / name
-            rel = p.relative_to(folder).as_posix()
-            if p.is_symlink():
-                out[rel] = "link:" + os.readlink(p)
-            elif p.is_file():
-                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-            else:
-                out[rel] = oct(p.lstat().st_mode)
-    return out
 
 
 def _outside(base: Path, commit: str, blobs: list[str]) -> Path:
@@ -178,9 +165,9 @@ def test_random_plants_never_escape_the_cache(plants: list[tuple[int, str]]) -> 
         places = _places(commit, blobs)
         for idx, kind in plants:
             _plant(cache, places[idx % len(places)], kind, outside)
-        before = _digest(outside)
+        before = tree_digest(outside)
         _run_everything(cache, commit)
-        assert _digest(outside) == before
+        assert tree_digest(outside) == before
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -196,7 +183,7 @@ def test_cli_subprocesses_on_a_hostile_cache(tmp_path: Path) -> None:
         if rel in (F + "/blobs", F + "/snapshots/" + record.commit):
             continue
         _plant(cache, rel, KINDS[i % len(KINDS)], outside)
-    before = _digest(outside)
+    before = tree_digest(outside)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     for args in (["ls"], ["check", REPO], ["gc", "--max-size", "1"]):
         p = subprocess.run([sys.executable, "-m", "modelcache", "--cache-dir", str(cache), "--offline", *args],
@@ -206,4 +193,4 @@ def test_cli_subprocesses_on_a_hostile_cache(tmp_path: Path) -> None:
         # the model registry protects): one line naming the file, which is right
         assert p.returncode in (0, 1, 7), (args, p.returncode, p.stderr)
         assert p.returncode != 7 or "hint:" in p.stderr
-    assert _digest(outside) == before
+    assert tree_digest(outside) == before

@@ -6,8 +6,9 @@ readiness code without the importer's hashing and publishing.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ..protocol import FileEntry
@@ -36,9 +37,4 @@ _WHERE = {"CheckResult": ".readiness", "check_revision": ".readiness", "resolve_
           "read_record": ".records", "write_record": ".records"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

@@ -6,7 +6,7 @@
 >>> mm = ModelManager(mc)                                                 # doctest: +SKIP
 >>> mm.add("qwen3", "Qwen/Qwen3-0.6B", kinds=["chat"], engine="vllm")     # doctest: +SKIP
 >>> with mm.use("qwen3", replica="vllm-0") as ready:                      # doctest: +SKIP
-...     subprocess.run(["vllm", "serve", str(ready.snapshot)], env={**os.environ, **ready.env})
+...     subprocess.run(["vllm", "serve", str(ready.snapshot)], env=child_env(parent_env, ready.env))
 """
 
 from __future__ import annotations

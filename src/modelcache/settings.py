@@ -142,6 +142,11 @@ class Settings:
     """Resume granularity: progress is recorded every this many new bytes of a file (whatever
     the number of connections on it) and every second, so a killed run refetches at most about
     this much per file in flight (``MODELCACHE_CHECKPOINT_BYTES``)."""
+    small_file_bytes: int = 1024 * 1024
+    """Files up to this size are fetched whole into memory, verified there and written as their
+    blob in one step — no partial, resume state or lock (a killed run refetches them, two
+    processes may both fetch one); bigger files take the resumable, locked path. 0: every file
+    takes that path (``MODELCACHE_SMALL_FILE_BYTES``; at most 16 MiB)."""
     lock_stale_after: float = 30.0
     """Seconds without a heartbeat after which another host may take over a download lock."""
     allow_insecure_token: bool = False
@@ -170,6 +175,8 @@ class Settings:
             raise InvalidInput(f"invalid --connections {self.connections}", "give a number from 1 to 256")
         if not 64 * 1024 <= self.chunk_size <= 1024**3:
             raise InvalidInput(f"invalid --chunk-size {self.chunk_size}", "give a size from 64KiB to 1GiB, e.g. 8MiB")
+        if not 0 <= self.small_file_bytes <= 16 * 1024 * 1024:
+            raise InvalidInput(f"invalid small-file size {self.small_file_bytes}", "give 0 to 16MiB in bytes")
         if self.checkpoint_bytes < 4096:
             raise InvalidInput(f"invalid checkpoint size {self.checkpoint_bytes}", "give at least 4096 bytes")
         if not self.timeout > 0:
@@ -257,7 +264,14 @@ class Settings:
             except ValueError:
                 raise InvalidInput("invalid MODELCACHE_CHECKPOINT_BYTES", "give a number of bytes") from None
         chunk = parse_size(chunk_size, "--chunk-size") if chunk_size is not None else _DEFAULTS["chunk_size"]
+        small = _DEFAULTS["small_file_bytes"]
+        if env.get("MODELCACHE_SMALL_FILE_BYTES"):
+            try:
+                small = int(env["MODELCACHE_SMALL_FILE_BYTES"])
+            except ValueError:
+                raise InvalidInput("invalid MODELCACHE_SMALL_FILE_BYTES", "give a number of bytes (0 to 16MiB)") from None
         return cls(
+            small_file_bytes=small,
             cache_dir=cache_path,
             chunk_size=chunk,
             endpoint=ep,

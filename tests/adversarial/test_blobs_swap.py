@@ -41,7 +41,7 @@ def test_blobs_swapped_for_a_link_after_the_check_gets_nothing_written_outside(
 
     monkeypatch.setattr(assembly, "claim_partial", racing_co_tenant)
     with fault_server(repo, chunk=16 * 1024, delay=0.05) as srv:  # slow: progress checkpoints happen
-        mc = ModelCache(Settings(cache_dir=cache, endpoint=srv.url, retries=1))
+        mc = ModelCache(Settings(cache_dir=cache, endpoint=srv.url, retries=1, small_file_bytes=0))  # the partial path
         try:
             mc.download(repo.repo_id)
         except ModelCacheError as exc:

@@ -37,9 +37,11 @@ def model(repo_id: str, shards: int = 4, shard_size: int = MiB, seed: bytes = b"
     return Repo(repo_id, files, commit=hashlib.sha1(repo_id.encode() + seed).hexdigest())
 
 
-def spawn(cache: Path, url: str, repo_id: str, *extra: str) -> subprocess.Popen:
+def spawn(cache: Path, url: str, repo_id: str, *extra: str, small_file_bytes: int | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env["MODELCACHE_CHECKPOINT_BYTES"] = str(64 * 1024)
+    if small_file_bytes is not None:
+        env["MODELCACHE_SMALL_FILE_BYTES"] = str(small_file_bytes)
     return subprocess.Popen([sys.executable, "-m", "modelcache", "--cache-dir", str(cache), "--endpoint", url,
                              *extra, "download", repo_id, "--quiet"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -76,11 +78,13 @@ class ReadyWatcher(threading.Thread):
 
 
 def test_eight_processes_fetch_the_bytes_about_once(tmp_path: Path) -> None:
+    """Blobs on the locked path (bigger than ``small_file_bytes``) are fetched by one process;
+    the others wait for them."""
     repo = model("org/shared")
     total = sum(len(d) for d in repo.files.values())
     cache = tmp_path / "cache"
     with fault_server(repo, chunk=64 * 1024, delay=0.005) as srv:
-        procs = [spawn(cache, srv.url, repo.repo_id) for _ in range(8)]
+        procs = [spawn(cache, srv.url, repo.repo_id, small_file_bytes=0) for _ in range(8)]
         outs = [p.communicate(timeout=120) for p in procs]
         for p, (out, err) in zip(procs, outs):
             assert p.returncode == 0, err.decode()
@@ -200,7 +204,7 @@ def test_disk_full_is_clear_consistent_and_resumable(tmp_path: Path, monkeypatch
     try:
         with fault_server(repo, chunk=64 * 1024, delay=0.01) as srv:
             mc = ModelCache(Settings(cache_dir=cache, endpoint=srv.url, token=TokenSource(), connections=2,
-                                     checkpoint_bytes=64 * 1024))
+                                     checkpoint_bytes=64 * 1024, small_file_bytes=0))
             filler = mnt / f"filler-{uuid.uuid4().hex}"
             if mounted:
                 # the space check passes (6 MiB free > 4 MiB needed); then something else fills the disk

@@ -41,10 +41,12 @@ def make_repo(size: int = 300_000) -> Repo:
 
 def cache_for(tmp_path: Path, url: str, token: str | None = TOKEN, retries: int = 5,
               chunk_size: int = 16 * 1024 * 1024, connections: int = 8, timeout: float = 5,
-              raw_http: bool = True) -> ModelCache:
+              raw_http: bool = True, small_file_bytes: int = 0) -> ModelCache:
+    """(``small_file_bytes`` 0: every file takes the resumable path, which most tests here are about.)"""
     s = Settings(cache_dir=tmp_path / "cache", endpoint=url, token=TokenSource(value=token, origin="test"),
                  retries=retries, timeout=timeout, chunk_size=chunk_size, connections=connections, raw_http=raw_http,
-                 retry_base=0.01, retry_cap=0.2)  # the backoff is a setting: fast here, nothing patched
+                 retry_base=0.01, retry_cap=0.2,  # the backoff is a setting: fast here, nothing patched
+                 small_file_bytes=small_file_bytes)
     return ModelCache(s)
 
 
@@ -59,7 +61,7 @@ def snapshot_files(mc: ModelCache, repo: Repo) -> dict[str, bytes]:
     return {p.relative_to(snap).as_posix(): p.read_bytes() for p in snap.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize(
+TRANSIENT = pytest.mark.parametrize(
     "faults",
     [
         Faults(truncate=2),
@@ -72,6 +74,24 @@ def snapshot_files(mc: ModelCache, repo: Repo) -> dict[str, bytes]:
     ],
     ids=["truncated", "corrupt-byte", "5xx", "429-retry-after", "wrong-content-range", "ignored-range", "too-long"],
 )
+SMALL = 1024 * 1024  # Settings' default: files up to it are fetched whole, in memory
+
+
+@TRANSIENT
+@pytest.mark.parametrize("raw_http", [True, False], ids=["socket", "httpx"])
+def test_transient_faults_on_small_files_in_memory(tmp_path: Path, faults: Faults, raw_http: bool) -> None:
+    """The in-memory path (no partial, no lock) retries the same faults and installs only verified bytes."""
+    repo = make_repo()
+    with fault_server(repo) as srv:
+        srv.faults["model.safetensors"] = faults
+        with cache_for(tmp_path, srv.url, connections=4, raw_http=raw_http, small_file_bytes=SMALL) as mc:
+            mc.download(repo.repo_id)
+        assert_snapshot_matches(mc, repo)
+        blobs = mc.layout(repo.repo_id).blobs
+        assert not list(blobs.glob("*.incomplete")) and not list(blobs.glob("*.mc.state"))
+
+
+@TRANSIENT
 @pytest.mark.parametrize("chunk", [16 * 1024 * 1024, 64 * 1024], ids=["whole", "chunked"])
 @pytest.mark.parametrize("raw_http", [True, False], ids=["socket", "httpx"])
 def test_transient_faults_end_complete_and_verified(tmp_path: Path, faults: Faults, chunk: int, raw_http: bool) -> None:
@@ -97,11 +117,12 @@ def test_truncated_body_resumes_with_range(tmp_path: Path) -> None:
         assert srv.bytes_served("model.safetensors") == 1_000_000
 
 
-def test_persistent_corruption_fails_with_nothing_visible(tmp_path: Path) -> None:
+@pytest.mark.parametrize("small", [0, SMALL], ids=["resumable", "in-memory"])
+def test_persistent_corruption_fails_with_nothing_visible(tmp_path: Path, small: int) -> None:
     repo = make_repo()
     with fault_server(repo) as srv:
         srv.faults["model.safetensors"] = Faults(corrupt=100)
-        with cache_for(tmp_path, srv.url) as mc, pytest.raises(IntegrityError) as err:
+        with cache_for(tmp_path, srv.url, small_file_bytes=small) as mc, pytest.raises(IntegrityError) as err:
             mc.download(repo.repo_id)
         assert "sha256" in str(err.value)
         files = snapshot_files(mc, repo)
@@ -112,11 +133,12 @@ def test_persistent_corruption_fails_with_nothing_visible(tmp_path: Path) -> Non
         assert not mc.layout(repo.repo_id).ref("main").exists()
 
 
-def test_persistent_500_gives_up_with_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("small", [0, SMALL], ids=["resumable", "in-memory"])
+def test_persistent_500_gives_up_with_clear_error(tmp_path: Path, small: int) -> None:
     repo = make_repo()
     with fault_server(repo) as srv:
         srv.faults["model.safetensors"] = Faults(statuses=[500] * 50)
-        with cache_for(tmp_path, srv.url, retries=2) as mc, pytest.raises(TransientError) as err:
+        with cache_for(tmp_path, srv.url, retries=2, small_file_bytes=small) as mc, pytest.raises(TransientError) as err:
             mc.download(repo.repo_id)
         assert "HTTP 500" in str(err.value)
         assert "model.safetensors" not in snapshot_files(mc, repo)
@@ -295,14 +317,15 @@ def test_stalled_stream_is_retried(tmp_path: Path, raw_http: bool) -> None:
     assert_snapshot_matches(mc, repo)
 
 
+@pytest.mark.parametrize("small", [0, SMALL], ids=["resumable", "in-memory"])
 @pytest.mark.parametrize("status,exc", [(401, "AuthError"), (403, "AuthError")])
-def test_auth_failures_are_not_retried(tmp_path: Path, status: int, exc: str) -> None:
+def test_auth_failures_are_not_retried(tmp_path: Path, status: int, exc: str, small: int) -> None:
     from modelcache import errors
 
     repo = make_repo()
     with fault_server(repo) as srv:
         srv.faults["model.safetensors"] = Faults(statuses=[status] * 10)
-        with cache_for(tmp_path, srv.url) as mc, pytest.raises(getattr(errors, exc)) as err:
+        with cache_for(tmp_path, srv.url, small_file_bytes=small) as mc, pytest.raises(getattr(errors, exc)) as err:
             mc.download(repo.repo_id)
         assert sum(1 for e in srv.log if e.path.endswith("model.safetensors")) == 1
         assert TOKEN not in str(err.value)

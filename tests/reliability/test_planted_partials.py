@@ -19,7 +19,8 @@ SIZE = 700_000
 
 
 def _mc(tmp_path: Path, url: str) -> ModelCache:
-    return ModelCache(Settings(cache_dir=tmp_path / "cache", endpoint=url, connections=2, timeout=10))
+    return ModelCache(Settings(cache_dir=tmp_path / "cache", endpoint=url, connections=2, timeout=10,
+                               small_file_bytes=0))  # partials are what these tests plant
 
 
 def _victim(tmp_path: Path, name: str, data: bytes = b"precious root-owned data\n") -> Path:

@@ -25,8 +25,8 @@ from ..files import (
 from ..protocol import FileEntry
 from .records import TreeRecord, write_record
 
-__all__ = ["copy_into_blob", "ensure_repo_dirs", "install_blob", "install_blob_fd", "link_file", "new_blob_temp",
-           "publish_record"]
+__all__ = ["copy_into_blob", "ensure_repo_dirs", "install_blob", "install_blob_bytes", "install_blob_fd", "link_file",
+           "new_blob_temp", "publish_record"]
 
 FILE_MODE = 0o644 | 0o040  # group-readable for shared volumes
 CACHEDIR_TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a Hugging Face hub cache.\n"
@@ -116,6 +116,38 @@ def install_blob_fd(layout: RepoLayout, etag: str, fd: int, private: Path) -> Pa
     if not _same_inode(private, fd):
         return None
     os.replace(private, target)
+    return target
+
+
+def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes) -> Path:
+    """Write *verified* bytes as ``blobs/<etag>``: a private temp file (``O_EXCL|O_NOFOLLOW``, in
+    ``blobs/`` reached without following links), fsynced, then renamed into place.
+
+    No lock is needed: the name is the content's digest, so of two writers racing for the same
+    blob the later rename puts the same bytes there again (readers holding the first keep it). A
+    blob already in place (a regular file of the right size) is left alone and the temp dropped.
+    A kill leaves at most a ``*.small.incomplete`` temp, which ``gc`` removes."""
+    target = layout.blob(etag)
+    if _is_blob(target, len(data)):
+        return target
+    with confined_folder(layout.blobs, layout.cache_dir) as folder:
+        fd, tmp = create_exclusive(folder, f"{etag}.", ".small.incomplete", 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fchmod(fd, FILE_MODE)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, folder / target.name)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
     return target
 
 

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import ssl
+import threading
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -101,6 +102,7 @@ class HubClient:
         self.network = network
         self._raw_enabled = raw_http and http is None  # an injected client (tests, mocks) sees every request
         self._raw: RawPool | None = None
+        self._raw_lock = threading.Lock()
         self._timeout = timeout
         self.http = http or httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -130,8 +132,10 @@ class HubClient:
         if not self._raw_enabled or self.network.proxy_for(urlsplit(url).hostname or ""):
             return None
         if self._raw is None:
-            ctx = _tls_context(self.network.ca_bundle)
-            self._raw = RawPool(self._timeout, ctx if isinstance(ctx, ssl.SSLContext) else None)
+            with self._raw_lock:  # every connection thread asks at once: build one pool, once
+                if self._raw is None:
+                    ctx = _tls_context(self.network.ca_bundle)
+                    self._raw = RawPool(self._timeout, ctx if isinstance(ctx, ssl.SSLContext) else None)
         return self._raw
 
     def close(self) -> None:

@@ -123,10 +123,19 @@ class RawPool:
 
     def __init__(self, timeout: float = 30.0, tls: ssl.SSLContext | None = None, max_idle: int = 64) -> None:
         self.timeout = timeout
-        self.tls = tls or ssl.create_default_context()
+        self._tls = tls  # the default context is built on the first https connection (~20 ms)
         self.max_idle = max_idle
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """The TLS context of https connections (the system CAs unless one was given)."""
+        if self._tls is None:
+            with self._lock:
+                if self._tls is None:
+                    self._tls = ssl.create_default_context()
+        return self._tls
 
     def _put(self, conn: _Conn) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..cache.activity import activity, repo_guard
 from ..cache.layout import RepoLayout
 from ..cache.locks import FileLock
-from ..cache.publish import ensure_repo_dirs, install_blob_fd, link_file, publish_record
+from ..cache.publish import ensure_repo_dirs, install_blob_bytes, install_blob_fd, link_file, publish_record
 from ..cache.quota import check_room
 from ..protocol import FileEntry
 from ..cache.records import TreeRecord
@@ -168,6 +168,11 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
     def install(entry: FileEntry, fd: int, private: Path) -> Path | None:
         return install_blob_fd(layout, entry.etag, fd, private)
 
+    def install_bytes(entry: FileEntry, data: bytes) -> Path:
+        path = install_blob_bytes(layout, entry.etag, data)
+        _drop_installed_partial(layout, entry.etag, entry.size)  # one a killed older run left
+        return path
+
     def publish(entry: FileEntry) -> None:
         link_file(layout, commit, entry)
         progress.file_done(entry.path)
@@ -180,14 +185,18 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
         link_file(layout, commit, fp.entry)
         progress.file_done(fp.entry.path)
 
-    def fetch(batch: list[FilePlan]) -> list[FilePlan]:
-        """Fetch ``batch``; returns the files whose lock another process took over meanwhile."""
-        if not batch:
+    def fetch(batch: list[FilePlan], small: list[FilePlan] = ()) -> list[FilePlan]:  # type: ignore[assignment]
+        """Fetch ``batch`` (locked) and ``small`` (in memory, no lock); returns the files whose lock
+        another process took over meanwhile."""
+        if not batch and not small:
             return []
-        _sweep_leftovers(layout, {fp.entry.etag for fp in batch})
-        jobs = [FileJob(fp.entry, client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path),
-                        layout.partial(fp.entry.etag), publish, on_start=_bind(on_start, fp.entry),
-                        fence=locks[fp.entry.etag].still_mine, install=install) for fp in batch]
+        if batch:
+            _sweep_leftovers(layout, {fp.entry.etag for fp in batch})
+        url = lambda fp: client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path)  # noqa: E731
+        jobs = [FileJob(fp.entry, url(fp), layout.partial(fp.entry.etag), publish, install_bytes=install_bytes)
+                for fp in small]
+        jobs += [FileJob(fp.entry, url(fp), layout.partial(fp.entry.etag), publish, on_start=_bind(on_start, fp.entry),
+                         fence=locks[fp.entry.etag].still_mine, install=install) for fp in batch]
         engine = TransferEngine(
             client, connections=settings.connections, chunk_size=settings.chunk_size,
             backoff=Backoff(base=settings.retry_base, cap=settings.retry_cap, attempts=settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
@@ -218,10 +227,18 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
     try:
         mine: list[FilePlan] = []
         theirs: list[FilePlan] = []
+        small: list[FilePlan] = []  # fetched whole in memory, no lock (see FileJob.install_bytes)
         for fp in files:
-            if fp.action == "fetch":
+            if fp.action != "fetch":
+                continue
+            if fp.entry.size <= settings.small_file_bytes:
+                small.append(fp)
+            else:
                 sort(fp, mine, theirs)
-        lost = fetch(mine)  # files whose lock another process took over while we fetched them
+        if on_start is not None:
+            for fp in small:
+                on_start(fp.entry, None)  # its bytes become visible once verified, as the blob
+        lost = fetch(mine, small)  # files whose lock another process took over while we fetched them
         theirs.extend(lost)
         if on_start is not None:
             for fp in theirs:

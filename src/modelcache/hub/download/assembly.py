@@ -59,7 +59,7 @@ class Assembly:
         self.lock = threading.Lock()
         self.checkpoint_bytes = 4 * 1024 * 1024
         self.checkpoint_interval = 1.0
-        self._unsaved, self._saved_at = 0, time.monotonic()
+        self._unsaved, self._unsaved_since = 0, 0.0  # bytes recorded but not yet in the state file, since when
         self.fd, self.done, self.private = claim_partial(partial, entry.etag, self.size)
         """``private``: this writer's own name for its inode (installed by renaming it)."""
         st = os.fstat(self.fd)
@@ -111,20 +111,24 @@ class Assembly:
     def record(self, r: Range, persist: bool | None = None) -> None:
         """Mark bytes ``r`` as written. ``persist``: True writes the state file now, False never,
         None when due — every ``checkpoint_bytes`` of new bytes *for this file* (whatever the
-        number of connections) or every ``checkpoint_interval`` seconds, so a SIGKILL costs at
-        most that much per file in flight, never connections x chunk."""
+        number of connections) or once the oldest unsaved byte is ``checkpoint_interval`` seconds
+        old, so a SIGKILL costs at most that much per file in flight, never connections x chunk."""
         with self.lock:
             if r[1] > r[0]:
                 self.done = add_range(self.done, r)
+                if not self._unsaved:
+                    self._unsaved_since = time.monotonic()
                 self._unsaved += r[1] - r[0]
             if not self._unsaved:
                 return  # nothing new since the last save
             if persist is None:
+                # the age of the oldest unsaved byte, not of the last save: a small file that waited
+                # in the queue and arrives in one piece is verified next and needs no state file
                 persist = (self._unsaved >= self.checkpoint_bytes
-                           or time.monotonic() - self._saved_at >= self.checkpoint_interval)
+                           or time.monotonic() - self._unsaved_since >= self.checkpoint_interval)
             if persist:
                 self._save_state()
-                self._unsaved, self._saved_at = 0, time.monotonic()
+                self._unsaved = 0
 
     # -- writing and hashing ----------------------------------------------------------------------
     def write(self, offset: int, data: bytes | memoryview) -> None:

@@ -14,12 +14,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from ...hashing import BlobHasher
 from ...protocol import FileEntry
 from ...errors import IntegrityError, ModelCacheError, ProtocolError, TransientError
 from .assembly import Assembly, LockLost
@@ -45,6 +47,11 @@ class FileJob:
     """Called with the file's assembly before any byte moves (a mirror streams from it)."""
     fence: Callable[[], bool] | None = None
     """False once this process no longer holds the blob's lock: the file is dropped (``lost``)."""
+    install_bytes: Callable[[FileEntry, bytes], object] | None = None
+    """For a small file (at most ``Settings.small_file_bytes``): fetched whole into memory, verified there,
+    and handed over as bytes to be written as the blob — no partial file, no resume state, no lock
+    (a content-addressed blob needs none: two writers install the same verified bytes). When set,
+    ``partial``, ``on_start``, ``fence`` and ``install`` are not used."""
     install: Callable[[FileEntry, int, Path], object] | None = None
     """Given the fd of the verified, synced partial and the writer's private name for it: make
     *that inode* the blob (never the shared partial name, which another writer may have swapped;
@@ -77,7 +84,20 @@ class _Chunk:
     end: int
 
 
+@dataclass(frozen=True)
+class _Small:
+    job: FileJob
+
+
 _STOP = object()
+
+SMALL_FILE_MAX = 16 * 1024 * 1024
+"""The largest file the in-memory path (``FileJob.install_bytes``) takes (each connection holds
+one such file at a time); ``Settings.small_file_bytes`` chooses the threshold under it."""
+
+FINISHERS = 4
+"""Threads that sync, install and publish verified files, so a connection goes on to its next
+request at once instead of waiting for the disk (with small files the two would take turns)."""
 
 
 class TransferEngine:
@@ -128,8 +148,16 @@ class TransferEngine:
         files lost to another process are in ``lost``, not an error.
         """
         assemblies: list[Assembly] = []
+        self._finisher = ThreadPoolExecutor(max_workers=min(FINISHERS, self.connections),
+                                            thread_name_prefix="mc-finish")
         try:
             for job in jobs:
+                if job.install_bytes is not None:
+                    if job.entry.size > SMALL_FILE_MAX:
+                        raise ValueError(f"{job.entry.path}: too large for the in-memory path")
+                    self._remaining += 1
+                    self._queue.put(_Small(job))
+                    continue
                 asm = Assembly(job.entry, job.partial, fence=job.fence)  # type: ignore[arg-type]
                 asm.checkpoint_bytes, asm.checkpoint_interval = self.checkpoint_bytes, self.checkpoint_interval
                 assemblies.append(asm)
@@ -161,10 +189,12 @@ class TransferEngine:
                     self._queue.put(_STOP)
                 for w in workers:
                     w.join()
+            self._finisher.shutdown(wait=True)  # (a no-op when done: every file was published)
             if self._error is not None:
                 raise self._error
             return self.stats
         finally:
+            self._finisher.shutdown(wait=True)  # no file is closed under a publishing thread
             for asm in assemblies:
                 asm.close()
 
@@ -200,20 +230,27 @@ class TransferEngine:
             for a, b in asm.missing_chunks(self.chunk_size):
                 self._queue.put(_Chunk(asm, job, a, b))
             return
+        self._finisher.submit(self._publish, asm, job)
+
+    def _publish(self, asm: Assembly, job: FileJob) -> None:
+        """(A finisher thread) make a verified file durable, install it and hand it on."""
         try:
             asm.check_fence()
+            if job.install is not None:
+                asm.sync()
+                if job.install(job.entry, asm.fd, asm.private) is None:
+                    self._lose(asm, job)  # our private name was taken: we were presumed dead meanwhile
+                    return
+                asm.finish_installed()
+            else:
+                asm.finish()
+            job.on_verified(job.entry)
         except LockLost:
             self._lose(asm, job)
             return
-        if job.install is not None:
-            asm.sync()
-            if job.install(job.entry, asm.fd, asm.private) is None:
-                self._lose(asm, job)  # our private name was taken: we were presumed dead meanwhile
-                return
-            asm.finish_installed()
-        else:
-            asm.finish()
-        job.on_verified(job.entry)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by run(), never lost in the pool
+            self._fail(exc)
+            return
         with self._cv:
             self._remaining -= 1
             self._cv.notify_all()
@@ -236,6 +273,12 @@ class TransferEngine:
             item = self._queue.get()
             if item is _STOP:
                 return
+            if isinstance(item, _Small):
+                try:
+                    self._fetch_small(item.job)
+                except BaseException as exc:  # noqa: BLE001 - ModelCacheError, OSError or a bug: surface it
+                    self._fail(exc)
+                continue
             chunk: _Chunk = item  # type: ignore[assignment]
             try:
                 if chunk.asm.lost:
@@ -360,6 +403,86 @@ class TransferEngine:
         if pos < end and not self._abort.is_set():
             raise TransientError(f"{entry.path}: body ended at byte {pos} of {end}", "retrying")
         return max(pos, c.end) if end == entry.size and pos >= end else pos
+
+    # -- small files: in memory ---------------------------------------------------------------------
+    def _fetch_small(self, job: FileJob) -> None:
+        """Fetch a small file whole (retrying transient faults), verify it in memory, then hand it to
+        a finisher to be written as its blob."""
+        entry, failures, bad = job.entry, 0, 0
+        while not self._abort.is_set():
+            try:
+                data = self._get_small(job)
+            except TransientError as exc:
+                failures += 1
+                self.stats.add(retries=1)
+                if failures > self.backoff.attempts:
+                    raise
+                wait = self.backoff.delay(failures - 1, exc.retry_after)
+                if self.on_wait is not None:
+                    self.on_wait(exc.message, wait)
+                self.sleep(wait)
+                continue
+            if data is None:
+                return  # aborted meanwhile
+            hasher = BlobHasher(entry.size, entry.is_lfs)
+            hasher.update(data)
+            if hasher.hexdigest() != entry.etag:
+                bad += 1
+                self.stats.add(restarts=1)
+                if bad >= 2:
+                    raise IntegrityError(
+                        f"{entry.path} from {self.repo_id}: content does not match its "
+                        f"{'sha256' if entry.is_lfs else 'git sha1'} (twice in a row)",
+                        "the upstream serves corrupt data; nothing was kept — report it or try another endpoint",
+                    )
+                continue
+            self._finisher.submit(self._publish_small, job, data)
+            return
+
+    def _get_small(self, job: FileJob) -> bytes | None:
+        """One GET of the whole small file: its bytes (exactly ``entry.size``), None when aborted."""
+        entry = job.entry
+        buf = bytearray()
+        try:
+            resp = self._open(job.url, {"Accept-Encoding": "identity"}, entry)
+            try:
+                if resp.status_code != 200:
+                    resp.read()
+                    raise error_for_response(resp, entry.path, self.repo_id, repo_known=True)
+                length = _int(resp.headers.get("content-length"))
+                if length is not None and length != entry.size:
+                    raise TransientError(f"{entry.path}: the server announced {length} bytes, "
+                                         f"not its size {entry.size}", "retrying")
+                for data in self._body(resp):
+                    if self._abort.is_set():
+                        return None
+                    if len(buf) + len(data) > entry.size:
+                        raise TransientError(f"{entry.path}: the server sent more bytes than its size "
+                                             f"{entry.size}", "retrying")
+                    buf += data
+            finally:
+                resp.close()
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise TransientError(f"{entry.path}: connection lost at byte {len(buf)} "
+                                 f"({type(exc).__name__})", "retrying") from None
+        if len(buf) < entry.size:
+            raise TransientError(f"{entry.path}: body ended at byte {len(buf)} of {entry.size}", "retrying")
+        self.stats.add(bytes_fetched=len(buf))
+        self.on_bytes(entry.path, len(buf))  # (progress moves once the whole file is here: a retry starts over)
+        return bytes(buf)
+
+    def _publish_small(self, job: FileJob, data: bytes) -> None:
+        """(A finisher thread) write the verified bytes as the blob and hand the file on."""
+        try:
+            assert job.install_bytes is not None
+            job.install_bytes(job.entry, data)
+            job.on_verified(job.entry)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by run()
+            self._fail(exc)
+            return
+        with self._cv:
+            self._remaining -= 1
+            self._cv.notify_all()
 
     def _body(self, resp: httpx.Response | RawResponse) -> Iterator[bytes | memoryview]:
         if isinstance(resp, RawResponse):

@@ -134,8 +134,13 @@ class HubClient:
         if self._raw is None:
             with self._raw_lock:  # every connection thread asks at once: build one pool, once
                 if self._raw is None:
-                    ctx = _tls_context(self.network.ca_bundle)
-                    self._raw = RawPool(self._timeout, ctx if isinstance(ctx, ssl.SSLContext) else None)
+                    bundle = self.network.ca_bundle
+
+                    def tls() -> ssl.SSLContext:  # built on the first https connection only (~25 ms)
+                        ctx = _tls_context(bundle)
+                        return ctx if isinstance(ctx, ssl.SSLContext) else ssl.create_default_context()
+
+                    self._raw = RawPool(self._timeout, tls_factory=tls)
         return self._raw
 
     def close(self) -> None:

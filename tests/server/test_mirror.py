@@ -160,3 +160,50 @@ def test_revision_lookups_are_cached_for_the_ttl(tmp_path: Path) -> None:
         assert sum(1 for e in up.log if "/revision/" in e.path) == 1
         r = httpx.get(f"{url}/api/models/org/unknown/revision/main")
         assert r.status_code == 404 and r.headers["X-Error-Code"] == "RepoNotFound"
+
+
+def test_ranges_stream_while_the_mirror_fills_and_the_last_byte_waits_for_verification(tmp_path: Path) -> None:
+    """A range short of the file's end is answered as the verified frontier passes it (a client
+    assembling ranges gets its bytes during the fill); the range holding the file's last byte
+    completes only once the whole file is verified."""
+    repo = upstream_model(2 * MiB)
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    shard = "model-00001-of-00003.safetensors"
+    data = repo.files[shard]
+    with fault_server(repo, chunk=32 * 1024, delay=0.01) as up, \
+            running_server(cache, mirror=mirror_for(cache, up.url)) as url:
+        commit = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main", timeout=30).json()["sha"]
+        target = f"{url}/{repo.repo_id}/resolve/{commit}/{shard}"
+        r = httpx.get(target, headers={"Range": "bytes=0-262143"}, timeout=60)
+        upstream_then = up.live_bytes  # what the upstream had sent when the range was answered
+        assert r.status_code == 206 and r.content == data[:262144]
+        assert r.headers["content-range"] == f"bytes 0-262143/{len(data)}"
+        assert upstream_then < len(data)  # answered before the fill had the whole file
+        r = httpx.get(target, headers={"Range": "bytes=-1000"}, timeout=60)
+        assert r.status_code == 206 and r.content == data[-1000:]
+        assert up.live_bytes >= len(data)  # the last byte waited for the whole (verified) file
+        r = httpx.get(target, headers={"Range": "bytes=5-9, 20-30"}, timeout=60)  # several: from the cache
+        assert r.status_code in (200, 206)
+
+
+def test_a_corrupt_fill_cuts_the_range_holding_the_last_byte(tmp_path: Path) -> None:
+    from helpers.fault_server import Faults
+
+    repo = upstream_model(2 * MiB)
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    shard = "model-00001-of-00003.safetensors"
+    with fault_server(repo, chunk=64 * 1024, delay=0.002) as up, \
+            running_server(cache, mirror=mirror_for(cache, up.url, retries=1)) as url:
+        up.faults[shard] = Faults(corrupt=100)
+        commit = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main", timeout=30).json()["sha"]
+        size = len(repo.files[shard])
+        with pytest.raises(httpx.HTTPError):
+            with httpx.stream("GET", f"{url}/{repo.repo_id}/resolve/{commit}/{shard}",
+                              headers={"Range": f"bytes={size // 2}-"}, timeout=60) as r:
+                if r.status_code != 206:
+                    raise httpx.HTTPError(f"status {r.status_code}")
+                body = b"".join(r.iter_bytes())
+                assert len(body) < size - size // 2  # unreachable: the stream must fail first
+    assert not (ModelCache(Settings(cache_dir=cache, offline=True)).layout(repo.repo_id).blob(repo.etag(shard))).exists()

@@ -29,6 +29,28 @@ async def _wait_done(fill: Fill) -> None:
         await anyio.sleep(POLL)
 
 
+def single_range(value: str, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` / ``a-`` / ``-n`` → ``(start, end)`` (end exclusive) inside ``[0, size)``; None
+    for anything else (several ranges, malformed, unsatisfiable: answered from the verified file)."""
+    if not value.startswith("bytes=") or "," in value:
+        return None
+    a, sep, b = value[6:].strip().partition("-")
+    if not sep:
+        return None
+    try:
+        if not a:
+            n = int(b)
+            start, end = (max(0, size - n), size) if n > 0 else (size, size)
+        else:
+            start = int(a)
+            end = min(int(b) + 1, size) if b else size
+    except ValueError:
+        return None
+    if start < 0 or start >= end or start >= size:
+        return None
+    return start, end
+
+
 async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, commit: str, entry: FileEntry,
                       serve_cached: Callable[[], Response]) -> Response:
     etag = f'"{entry.etag}"'
@@ -39,12 +61,20 @@ async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, comm
     if mirror.offline:
         raise HttpError(404, "EntryNotFound", f"{entry.path} of {layout.repo_id} is not cached (mirror is offline)")
     fill = await anyio.to_thread.run_sync(mirror.fill, layout, commit, entry)
+    span: tuple[int, int] | None = (0, entry.size)
+    status = 200
     if "range" in request.headers:
-        # a range cannot be verified on its own: answer it once the whole file is verified
-        await _wait_done(fill)
-        if fill.error is not None:
-            raise HttpError(502, "UpstreamError", f"fetching {entry.path} from upstream failed: {fill.error}")
-        return serve_cached()
+        span = single_range(request.headers["range"], entry.size)
+        if span is None or request.headers.get("if-range"):
+            # several ranges, a malformed or conditional one: answered by the verified file
+            await _wait_done(fill)
+            if fill.error is not None:
+                raise HttpError(502, "UpstreamError", f"fetching {entry.path} from upstream failed: {fill.error}")
+            return serve_cached()
+        status = 206
+        headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{entry.size}"
+        headers["Content-Length"] = str(span[1] - span[0])
+    start, end = span
     resets = fill.resets
     fd = await anyio.to_thread.run_sync(mirror.partial_fd, layout, fill)
     if fd is None:
@@ -54,9 +84,13 @@ async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, comm
         return serve_cached()
 
     async def body() -> AsyncIterator[bytes]:
-        size = entry.size
-        hold = max(size - 1, 0)  # the last byte goes out only after verification
-        pos = 0
+        # The file's last byte goes out only after the whole file is verified: no caller ever
+        # completes the file — whole, or from ranges — before that. A range that stops short of
+        # it streams as the verified frontier passes (a client that assembles ranges, as
+        # modelcache and aria2c do, gets its bytes while the mirror fills instead of after).
+        size = end
+        hold = max(end - 1, start) if end == entry.size else end
+        pos = start
         try:
             while pos < hold:
                 if fill.resets != resets:
@@ -72,6 +106,8 @@ async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, comm
                     raise FillAborted(f"{entry.path}: upstream fetch failed: {fill.error}")
                 else:
                     await anyio.sleep(POLL)
+            if end < entry.size:
+                return  # (every byte streamed was hashed into the frontier; the file's last is not among them)
             await _wait_done(fill)
             if fill.error is not None or fill.resets != resets:
                 raise FillAborted(f"{entry.path}: upstream fetch failed: {fill.error}")
@@ -80,4 +116,4 @@ async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, comm
         finally:
             os.close(fd)
 
-    return StreamingResponse(body(), headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(body(), status_code=status, headers=headers, media_type="application/octet-stream")

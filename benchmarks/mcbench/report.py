@@ -6,7 +6,7 @@ from typing import Any
 
 from .common import MB, GiB, KiB, MiB
 from .scenarios import CEILING, CEILING_RANGES, Scenario
-from .targets import Target, scenario_targets
+from .targets import Target, mirror_cpu_floor, scenario_targets
 
 __all__ = ["render_report", "render_serve", "render_targets", "targets_console"]
 
@@ -70,15 +70,19 @@ def _mirror_lines(m: dict[str, Any]) -> list[str]:
     out = [f"- one `modelcache download` straight from the upstream: {direct:.2f} s wall, "
            f"{m.get('direct_cpu_s', 0):.2f} CPU s", ""]
     out += ["| clients (each from a cold mirror) | last done s | / direct wall | failed clients | mirror CPU s "
-            "| clients' CPU s |", "|---|---:|---:|---:|---:|---:|"]
+            "| clients' CPU s | CPU floor s | floor / direct wall |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in m.get("rounds", []):
         last = r.get("last_done_s")
         who = "`modelcache download`" if r["client"] == "modelcache" else "`curl -Z` (information)"
+        floor = mirror_cpu_floor(m, r)
         out.append(f"| {m['clients']} × {who} "
                    f"| {_f(last)} | {_f(last / direct if last else None)} | {r.get('failed_clients', '—')} "
-                   f"| {_f(r.get('mirror_cpu_s'))} | {_f(r.get('clients_cpu_s'))} |")
+                   f"| {_f(r.get('mirror_cpu_s'))} | {_f(r.get('clients_cpu_s'))} "
+                   f"| {_f(floor)} | {_f(floor / direct if floor else None)} |")
     out.append("")
-    out.append(f"On this box all clients share its {m.get('cores', '?')} cores; on a cluster each has a node.")
+    out.append(f"On this box all clients share its {m.get('cores', '?')} cores; on a cluster each has a node. "
+               "**CPU floor** = (mirror CPU + clients' CPU) / cores: no schedule on this box finishes sooner, "
+               "whatever the network does — when it exceeds 1.1× the direct wall, the target cannot be met here.")
     if m.get("upstream_bytes_per_round") is not None:
         n = m["upstream_bytes_per_round"]
         out.append(f"The upstream sent each cold mirror {n:,} bytes ({n / max(1, m['bytes']):.2f}× the model).")

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import _httpx_cli
 from ._lazy import lazy_exports
+
+_httpx_cli.install()  # httpx without its CLI: ~50 ms less per start (see _httpx_cli)
 
 if TYPE_CHECKING:
     from .cache.readiness import CheckResult

@@ -174,13 +174,17 @@ class Assembly:
         self.release()
 
     def _readback(self, start: int, end: int) -> None:
+        # into one reused buffer (``preadv``): no 1 MiB bytes object per read. (Hashing from an
+        # mmap instead was measured slower — 0.41-0.70 s against 0.36-0.48 s per 512 MiB — and a
+        # shared partial truncated under the mapping would kill the process with SIGBUS.)
         pos = start
+        view = memoryview(bytearray(min(READBACK, max(end - start, 1))))
         while pos < end:
-            data = os.pread(self.fd, min(READBACK, end - pos), pos)
-            if not data:
+            n = os.preadv(self.fd, [view[: min(len(view), end - pos)]], pos)
+            if not n:
                 raise OSError(f"{self.partial.name}: short read at {pos}")
-            self.hasher.update(data)
-            pos += len(data)
+            self.hasher.update(view[:n])
+            pos += n
             self.hashed = pos
 
     def _hash_prefix(self, length: int) -> None:

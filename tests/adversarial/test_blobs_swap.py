@@ -30,14 +30,15 @@ def test_blobs_swapped_for_a_link_after_the_check_gets_nothing_written_outside(
     real_claim = assembly.claim_partial
     swapped = []
 
-    def racing_co_tenant(partial: Path, etag: str, size: int):  # type: ignore[no-untyped-def]
+    def racing_co_tenant(partial: Path, etag: str, size: int, *held: int):  # type: ignore[no-untyped-def]
+        # (``held``: the fd on blobs/ the download holds for its run, opened before this swap)
         blobs = partial.parent
-        out = real_claim(partial, etag, size) if when == "after-claim" else None
+        out = real_claim(partial, etag, size, *held) if when == "after-claim" else None
         if not swapped:  # the co-tenant wins the race once: blobs/ is now a link to its folder
             os.rename(blobs, blobs.with_name("blobs.moved"))
             os.symlink(outside, blobs)
             swapped.append(True)
-        return out or real_claim(partial, etag, size)
+        return out or real_claim(partial, etag, size, *held)
 
     monkeypatch.setattr(assembly, "claim_partial", racing_co_tenant)
     with fault_server(repo, chunk=16 * 1024, delay=0.05) as srv:  # slow: progress checkpoints happen

@@ -14,12 +14,13 @@ from pathlib import Path
 from ..errors import CacheError
 from .layout import RepoLayout
 from ..files import (
+    HeldFolders,
     NotRegularFile,
-    atomic_symlink,
     confined_folder,
     create_exclusive,
     open_regular,
     shared_mkdir,
+    symlink_at,
     write_new_file,
 )
 from ..protocol import FileEntry
@@ -100,22 +101,35 @@ def _install_blob(target: Path, verified_tmp: Path, shown: Path) -> Path:
     return target
 
 
-def install_blob_fd(layout: RepoLayout, etag: str, fd: int, private: Path) -> Path | None:
+def install_blob_fd(layout: RepoLayout, etag: str, fd: int, private: Path,
+                    folders: HeldFolders | None = None) -> Path | None:
     """Make the verified inode open at ``fd`` the blob ``blobs/<etag>`` (atomic; idempotent).
 
-    ``private`` is the writer's own name for that inode: it is checked to still be that inode
-    and renamed over the blob. What gets installed is always the inode this writer verified,
-    never whatever another writer may meanwhile have put under the partial's shared name.
-    Returns None (nothing installed) when the private name is not ours any more.
+    ``private`` is the writer's own name for that inode (in ``blobs/``): it is checked to still
+    be that inode and renamed over the blob. What gets installed is always the inode this
+    writer verified, never whatever another writer may meanwhile have put under the partial's
+    shared name. Both names are reached through ``blobs/`` held by fd (the run's ``folders``,
+    or opened from the cache root for this call). Returns None (nothing installed) when the
+    private name is not ours any more.
     """
     target = layout.blob(etag)
-    try:
-        os.fchmod(fd, FILE_MODE)
-    except OSError:
-        pass
-    if not _same_inode(private, fd):
-        return None
-    os.replace(private, target)
+    if folders is None:
+        with HeldFolders(layout.cache_dir) as own:
+            return install_blob_fd(layout, etag, fd, private, own)
+    st = os.fstat(fd)
+    if stat.S_IMODE(st.st_mode) != FILE_MODE:
+        try:
+            os.fchmod(fd, FILE_MODE)
+        except OSError:
+            pass
+    with folders.held(layout.blobs) as blobs:
+        try:
+            mine = os.lstat(private.name, dir_fd=blobs)
+        except OSError:
+            return None
+        if (mine.st_dev, mine.st_ino) != (st.st_dev, st.st_ino):
+            return None
+        os.replace(private.name, target.name, src_dir_fd=blobs, dst_dir_fd=blobs)
     return target
 
 
@@ -187,13 +201,29 @@ def copy_into_blob(layout: RepoLayout, entry: FileEntry, source: Path | int) -> 
             os.close(src_fd)
 
 
-def link_file(layout: RepoLayout, commit: str, entry: FileEntry) -> Path:
+def link_file(layout: RepoLayout, commit: str, entry: FileEntry, folders: HeldFolders | None = None) -> Path:
     """Point ``snapshots/<commit>/<path>`` at the file's blob (an atomic relative symlink); returns the link.
 
-    The blob must already be in place.
+    The blob must already be in place. The link's folder (made when missing) and
+    ``.modelcache/tmp/`` (where the link is made before it is renamed into place) are reached
+    through the run's ``folders`` (or opened from the cache root for this call), never through
+    a link. A folder removed meanwhile (``rm --force``) is reached from the root again, once.
     """
     link = layout.snapshot_file(commit, entry.path)
-    atomic_symlink(link, layout.blob(entry.etag), tmp_dir=layout.tmp, root=layout.cache_dir)
+    layout.blob(entry.etag)  # validates the etag
+    rel = "../" * (entry.path.count("/") + 2) + "blobs/" + entry.etag
+    if folders is None:
+        with HeldFolders(layout.cache_dir) as own:
+            return link_file(layout, commit, entry, own)
+    for attempt in range(2):
+        try:
+            with folders.held(link.parent, create=True) as folder, folders.held(layout.tmp, create=True) as tmp:
+                symlink_at(rel, folder, link.name, tmp)
+            return link
+        except FileNotFoundError:
+            if attempt:
+                raise
+            folders.refresh(layout.folder)
     return link
 
 

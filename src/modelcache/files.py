@@ -237,12 +237,25 @@ def replace_bytes_at(dir_fd: int, name: str, data: bytes, mode: int = 0o664, fsy
 
 
 def symlink_at(rel: str, dir_fd: int, name: str, tmp_dir_fd: int) -> None:
-    """Make ``name`` in the folder of ``dir_fd`` a symlink to ``rel``, replacing any previous
-    entry atomically: the link is made under an unpredictable name in the folder of
-    ``tmp_dir_fd`` (same filesystem; where HF's scanner does not look, so a crash never leaves
-    a stray entry in a snapshot), then renamed into place. Both folders are held by fd
-    (``HeldFolders``): nothing is reached by path.
+    """Make ``name`` in the folder of ``dir_fd`` a symlink to ``rel``; both folders are held by
+    fd (``HeldFolders``): nothing is reached by path.
+
+    When nothing is at ``name``, the link is made right there (``symlinkat`` is atomic and never
+    follows what it finds: an entry that appeared meanwhile makes it fail, not write through).
+    Otherwise (a link to the same place is left as it is) any previous entry is replaced
+    atomically: the link is made under an unpredictable name in the folder of ``tmp_dir_fd``
+    (same filesystem; where HF's scanner does not look, so a crash never leaves a stray entry
+    in a snapshot), then renamed over it.
     """
+    try:
+        os.symlink(rel, name, dir_fd=dir_fd)
+        return
+    except FileExistsError:
+        try:
+            if os.readlink(name, dir_fd=dir_fd) == rel:
+                return
+        except OSError:
+            pass  # not a link (a file, a folder, a FIFO): replaced below (or refused, for a folder)
     tmp = f"link.{secrets.token_hex(16)}.tmp"
     os.symlink(rel, tmp, dir_fd=tmp_dir_fd)
     try:

@@ -96,7 +96,7 @@ class Assembly:
     def _save_state(self) -> None:
         self.check_fence()
         write_state(self.state_path, self.entry.etag, self.size, self.fd, self.done, self.private.name,
-                    dir_fd=self.folder)
+                    dir_fd=self.folder, inode=self.inode)
 
     def missing_chunks(self, chunk: int) -> list[Range]:
         """The byte ranges not yet written, split into pieces of at most ``chunk`` bytes."""
@@ -265,6 +265,6 @@ class Assembly:
     def close(self) -> None:
         """Release and close the file descriptor (idempotent)."""
         if self.fd >= 0:
-            release_inode(self.fd)
+            release_inode(self.fd, self.inode)
             os.close(self.fd)
             self.fd = -1

@@ -127,18 +127,18 @@ def writer_gone(writer: object, inode: tuple[int, int]) -> bool:
 
 
 def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range], private: str,
-                dir_fd: int | None = None) -> None:
+                dir_fd: int | None = None, inode: tuple[int, int] | None = None) -> None:
     """Atomically write the state for the inode behind ``fd``, naming this process as its writer
     and ``private`` as the writer's own name for the inode.
 
     Written in the folder held by ``dir_fd`` (``path`` names it in errors) — or else in
     ``blobs/`` as reached from the cache root (``path``'s grand-grandparent) without following
     links (``CacheError`` if it is not a real folder there): a ``blobs/`` swapped for a link
-    gets nothing."""
+    gets nothing. ``inode``: (dev, ino) of ``fd`` when the caller knows it."""
     from ...files import open_folder, replace_bytes_at
 
-    st = os.fstat(fd)
-    data = {"etag": etag, "size": size, "ino": st.st_ino, "dev": st.st_dev,
+    dev, ino = inode if inode is not None else _inode(fd)
+    data = {"etag": etag, "size": size, "ino": ino, "dev": dev,
             "writer": _me(), "private": private, "done": [list(r) for r in done]}
     body = json.dumps(data).encode()
     if dir_fd is not None:
@@ -151,11 +151,18 @@ def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range], pr
         os.close(folder)
 
 
-def release_inode(fd: int) -> None:
-    """Forget an fd's inode in the in-process registry (before closing it)."""
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return
+def _inode(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def release_inode(fd: int, inode: tuple[int, int] | None = None) -> None:
+    """Forget an fd's inode (``inode``, when the caller knows it) in the in-process registry
+    (before closing it)."""
+    if inode is None:
+        try:
+            inode = _inode(fd)
+        except OSError:
+            return
     with _OPEN_LOCK:
-        OPEN_INODES.discard((st.st_dev, st.st_ino))
+        OPEN_INODES.discard(inode)

@@ -20,8 +20,6 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import CacheError
@@ -147,6 +145,7 @@ class HeldFolders:
         self.capacity = max(1, capacity)
         self._bases = (os.path.abspath(root), os.path.realpath(root))
         self._fds: dict[tuple[str, ...], int] = {}
+        self._keys: dict[str, tuple[str, ...]] = {}
         self._retired: list[int] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -173,22 +172,21 @@ class HeldFolders:
 
     def key(self, folder: Path | str) -> tuple[str, ...]:
         """``folder``'s components below the root; ``CacheError`` when it is not below it."""
-        parts = _parts(folder, self._bases)
+        text = str(folder)
+        parts = self._keys.get(text)
         if parts is None:
-            raise _not_inside(folder, self.root)
+            parts = _parts(text, self._bases)
+            if parts is None:
+                raise _not_inside(folder, self.root)
+            if len(self._keys) > 4096:
+                self._keys.clear()
+            self._keys[text] = parts
         return parts
 
-    @contextmanager
-    def held(self, folder: Path | str, *, create: bool = False) -> Iterator[int]:
-        """An fd on ``folder`` for the block: the run's held one, or (past ``capacity``) one
-        opened for the block. See ``open_folder`` for the errors."""
-        parts = self.key(folder)
-        fd, owned = self._get(parts, create)
-        try:
-            yield fd
-        finally:
-            if owned:
-                os.close(fd)
+    def held(self, folder: Path | str, *, create: bool = False) -> _Use:
+        """``with folders.held(folder) as fd:`` an fd on ``folder`` for the block: the run's held
+        one, or (past ``capacity``) one opened for the block. See ``open_folder`` for the errors."""
+        return _Use(self, self.key(folder), create)
 
     def refresh(self, folder: Path | str) -> None:
         """Forget the held fds of ``folder`` and of everything below it (removed or replaced
@@ -201,6 +199,9 @@ class HeldFolders:
 
     def _get(self, parts: tuple[str, ...], create: bool) -> tuple[int, bool]:
         """(fd, owned): owned when past ``capacity`` (the caller closes it)."""
+        fd = self._fds.get(parts)  # (a held fd stays open until ``close``: no lock needed to find it)
+        if fd is not None and not self._closed:
+            return fd, False
         with self._lock:
             if self._closed:
                 raise ValueError("HeldFolders used after close()")
@@ -225,3 +226,22 @@ class HeldFolders:
                     self._fds[parts[:j + 1]] = nfd
                 base = nfd
             return base, owned
+
+
+class _Use:
+    """The context manager of ``HeldFolders.held`` (a class: this runs several times per file)."""
+
+    __slots__ = ("_folders", "_parts", "_create", "_fd", "_owned")
+
+    def __init__(self, folders: HeldFolders, parts: tuple[str, ...], create: bool) -> None:
+        self._folders, self._parts, self._create = folders, parts, create
+        self._fd, self._owned = -1, False
+
+    def __enter__(self) -> int:
+        self._fd, self._owned = self._folders._get(self._parts, self._create)
+        return self._fd
+
+    def __exit__(self, *exc: object) -> None:
+        if self._owned:
+            os.close(self._fd)
+            self._owned = False

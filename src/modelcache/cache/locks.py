@@ -306,17 +306,20 @@ class FileLock:
         intervals) reads it again whatever ``lstat`` says (an NFS client may answer it from a
         stale attribute cache; the ``open`` of a read revalidates): it always sees it lost the lock.
         """
+        if self.folders is None or self.folders.closed:
+            return self._still_mine(None)
+        with self.folders.held(self.path.parent) as folder:
+            return self._still_mine(folder)
+
+    def _still_mine(self, folder: int | None) -> bool:
         seen = self._seen
         if seen is not None and time.monotonic() - seen[1] < self.heartbeat:
             try:
-                if _key(os.lstat(self.path)) == seen[0]:
+                if _key(os.lstat(self._at(self.path.name, folder), dir_fd=folder)) == seen[0]:
                     return True
             except OSError:
                 return False
-        if self.folders is None or self.folders.closed:
-            return self._read_mine(None)
-        with self.folders.held(self.path.parent) as folder:
-            return self._read_mine(folder)
+        return self._read_mine(folder)
 
     def _read_mine(self, folder: int | None) -> bool:
         name = self._at(self.path.name, folder)

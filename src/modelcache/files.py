@@ -269,39 +269,14 @@ def symlink_at(rel: str, dir_fd: int, name: str, tmp_dir_fd: int) -> None:
 
 
 # -- deletes ----------------------------------------------------------------------------------------
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
-
-
 def _open_confined_dir(folder: Path | str, root: Path | str) -> int | None:
-    """An fd on ``folder``, reached from ``root`` one component at a time with ``O_NOFOLLOW``:
-    None when ``folder`` is not below ``root`` or any folder on the way is a symlink."""
-    real_root = os.path.realpath(root)
-    folder = os.path.abspath(folder)
-    for base in (real_root, os.path.abspath(root)):
-        if folder == base:
-            rel = ""
-            break
-        if folder.startswith(base.rstrip(os.sep) + os.sep):
-            rel = folder[len(base.rstrip(os.sep)) + 1:]
-            break
-    else:
-        return None
+    """An fd on ``folder``, reached from ``root`` one component at a time with ``O_NOFOLLOW``
+    (``folders.open_folder``): None when ``folder`` is not below ``root`` or any folder on the
+    way is a symlink or missing."""
     try:
-        fd = os.open(real_root, _DIR_FLAGS)
-    except OSError:
+        return open_folder(folder, root)
+    except (CacheError, OSError):
         return None
-    for part in filter(None, rel.split(os.sep)):
-        if part in (".", ".."):
-            os.close(fd)
-            return None
-        try:
-            nfd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-        except OSError:
-            os.close(fd)
-            return None
-        os.close(fd)
-        fd = nfd
-    return fd
 
 
 @contextmanager

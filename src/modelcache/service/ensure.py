@@ -132,9 +132,12 @@ def ensure_files(
         plan = plan_transfer(entries, {e.path: local_state(layout, commit, e) for e in entries})
         # what partials really hold (allocated blocks, not their apparent size), and only when
         # they will be resumed in place (a copied one needs its room again until the swap)
-        partials = _partial_names(layout)
+        to_fetch = list(plan.to_fetch)
+        if len(to_fetch) > 32:  # one listing of blobs/ instead of one lstat per file
+            partials = _partial_names(layout)
+            to_fetch = [fp for fp in to_fetch if layout.partial(fp.entry.etag).name in partials]
         partial_bytes = sum(resumable_in_place(layout.partial(fp.entry.etag), fp.entry.etag, fp.entry.size)
-                            for fp in plan.to_fetch if layout.partial(fp.entry.etag).name in partials)
+                            for fp in to_fetch)
         check_room(layout.cache_dir, max(0, plan.bytes_to_fetch - partial_bytes), layout.repo_id)
         progress.start(layout.repo_id, commit, plan)
         totals = {"fetched": 0, "resumed": 0, "waited": 0, "files": 0}
@@ -162,7 +165,8 @@ def ensure_files(
 
 
 def _partial_names(layout: RepoLayout) -> set[str]:
-    """Names of the partials in ``blobs/`` (one listing instead of one ``lstat`` per file)."""
+    """Names of the partials in ``blobs/`` (read only: a listing through a planted link lists
+    nothing that is written to)."""
     try:
         return {n for n in os.listdir(layout.blobs) if n.endswith(".mc.incomplete")}
     except OSError:

@@ -136,8 +136,8 @@ class HeldFolders:
     ``held(folder)`` yields the fd to use with ``dir_fd=`` (never close it). The first
     ``capacity`` folders stay open for the run; further ones (a repo with very many
     sub-folders) are opened from their nearest held ancestor for each use, so a run never
-    holds more than ``capacity`` descriptors. Thread-safe. A folder removed meanwhile (``rm``)
-    is made again by ``refresh``.
+    holds more than ``capacity`` descriptors. Thread-safe. ``refresh`` forgets a folder that
+    was removed meanwhile (``rm --force``), so the next use makes it again.
     """
 
     def __init__(self, root: Path | str, *, capacity: int = 64) -> None:
@@ -194,6 +194,10 @@ class HeldFolders:
         until ``close``: another thread may be using one right now.)"""
         parts = self.key(folder)
         with self._lock:
+            if len(self._retired) > 4 * self.capacity:  # (kept open until ``close``: bounded)
+                raise CacheError(f"folders under {self.root.joinpath(*parts)} keep disappearing while they are "
+                                 "written", "is a `modelcache rm --force` or another tenant removing them? "
+                                 "run the download again once it stopped")
             for k in [k for k in self._fds if k[:len(parts)] == parts]:
                 self._retired.append(self._fds.pop(k))
 

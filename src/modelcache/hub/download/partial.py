@@ -187,7 +187,8 @@ def _links_are_ours(st: os.stat_result, data: dict[str, object], dfd: int | None
     if st.st_nlink != 2 or not _is_private_name(private):
         return False
     try:
-        pst = os.lstat(str(private), dir_fd=dfd) if dfd is not None else os.lstat(folder / str(private))  # type: ignore[operator]
+        where = str(private) if dfd is not None else folder / str(private)  # type: ignore[operator]
+        pst = os.lstat(where, dir_fd=dfd)
     except OSError:
         return False
     return (pst.st_dev, pst.st_ino) == (st.st_dev, st.st_ino)

@@ -127,7 +127,7 @@ def read_bounded(path: Path | str, max_bytes: int = STATE_MAX_BYTES, *, follow: 
     try:
         chunks, have = [], 0
         while have <= max_bytes:  # (plain reads: no buffered file object, no isatty/lseek)
-            piece = os.read(fd, max_bytes + 1 - have)
+            piece = os.read(fd, min(1 << 16, max_bytes + 1 - have))
             if not piece:
                 break
             chunks.append(piece)

@@ -78,16 +78,18 @@ def is_inside(path: Path | str, root: Path | str) -> bool:
 
 
 # -- reads ------------------------------------------------------------------------------------------
-def open_regular(path: Path | str, max_bytes: int | None = None, *, follow: bool = False) -> int:
+def open_regular(path: Path | str, max_bytes: int | None = None, *, follow: bool = False,
+                 dir_fd: int | None = None) -> int:
     """An fd open for reading on ``path`` if it is a regular file (of at most ``max_bytes``).
 
     Never follows a final symlink unless ``follow`` (then the caller has checked where it
-    leads), never blocks on a FIFO. Raises ``FileNotFoundError`` when missing and
-    ``NotRegularFile`` for anything that is not a regular file or is too large.
+    leads), never blocks on a FIFO. With ``dir_fd``, ``path`` is a name in that folder. Raises
+    ``FileNotFoundError`` when missing and ``NotRegularFile`` for anything that is not a
+    regular file or is too large.
     """
     flags = _READ_FLAGS & ~os.O_NOFOLLOW if follow else _READ_FLAGS
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, flags, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotRegularFile(errno.ELOOP, "a symlink where a file belongs", str(path)) from None
@@ -118,11 +120,21 @@ def open_in_root(path: Path | str, root: Path | str, max_bytes: int | None = Non
     return open_regular(real, max_bytes)
 
 
-def read_bounded(path: Path | str, max_bytes: int = STATE_MAX_BYTES, *, follow: bool = False) -> bytes:
+def read_bounded(path: Path | str, max_bytes: int = STATE_MAX_BYTES, *, follow: bool = False,
+                 dir_fd: int | None = None) -> bytes:
     """The bytes of the regular file at ``path`` (at most ``max_bytes``; see ``open_regular``)."""
-    fd = open_regular(path, max_bytes, follow=follow)
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(max_bytes + 1)
+    fd = open_regular(path, max_bytes, follow=follow, dir_fd=dir_fd)
+    try:
+        chunks, have = [], 0
+        while have <= max_bytes:  # (plain reads: no buffered file object, no isatty/lseek)
+            piece = os.read(fd, min(1 << 16, max_bytes + 1 - have))
+            if not piece:
+                break
+            chunks.append(piece)
+            have += len(piece)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > max_bytes:
         raise NotRegularFile(errno.EFBIG, f"larger than {max_bytes} bytes", str(path))
     return data
@@ -156,16 +168,18 @@ def _no_constant(name: str) -> object:
 
 
 def read_json_state(path: Path | str, *, max_bytes: int = STATE_MAX_BYTES, max_depth: int = STATE_MAX_DEPTH,
-                    expect: type | tuple[type, ...] | None = dict, hint: str = "") -> object | None:
+                    expect: type | tuple[type, ...] | None = dict, hint: str = "",
+                    dir_fd: int | None = None) -> object | None:
     """The JSON value in the state file ``path``; None when there is no such file.
 
     Raises ``CorruptState`` (naming the file and the fix) for anything modelcache would not
     have written: a symlink, FIFO or folder, more than ``max_bytes``, bytes that are not
     UTF-8, invalid JSON, ``NaN``/``Infinity``/``1e999``, nesting deeper than ``max_depth``, or
     a top-level value that is not an ``expect``. Never blocks, never recurses without bound.
+    With ``dir_fd``, ``path`` is a name in that folder.
     """
     try:
-        raw = read_bounded(path, max_bytes)
+        raw = read_bounded(path, max_bytes, dir_fd=dir_fd)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except NotRegularFile as exc:

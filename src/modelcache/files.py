@@ -42,33 +42,35 @@ from ._safe_read import (
     warn_corrupt,
 )
 from .errors import CacheError
+from .folders import SHARED_DIR_MODE, HeldFolders, open_folder
 
 __all__ = [
     "SHARED_DIR_MODE",
     "STATE_MAX_BYTES",
     "STATE_MAX_DEPTH",
     "CorruptState",
+    "HeldFolders",
     "NotRegularFile",
-    "atomic_symlink",
     "atomic_write_bytes",
     "confined_folder",
     "confined_rmtree",
     "confined_unlink",
     "create_exclusive",
     "is_inside",
+    "open_folder",
     "open_in_root",
     "open_regular",
     "read_bounded",
     "read_json_state",
     "read_state_or_none",
+    "replace_bytes_at",
     "safe_iterdir",
     "shared_mkdir",
+    "symlink_at",
     "warn_corrupt",
     "write_new_file",
 ]
 log = logging.getLogger("modelcache.state")
-
-SHARED_DIR_MODE = 0o2775  # group-writable, new entries inherit the group (shared volumes, fsGroup)
 
 
 def _require_inside(folder: Path, root: Path | None, what: str) -> None:
@@ -195,78 +197,86 @@ def _write_and_replace(dest: Path, shown: Path, data: bytes, mode: int, fsync: b
         raise
 
 
-def atomic_symlink(link: Path, target: Path, tmp_dir: Path | None = None, *, root: Path | None = None) -> None:
-    """Make ``link`` a *relative* symlink to ``target``, replacing any previous entry atomically.
-
-    The temporary link is made in ``tmp_dir`` (same filesystem) when given, so a crash never
-    leaves a stray entry inside a snapshot folder. With ``root``, both folders are held by fds
-    from the check to the rename, as in ``atomic_write_bytes``.
+def replace_bytes_at(dir_fd: int, name: str, data: bytes, mode: int = 0o664, fsync: bool = True, *,
+                     shown: Path | str | None = None) -> None:
+    """``atomic_write_bytes`` relative to a held folder (``folders.HeldFolders``): a temp file
+    ``O_CREAT|O_EXCL|O_NOFOLLOW`` under an unpredictable name in the folder of ``dir_fd``,
+    written, optionally fsynced, then renamed over ``name`` there. Nothing is reached by path.
     """
-    shared_mkdir(link.parent, root)
-    rel = os.path.relpath(target, link.parent)
-    if tmp_dir is not None:
-        shared_mkdir(tmp_dir, root)
-    if root is None:
-        _link_and_replace(rel, link, tmp_dir)
-        return
-    with confined_folder(link.parent, root) as folder:
-        if tmp_dir is None:
-            _link_and_replace(rel, folder / link.name, None)
-        else:
-            with confined_folder(tmp_dir, root) as tmp_folder:
-                _link_and_replace(rel, folder / link.name, tmp_folder)
-
-
-def _link_and_replace(rel: str, link: Path, tmp_dir: Path | None) -> None:
-    if tmp_dir is not None:
-        tmp = tmp_dir / f"link.{secrets.token_hex(16)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+            break
+        except FileExistsError:
+            continue
     else:
-        tmp = link.with_name(f".{link.name}.{secrets.token_hex(8)}.tmp")
-    os.symlink(rel, tmp)
+        raise FileExistsError(errno.EEXIST, "no free temp name", str(shown or name))
     try:
-        os.replace(tmp, link)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+            raise CacheError(f"cannot write {shown or name}: {exc.strerror} (a folder where a file belongs?)",
+                             f"remove it (`rm -rf '{shown or name}'`); modelcache writes it again") from None
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def symlink_at(rel: str, dir_fd: int, name: str, tmp_dir_fd: int) -> None:
+    """Make ``name`` in the folder of ``dir_fd`` a symlink to ``rel``; both folders are held by
+    fd (``HeldFolders``): nothing is reached by path.
+
+    When nothing is at ``name``, the link is made right there (``symlinkat`` is atomic and never
+    follows what it finds: an entry that appeared meanwhile makes it fail, not write through).
+    Otherwise (a link to the same place is left as it is) any previous entry is replaced
+    atomically: the link is made under an unpredictable name in the folder of ``tmp_dir_fd``
+    (same filesystem; where HF's scanner does not look, so a crash never leaves a stray entry
+    in a snapshot), then renamed over it.
+    """
+    try:
+        os.symlink(rel, name, dir_fd=dir_fd)
+        return
+    except FileExistsError:
+        try:
+            if os.readlink(name, dir_fd=dir_fd) == rel:
+                return
+        except OSError:
+            pass  # not a link (a file, a folder, a FIFO): replaced below (or refused, for a folder)
+    tmp = f"link.{secrets.token_hex(16)}.tmp"
+    os.symlink(rel, tmp, dir_fd=tmp_dir_fd)
+    try:
+        os.replace(tmp, name, src_dir_fd=tmp_dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=tmp_dir_fd)
         except FileNotFoundError:
             pass
         raise
 
 
 # -- deletes ----------------------------------------------------------------------------------------
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
-
-
 def _open_confined_dir(folder: Path | str, root: Path | str) -> int | None:
-    """An fd on ``folder``, reached from ``root`` one component at a time with ``O_NOFOLLOW``:
-    None when ``folder`` is not below ``root`` or any folder on the way is a symlink."""
-    real_root = os.path.realpath(root)
-    folder = os.path.abspath(folder)
-    for base in (real_root, os.path.abspath(root)):
-        if folder == base:
-            rel = ""
-            break
-        if folder.startswith(base.rstrip(os.sep) + os.sep):
-            rel = folder[len(base.rstrip(os.sep)) + 1:]
-            break
-    else:
-        return None
+    """An fd on ``folder``, reached from ``root`` one component at a time with ``O_NOFOLLOW``
+    (``folders.open_folder``): None when ``folder`` is not below ``root`` or any folder on the
+    way is a symlink or missing."""
     try:
-        fd = os.open(real_root, _DIR_FLAGS)
-    except OSError:
+        return open_folder(folder, root)
+    except (CacheError, OSError):
         return None
-    for part in filter(None, rel.split(os.sep)):
-        if part in (".", ".."):
-            os.close(fd)
-            return None
-        try:
-            nfd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-        except OSError:
-            os.close(fd)
-            return None
-        os.close(fd)
-        fd = nfd
-    return fd
 
 
 @contextmanager

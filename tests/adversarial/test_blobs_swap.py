@@ -30,14 +30,15 @@ def test_blobs_swapped_for_a_link_after_the_check_gets_nothing_written_outside(
     real_claim = assembly.claim_partial
     swapped = []
 
-    def racing_co_tenant(partial: Path, etag: str, size: int):  # type: ignore[no-untyped-def]
+    def racing_co_tenant(partial: Path, etag: str, size: int, *held: int):  # type: ignore[no-untyped-def]
+        # (``held``: the fd on blobs/ the download holds for its run, opened before this swap)
         blobs = partial.parent
-        out = real_claim(partial, etag, size) if when == "after-claim" else None
+        out = real_claim(partial, etag, size, *held) if when == "after-claim" else None
         if not swapped:  # the co-tenant wins the race once: blobs/ is now a link to its folder
             os.rename(blobs, blobs.with_name("blobs.moved"))
             os.symlink(outside, blobs)
             swapped.append(True)
-        return out or real_claim(partial, etag, size)
+        return out or real_claim(partial, etag, size, *held)
 
     monkeypatch.setattr(assembly, "claim_partial", racing_co_tenant)
     with fault_server(repo, chunk=16 * 1024, delay=0.05) as srv:  # slow: progress checkpoints happen
@@ -53,11 +54,12 @@ def test_blobs_swapped_for_a_link_after_the_check_gets_nothing_written_outside(
 @pytest.mark.parametrize("what", ["ref", "record", "snapshot-link", "tmp"])
 def test_state_folder_swapped_after_its_check_gets_nothing_written_outside(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
-    """refs/, trees/, a snapshot folder or .modelcache/tmp/ swapped for a link between
-    ``shared_mkdir``'s check and the write: nothing is created in the folder it points at."""
+    """refs/, trees/, a snapshot folder or .modelcache/tmp/ swapped for a link between its check
+    (``shared_mkdir``, or opening it as a held folder) and the write: nothing is created in the
+    folder it points at."""
     from helpers.live_server import DEMO_MODEL
 
-    from modelcache import files
+    from modelcache import files, folders
     from modelcache.cache.importer import commit_id_for, plan_import
     from modelcache.cache.layout import RepoLayout
     from modelcache.cache.publish import ensure_repo_dirs, link_file, publish_record
@@ -81,7 +83,17 @@ def test_state_folder_swapped_after_its_check_gets_nothing_written_outside(
             os.rename(victim, victim.with_name(victim.name + ".moved"))
             os.symlink(outside, victim)
 
+    real_open_child = folders._open_child
+
+    def racing_open(parent_fd: int, name: str, create: bool, shown: Path, root: Path) -> int:
+        fd = real_open_child(parent_fd, name, create, shown, root)
+        if Path(shown) == victim and not os.path.islink(victim):  # held by fd now: swap it
+            os.rename(victim, victim.with_name(victim.name + ".moved"))
+            os.symlink(outside, victim)
+        return fd
+
     monkeypatch.setattr(files, "shared_mkdir", racing_co_tenant)
+    monkeypatch.setattr(folders, "_open_child", racing_open)
     try:
         if what == "ref":
             layout.write_ref("main", record.commit)
@@ -91,6 +103,7 @@ def test_state_folder_swapped_after_its_check_gets_nothing_written_outside(
             link_file(layout, record.commit, entry)
     except ModelCacheError:
         pass
+    assert os.path.islink(victim), "the co-tenant never got to swap the folder: the test tests nothing"
     assert _listing(outside) == [], f"a write went through {victim.name}/ swapped for a link after its check"
 
 

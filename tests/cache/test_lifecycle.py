@@ -79,6 +79,55 @@ def test_heartbeat_keeps_lock_alive(tmp_path: Path) -> None:
     lk.release()
 
 
+def test_a_replaced_lock_file_is_seen_at_once(tmp_path: Path) -> None:
+    """The fence's cheap path (one lstat) never hides a takeover: a takeover renames the file
+    aside and creates a new one (here with the same size and a fresh token)."""
+    path = tmp_path / "x.lock"
+    lk = FileLock(path, stale_after=30)
+    assert lk.try_acquire() and lk.still_mine()
+    body = json.loads(path.read_text())
+    os.rename(path, tmp_path / "x.lock.dead")
+    path.write_text(json.dumps({**body, "token": "f" * len(body["token"])}))
+    assert not lk.still_mine()
+    lk.release()
+    assert path.exists()  # not ours: left alone
+
+
+def test_a_stalled_holder_sees_its_lock_was_taken_over(tmp_path: Path) -> None:
+    """A holder stopped past the staleness window (no heartbeat meanwhile) finds out at its
+    next fence check, before it writes anything, and leaves the new holder's lock alone."""
+    from modelcache.cache.locks import _HEARTBEAT
+
+    path = tmp_path / "x.lock"
+    stalled = FileLock(path, stale_after=0.6, heartbeat=0.2)
+    assert stalled.try_acquire() and stalled.still_mine()
+    _HEARTBEAT.remove(path)  # as if SIGSTOPped: nothing touches its lock any more
+    time.sleep(1.0)
+    taker = FileLock(path, stale_after=0.6)
+    assert taker.try_acquire()
+    assert not stalled.still_mine()
+    stalled.release()
+    assert taker.still_mine()
+    taker.release()
+
+
+def test_the_fence_reads_the_lock_only_when_it_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelcache.cache import locks
+
+    reads = []
+    real = locks.read_json_state
+    monkeypatch.setattr(locks, "read_json_state", lambda *a, **kw: reads.append(a) or real(*a, **kw))
+    lk = FileLock(tmp_path / "x.lock", stale_after=300)
+    assert lk.try_acquire()
+    assert all(lk.still_mine() for _ in range(100)) and reads == []  # the file we wrote, unchanged
+    later = time.time() + 5
+    os.utime(tmp_path / "x.lock", (later, later))  # a heartbeat touched it: read again, still ours
+    assert lk.still_mine() and len(reads) == 1
+    assert lk.still_mine() and len(reads) == 1
+    lk.release()
+    assert not (tmp_path / "x.lock").exists()
+
+
 # -- leases and pins -------------------------------------------------------------------------------------
 def test_lease_lifecycle(tmp_path: Path, demo_model: Path) -> None:
     mc, (commit,) = imported(tmp_path, demo_model)

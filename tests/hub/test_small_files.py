@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from helpers.fault_server import Faults, Repo, fault_server
 
-from modelcache.cache import publish
 from modelcache.errors import IntegrityError, ModelCacheError
 from modelcache.hashing import git_blob_sha1
 from modelcache.service.model_cache import ModelCache
@@ -102,21 +101,24 @@ def test_planted_link_at_the_blob_name_is_replaced_not_written_through(tmp_path:
 
 def test_blobs_swapped_for_a_link_before_install_gets_nothing_written_outside(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    repo = _repo(1)
+    """The run holds ``blobs/`` by fd: a co-tenant who swaps it for a link just before a small
+    file is written gets nothing written through the link."""
+    from modelcache.service import ensure
+
+    repo = _repo(3)
     outside = tmp_path / "outside"
     outside.mkdir()
-    real = publish.create_exclusive
+    real = ensure.install_blob_bytes
     swapped: list[bool] = []
 
-    def racing(folder: Path, prefix: str, suffix: str = ".tmp", mode: int = 0o600):  # type: ignore[no-untyped-def]
-        if not swapped and suffix == ".small.incomplete":
-            blobs = (tmp_path / "cache" / "models--org--small" / "blobs")
-            os.rename(blobs, blobs.with_name("blobs.moved"))
-            os.symlink(outside, blobs)
+    def racing(layout, etag, data, folders=None):  # type: ignore[no-untyped-def]
+        if not swapped:
+            os.rename(layout.blobs, layout.blobs.with_name("blobs.moved"))
+            os.symlink(outside, layout.blobs)
             swapped.append(True)
-        return real(folder, prefix, suffix, mode)
+        return real(layout, etag, data, folders)
 
-    monkeypatch.setattr(publish, "create_exclusive", racing)
+    monkeypatch.setattr(ensure, "install_blob_bytes", racing)
     with fault_server(repo, nodelay=True) as srv:
         mc = _mc(tmp_path, srv.url, retries=1)
         try:

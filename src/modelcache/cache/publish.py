@@ -7,19 +7,22 @@ snapshot link is made only to a blob that exists, the record is written before a
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 
 from ..errors import CacheError
 from .layout import RepoLayout
 from ..files import (
+    HeldFolders,
     NotRegularFile,
-    atomic_symlink,
     confined_folder,
     create_exclusive,
     open_regular,
     shared_mkdir,
+    symlink_at,
     write_new_file,
 )
 from ..protocol import FileEntry
@@ -100,38 +103,68 @@ def _install_blob(target: Path, verified_tmp: Path, shown: Path) -> Path:
     return target
 
 
-def install_blob_fd(layout: RepoLayout, etag: str, fd: int, private: Path) -> Path | None:
+def install_blob_fd(layout: RepoLayout, etag: str, fd: int, private: Path,
+                    folders: HeldFolders | None = None) -> Path | None:
     """Make the verified inode open at ``fd`` the blob ``blobs/<etag>`` (atomic; idempotent).
 
-    ``private`` is the writer's own name for that inode: it is checked to still be that inode
-    and renamed over the blob. What gets installed is always the inode this writer verified,
-    never whatever another writer may meanwhile have put under the partial's shared name.
-    Returns None (nothing installed) when the private name is not ours any more.
+    ``private`` is the writer's own name for that inode (in ``blobs/``): it is checked to still
+    be that inode and renamed over the blob. What gets installed is always the inode this
+    writer verified, never whatever another writer may meanwhile have put under the partial's
+    shared name. Both names are reached through ``blobs/`` held by fd (the run's ``folders``,
+    or opened from the cache root for this call). Returns None (nothing installed) when the
+    private name is not ours any more.
     """
     target = layout.blob(etag)
-    try:
-        os.fchmod(fd, FILE_MODE)
-    except OSError:
-        pass
-    if not _same_inode(private, fd):
-        return None
-    os.replace(private, target)
+    if folders is None:
+        with HeldFolders(layout.cache_dir) as own:
+            return install_blob_fd(layout, etag, fd, private, own)
+    st = os.fstat(fd)
+    if stat.S_IMODE(st.st_mode) != FILE_MODE:
+        try:
+            os.fchmod(fd, FILE_MODE)
+        except OSError:
+            pass
+    with folders.held(layout.blobs) as blobs:
+        try:
+            mine = os.lstat(private.name, dir_fd=blobs)
+        except OSError:
+            return None
+        if (mine.st_dev, mine.st_ino) != (st.st_dev, st.st_ino):
+            return None
+        os.replace(private.name, target.name, src_dir_fd=blobs, dst_dir_fd=blobs)
     return target
 
 
-def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes) -> Path:
-    """Write *verified* bytes as ``blobs/<etag>``: a private temp file (``O_EXCL|O_NOFOLLOW``, in
-    ``blobs/`` reached without following links), fsynced, then renamed into place.
+def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes, folders: HeldFolders | None = None) -> Path:
+    """Write *verified* bytes as ``blobs/<etag>``: a private temp file (``O_EXCL|O_NOFOLLOW``,
+    unpredictable name) in ``blobs/`` held by fd (the run's ``folders``, or opened from the cache
+    root for this call), fsynced, then renamed into place there. Nothing is reached by path.
 
     No lock is needed: the name is the content's digest, so of two writers racing for the same
     blob the later rename puts the same bytes there again (readers holding the first keep it). A
-    blob already in place (a regular file of the right size) is left alone and the temp dropped.
-    A kill leaves at most a ``*.small.incomplete`` temp, which ``gc`` removes."""
+    blob already in place (a regular file of the right size) is left alone. A kill leaves at most
+    a ``<etag>.<random>.small.incomplete`` temp, which ``gc`` removes."""
     target = layout.blob(etag)
-    if _is_blob(target, len(data)):
-        return target
-    with confined_folder(layout.blobs, layout.cache_dir) as folder:
-        fd, tmp = create_exclusive(folder, f"{etag}.", ".small.incomplete", 0o600)
+    if folders is None:
+        with HeldFolders(layout.cache_dir) as own:
+            return install_blob_bytes(layout, etag, data, own)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    with folders.held(layout.blobs) as blobs:
+        try:
+            st = os.lstat(etag, dir_fd=blobs)
+            if stat.S_ISREG(st.st_mode) and st.st_size == len(data):
+                return target
+        except FileNotFoundError:
+            pass
+        for _ in range(100):
+            tmp = f"{etag}.{secrets.token_hex(8)}.small.incomplete"
+            try:
+                fd = os.open(tmp, flags, 0o600, dir_fd=blobs)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temp name", str(layout.blobs))
         try:
             try:
                 view = memoryview(data)
@@ -141,10 +174,10 @@ def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes) -> Path:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, folder / target.name)
+            os.replace(tmp, etag, src_dir_fd=blobs, dst_dir_fd=blobs)
         except BaseException:
             try:
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=blobs)
             except OSError:
                 pass
             raise
@@ -219,13 +252,29 @@ def copy_into_blob(layout: RepoLayout, entry: FileEntry, source: Path | int) -> 
             os.close(src_fd)
 
 
-def link_file(layout: RepoLayout, commit: str, entry: FileEntry) -> Path:
+def link_file(layout: RepoLayout, commit: str, entry: FileEntry, folders: HeldFolders | None = None) -> Path:
     """Point ``snapshots/<commit>/<path>`` at the file's blob (an atomic relative symlink); returns the link.
 
-    The blob must already be in place.
+    The blob must already be in place. The link's folder (made when missing) and
+    ``.modelcache/tmp/`` (where the link is made before it is renamed into place) are reached
+    through the run's ``folders`` (or opened from the cache root for this call), never through
+    a link. A folder removed meanwhile (``rm --force``) is reached from the root again, once.
     """
     link = layout.snapshot_file(commit, entry.path)
-    atomic_symlink(link, layout.blob(entry.etag), tmp_dir=layout.tmp, root=layout.cache_dir)
+    layout.blob(entry.etag)  # validates the etag
+    rel = "../" * (entry.path.count("/") + 2) + "blobs/" + entry.etag
+    if folders is None:
+        with HeldFolders(layout.cache_dir) as own:
+            return link_file(layout, commit, entry, own)
+    for attempt in range(2):
+        try:
+            with folders.held(link.parent, create=True) as folder, folders.held(layout.tmp, create=True) as tmp:
+                symlink_at(rel, folder, link.name, tmp)
+            return link
+        except FileNotFoundError:
+            if attempt:
+                raise
+            folders.refresh(layout.folder)
     return link
 
 

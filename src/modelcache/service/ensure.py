@@ -29,6 +29,7 @@ from ..cache.quota import check_room
 from ..protocol import FileEntry
 from ..cache.records import TreeRecord
 from ..errors import CacheError
+from ..files import HeldFolders
 from ..hub.client import HubClient
 from ..hub.download.assembly import Assembly, state_path_for
 from ..hub.download.partial import resumable_in_place
@@ -62,27 +63,36 @@ def _size(p: Path) -> int | None:
         return None
 
 
-def _drop_installed_partial(layout: RepoLayout, etag: str, size: int | None = None) -> None:
+def _drop_installed_partial(layout: RepoLayout, etag: str, size: int | None, blobs: int) -> None:
     """Once ``blobs/<etag>`` is there (verified, installed), a partial and resume state for it
     are garbage: a run killed right after installing leaves its partial name on the blob's
     inode, and a writer that lost its lock may have left its own. Remove both names (a writer
     still holding its file keeps its fd and installs through its private name, which is then a
-    no-op), so nothing ever resumes into an installed blob or sits on the disk until GC."""
-    partial = layout.partial(etag)
+    no-op), so nothing ever resumes into an installed blob or sits on the disk until GC.
+    Every name is reached through ``blobs`` (the run's fd on ``blobs/``)."""
+    partial = layout.partial(etag).name
     try:
-        a, b = os.lstat(partial), os.lstat(layout.blob(etag))
+        b = os.lstat(etag, dir_fd=blobs)
     except OSError:
-        a = b = None  # type: ignore[assignment]
-    if a is not None and b is not None:
-        complete = stat.S_ISREG(b.st_mode) and (size is None or b.st_size == size)
-        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or complete:
-            partial.unlink(missing_ok=True)
+        return  # no blob: the partial is all there is (resumed later)
+    blob_ok = stat.S_ISREG(b.st_mode)
     try:
-        blob_ok = stat.S_ISREG(os.lstat(layout.blob(etag)).st_mode)
+        a = os.lstat(partial, dir_fd=blobs)
     except OSError:
-        blob_ok = False
-    if blob_ok and not partial.exists():
-        state_path_for(partial).unlink(missing_ok=True)
+        a = None
+    if a is not None:
+        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or (blob_ok and (size is None or b.st_size == size)):
+            _unlink_at(partial, blobs)
+            a = None
+    if blob_ok and a is None:
+        _unlink_at(state_path_for(layout.partial(etag)).name, blobs)
+
+
+def _unlink_at(name: str, folder: int) -> None:
+    try:
+        os.unlink(name, dir_fd=folder)
+    except FileNotFoundError:
+        pass
 
 
 def local_state(layout: RepoLayout, commit: str, entry: FileEntry) -> LocalState:
@@ -122,14 +132,19 @@ def ensure_files(
         plan = plan_transfer(entries, {e.path: local_state(layout, commit, e) for e in entries})
         # what partials really hold (allocated blocks, not their apparent size), and only when
         # they will be resumed in place (a copied one needs its room again until the swap)
+        to_fetch = list(plan.to_fetch)
+        if len(to_fetch) > 32:  # one listing of blobs/ instead of one lstat per file
+            partials = _partial_names(layout)
+            to_fetch = [fp for fp in to_fetch if layout.partial(fp.entry.etag).name in partials]
         partial_bytes = sum(resumable_in_place(layout.partial(fp.entry.etag), fp.entry.etag, fp.entry.size)
-                            for fp in plan.to_fetch)
+                            for fp in to_fetch)
         check_room(layout.cache_dir, max(0, plan.bytes_to_fetch - partial_bytes), layout.repo_id)
         progress.start(layout.repo_id, commit, plan)
         totals = {"fetched": 0, "resumed": 0, "waited": 0, "files": 0}
         todo = entries
         for _round in range(3):
-            round_plan = plan_transfer(todo, {e.path: local_state(layout, commit, e) for e in todo})
+            round_plan = plan if _round == 0 else plan_transfer(
+                todo, {e.path: local_state(layout, commit, e) for e in todo})
             _run_round(settings, client, layout, commit, round_plan.files, progress, totals, poll, sleep,
                        on_start)
             todo = [e for e in entries if _size(layout.snapshot_file(commit, e.path)) != e.size]
@@ -149,14 +164,39 @@ def ensure_files(
         marker.release()
 
 
+def _partial_names(layout: RepoLayout) -> set[str]:
+    """Names of the partials in ``blobs/`` (read only: a listing through a planted link lists
+    nothing that is written to)."""
+    try:
+        return {n for n in os.listdir(layout.blobs) if n.endswith(".mc.incomplete")}
+    except OSError:
+        return set()
+
+
 def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit: str,
                files: tuple[FilePlan, ...], progress: Progress, totals: dict[str, int], poll: float,
                sleep: Callable[[float], None], on_start: OnStart | None = None) -> None:
+    """One pass over ``files``: claim, fetch, install and link what is ours; wait for (or take
+    over) what another process fetches. The folders written into (``blobs/``, the lock folder,
+    the snapshot's folders, ``.modelcache/tmp/``) are opened from the cache root once for the
+    round, without following links, and every write goes through those descriptors."""
+    with HeldFolders(layout.cache_dir) as folders:
+        try:
+            with folders.held(layout.blobs, create=True) as blobs:
+                _round(settings, client, layout, commit, files, progress, totals, poll, sleep, on_start,
+                       folders, blobs)
+        except OSError as exc:
+            raise os_error(exc, layout) from None
+
+
+def _round(settings: Settings, client: HubClient, layout: RepoLayout, commit: str,
+           files: tuple[FilePlan, ...], progress: Progress, totals: dict[str, int], poll: float,
+           sleep: Callable[[float], None], on_start: OnStart | None, folders: HeldFolders, blobs: int) -> None:
     locks: dict[str, FileLock] = {}
 
     def claim(fp: FilePlan) -> bool:
         lk = FileLock(layout.blob_lock(fp.entry.etag), purpose=f"fetch {layout.repo_id}/{fp.entry.path}",
-                      stale_after=settings.lock_stale_after)
+                      stale_after=settings.lock_stale_after, folders=folders)
         if lk.try_acquire():
             locks[fp.entry.etag] = lk
             return True
@@ -166,23 +206,23 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
         return _size(layout.blob(e.etag)) == e.size
 
     def install(entry: FileEntry, fd: int, private: Path) -> Path | None:
-        return install_blob_fd(layout, entry.etag, fd, private)
+        return install_blob_fd(layout, entry.etag, fd, private, folders)
 
     def install_bytes(entry: FileEntry, data: bytes) -> Path:
-        path = install_blob_bytes(layout, entry.etag, data)
-        _drop_installed_partial(layout, entry.etag, entry.size)  # one a killed older run left
+        path = install_blob_bytes(layout, entry.etag, data, folders)
+        _drop_installed_partial(layout, entry.etag, entry.size, blobs)  # one a killed older run left
         return path
 
     def publish(entry: FileEntry) -> None:
-        link_file(layout, commit, entry)
+        link_file(layout, commit, entry, folders)
         progress.file_done(entry.path)
         lk = locks.pop(entry.etag, None)
         if lk is not None:
             lk.release()
 
     def link(fp: FilePlan) -> None:
-        _drop_installed_partial(layout, fp.entry.etag, fp.entry.size)
-        link_file(layout, commit, fp.entry)
+        _drop_installed_partial(layout, fp.entry.etag, fp.entry.size, blobs)
+        link_file(layout, commit, fp.entry, folders)
         progress.file_done(fp.entry.path)
 
     def fetch(batch: list[FilePlan], small: list[FilePlan] = ()) -> list[FilePlan]:  # type: ignore[assignment]
@@ -191,12 +231,12 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
         if not batch and not small:
             return []
         if batch:
-            _sweep_leftovers(layout, {fp.entry.etag for fp in batch})
+            _sweep_leftovers(layout, {fp.entry.etag for fp in batch}, blobs)
         url = lambda fp: client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path)  # noqa: E731
         jobs = [FileJob(fp.entry, url(fp), layout.partial(fp.entry.etag), publish, install_bytes=install_bytes)
                 for fp in small]
         jobs += [FileJob(fp.entry, url(fp), layout.partial(fp.entry.etag), publish, on_start=_bind(on_start, fp.entry),
-                         fence=locks[fp.entry.etag].still_mine, install=install) for fp in batch]
+                         fence=locks[fp.entry.etag].still_mine, install=install, folder=blobs) for fp in batch]
         engine = TransferEngine(
             client, connections=settings.connections, chunk_size=settings.chunk_size,
             backoff=Backoff(base=settings.retry_base, cap=settings.retry_cap, attempts=settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
@@ -260,8 +300,6 @@ def _run_round(settings: Settings, client: HubClient, layout: RepoLayout, commit
         for fp in files:
             if fp.action == "link":
                 link(fp)
-    except OSError as exc:
-        raise os_error(exc, layout) from None
     finally:
         for lk in locks.values():
             lk.release()
@@ -276,30 +314,33 @@ def _bind(on_start: OnStart | None, entry: FileEntry) -> Callable[[Assembly], No
 _LEFTOVER_KINDS = (".w.incomplete", ".link.incomplete", ".claim.incomplete", ".install.incomplete")
 
 
-def _sweep_leftovers(layout: RepoLayout, etags: set[str]) -> None:
+def _sweep_leftovers(layout: RepoLayout, etags: set[str], blobs: int) -> None:
     """Before fetching blobs whose locks we hold: remove the private names other writers left
     for them (killed mid-claim or mid-copy; or a stale holder, which then cannot install and
     stops). They may hold a whole copy of a partial: disk is freed now, not at the next ``gc``.
-    The shared partial and whatever shares its inode are kept (that is what we resume)."""
+    The shared partial and whatever shares its inode are kept (that is what we resume).
+    ``blobs`` is the run's fd on ``blobs/``: listed and cleaned through it, never by path."""
     try:
-        entries = list(os.scandir(layout.blobs))
+        with os.scandir(blobs) as it:
+            entries = {e.name: e for e in it}
     except OSError:
         return
     keep: set[tuple[int, int]] = set()
     for etag in etags:
-        try:
-            st = os.lstat(layout.partial(etag))
-            keep.add((st.st_dev, st.st_ino))
-        except OSError:
-            pass
-    for entry in entries:
-        name = entry.name
+        partial = entries.get(layout.partial(etag).name)
+        if partial is not None:
+            try:
+                st = partial.stat(follow_symlinks=False)
+                keep.add((st.st_dev, st.st_ino))
+            except OSError:
+                pass
+    for name, entry in entries.items():
         if not name.endswith(_LEFTOVER_KINDS) or name.split(".", 1)[0] not in etags:
             continue
         try:
             st = entry.stat(follow_symlinks=False)
             if (st.st_dev, st.st_ino) not in keep:
-                os.unlink(entry.path)
+                os.unlink(name, dir_fd=blobs)
         except OSError:
             pass
 

@@ -48,7 +48,8 @@ class Assembly:
     the state file are guarded by ``lock``.
     """
 
-    def __init__(self, entry: FileEntry, partial: Path, fence: Callable[[], bool] | None = None) -> None:
+    def __init__(self, entry: FileEntry, partial: Path, fence: Callable[[], bool] | None = None,
+                 folder: int | None = None) -> None:
         self.entry = entry
         self.size = entry.size
         self.partial = partial
@@ -56,11 +57,17 @@ class Assembly:
         self.fence = fence
         """Returns False once this writer no longer holds the blob's lock (checked before every
         state write and before install)."""
+        self.folder = folder
+        """An fd on the partial's folder held by the caller for its run (``files.HeldFolders``):
+        every name is then reached through it. None: reached from the cache root per use."""
         self.lock = threading.Lock()
         self.checkpoint_bytes = 4 * 1024 * 1024
         self.checkpoint_interval = 1.0
         self._unsaved, self._unsaved_since = 0, 0.0  # bytes recorded but not yet in the state file, since when
-        self.fd, self.done, self.private = claim_partial(partial, entry.etag, self.size)
+        if folder is None:
+            self.fd, self.done, self.private = claim_partial(partial, entry.etag, self.size)
+        else:
+            self.fd, self.done, self.private = claim_partial(partial, entry.etag, self.size, folder)
         """``private``: this writer's own name for its inode (installed by renaming it)."""
         st = os.fstat(self.fd)
         self.inode = (st.st_dev, st.st_ino)
@@ -88,7 +95,8 @@ class Assembly:
 
     def _save_state(self) -> None:
         self.check_fence()
-        write_state(self.state_path, self.entry.etag, self.size, self.fd, self.done, self.private.name)
+        write_state(self.state_path, self.entry.etag, self.size, self.fd, self.done, self.private.name,
+                    dir_fd=self.folder, inode=self.inode)
 
     def missing_chunks(self, chunk: int) -> list[Range]:
         """The byte ranges not yet written, split into pieces of at most ``chunk`` bytes."""
@@ -212,7 +220,7 @@ class Assembly:
             self.no_ranges = False
             self.stream_owner = None
             self.finalizing = False
-            self.state_path.unlink(missing_ok=True)
+            self._unlink(self.state_path)
 
     def sync(self) -> None:
         """Flush the verified bytes to disk (before they are installed)."""
@@ -221,23 +229,42 @@ class Assembly:
     def finish(self) -> None:
         """Sync and close; the caller renames the partial into place; the state file goes."""
         os.fsync(self.fd)
-        if same_inode(self.partial, self.fd):
-            self.state_path.unlink(missing_ok=True)
+        if self._is_ours(self.partial):
+            self._unlink(self.state_path)
         self._drop_private()
         self.close()
 
     def finish_installed(self) -> None:
-        """After our private name was installed as the blob: drop the shared name and state if
-        they are still ours."""
-        if same_inode(self.partial, self.fd):
-            self.state_path.unlink(missing_ok=True)
-            self.partial.unlink(missing_ok=True)
-        self._drop_private()
+        """After our private name was installed as the blob (renamed onto it, so it is gone):
+        drop the shared name and state if they are still ours."""
+        if self._is_ours(self.partial):
+            self._unlink(self.state_path)
+            self._unlink(self.partial)
         self.close()
 
     def _drop_private(self) -> None:
-        if same_inode(self.private, self.fd):
-            self.private.unlink(missing_ok=True)
+        if self._is_ours(self.private):
+            self._unlink(self.private)
+
+    def _is_ours(self, path: Path) -> bool:
+        """Does the name ``path`` (not followed) still refer to this writer's inode?"""
+        if self.folder is None:
+            return same_inode(path, self.fd)
+        try:
+            st = os.lstat(path.name, dir_fd=self.folder)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.inode
+
+    def _unlink(self, path: Path) -> None:
+        """Remove the entry ``path`` (in the held folder when there is one); gone already is fine."""
+        try:
+            if self.folder is None:
+                path.unlink()
+            else:
+                os.unlink(path.name, dir_fd=self.folder)
+        except FileNotFoundError:
+            pass
 
     def abandon(self) -> None:
         """Lost to another writer: drop our private name (our bytes are nobody's now)."""
@@ -246,6 +273,6 @@ class Assembly:
     def close(self) -> None:
         """Release and close the file descriptor (idempotent)."""
         if self.fd >= 0:
-            release_inode(self.fd)
+            release_inode(self.fd, self.inode)
             os.close(self.fd)
             self.fd = -1

@@ -57,6 +57,9 @@ class FileJob:
     *that inode* the blob (never the shared partial name, which another writer may have swapped;
     return None when the private name is not ours any more). Without it, ``on_verified``
     renames the shared name (legacy)."""
+    folder: int | None = None
+    """An fd on the partial's folder (``blobs/``) that the caller holds for the run
+    (``files.HeldFolders``): the partial's files are reached through it, not by path."""
 
 
 @dataclass
@@ -158,7 +161,7 @@ class TransferEngine:
                     self._remaining += 1
                     self._queue.put(_Small(job))
                     continue
-                asm = Assembly(job.entry, job.partial, fence=job.fence)  # type: ignore[arg-type]
+                asm = Assembly(job.entry, job.partial, fence=job.fence, folder=job.folder)  # type: ignore[arg-type]
                 asm.checkpoint_bytes, asm.checkpoint_interval = self.checkpoint_bytes, self.checkpoint_interval
                 assemblies.append(asm)
                 if job.on_start is not None:

@@ -37,7 +37,6 @@ import stat
 import uuid
 from pathlib import Path
 
-from ...files import confined_folder
 from .regular import open_regular
 from .state import (
     OPEN_INODES,
@@ -64,14 +63,14 @@ def state_path_for(partial: Path) -> Path:
     return partial.with_name(partial.name.replace(".incomplete", ".state"))
 
 
-def _private_name(partial: Path, kind: str) -> Path:
+def _private_name(partial: Path, kind: str) -> str:
     etag = partial.name.split(".")[0]
-    return partial.with_name(f"{etag}.{uuid.uuid4().hex[:12]}.{kind}.incomplete")
+    return f"{etag}.{uuid.uuid4().hex[:12]}.{kind}.incomplete"
 
 
-def _new_inode(partial: Path) -> tuple[int, Path]:
+def _new_inode(dfd: int, partial: Path) -> tuple[int, str]:
     tmp = _private_name(partial, "w")
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
     return fd, tmp
 
 
@@ -93,54 +92,63 @@ def _copy_ranges(src: int, dst: int, ranges: list[Range]) -> None:
             pos += n
 
 
-def claim_partial(partial: Path, etag: str, size: int) -> tuple[int, list[Range], Path]:
+def claim_partial(partial: Path, etag: str, size: int, folder: int | None = None) -> tuple[int, list[Range], Path]:
     """Take the partial at ``partial`` for this writer: an fd on an inode nobody else writes, the
     byte ranges already in it, and the writer's private name for that inode (what gets
     installed). Creates a fresh partial when there is nothing to resume.
 
-    Every file is opened, created and renamed in the ``blobs/`` folder reached from the cache
-    root (``partial``'s grand-grandparent) without following links, held by an fd: a co-tenant
-    who swaps ``blobs/`` for a link meanwhile gets nothing created in the folder it points at.
+    Every file is opened, created and renamed relative to ``partial``'s folder held by a
+    descriptor: ``folder`` (held by the caller for its run, see ``files.HeldFolders``), or else
+    ``blobs/`` reached from the cache root (``partial``'s grand-grandparent) without following
+    links (made when missing) for this call. A co-tenant who swaps ``blobs/`` for a link
+    meanwhile gets nothing created in the folder it points at.
     """
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    with confined_folder(partial.parent, partial.parents[2]) as folder:
-        fd, done, private = _claim(folder / partial.name, etag, size)
-    return fd, done, partial.parent / private.name
+    if folder is not None:
+        fd, done, private = _claim(folder, partial, etag, size)
+        return fd, done, partial.parent / private
+    from ...files import open_folder
+
+    dfd = open_folder(partial.parent, partial.parents[2], create=True)
+    try:
+        fd, done, private = _claim(dfd, partial, etag, size)
+    finally:
+        os.close(dfd)
+    return fd, done, partial.parent / private
 
 
-def _claim(partial: Path, etag: str, size: int) -> tuple[int, list[Range], Path]:
-    state_path = state_path_for(partial)
-    old_fd = _open_existing(partial)
+def _claim(dfd: int, partial: Path, etag: str, size: int) -> tuple[int, list[Range], str]:
+    """``claim_partial`` in the folder held by ``dfd`` (``partial`` names the files in errors)."""
+    name, state_name = partial.name, state_path_for(partial).name
+    old_fd = _open_existing(dfd, name, partial)
     fd, private, in_place = -1, None, False
     done: list[Range] = []
     try:
         if old_fd is not None:
             st = os.fstat(old_fd)
-            data = read_state(state_path) or {}
+            data = read_state(state_name, dfd) or {}
             # a file with unknown other hard links may be someone else's: never resumed nor copied
-            done = valid_ranges(data, etag, size, st) if _links_are_ours(st, data, partial.parent) else []
+            done = valid_ranges(data, etag, size, st) if _links_are_ours(st, data, dfd) else []
             if (done and _fd_flags(old_fd) == os.O_RDWR and st.st_nlink == 2
                     and writer_gone(data.get("writer"), (st.st_dev, st.st_ino))):
-                private = _take_in_place(partial.parent / str(data["private"]), partial, old_fd)
+                private = _take_in_place(dfd, str(data["private"]), partial, old_fd)
                 if private is not None:
                     fd, old_fd, in_place = old_fd, None, True  # resume in place: its writer is gone
         if fd < 0:
-            fd, private = _new_inode(partial)
+            fd, private = _new_inode(dfd, partial)
             if done and old_fd is not None:
                 _copy_ranges(old_fd, fd, done)  # the old inode stays resumable until the swap below
         _register(fd)
         if done:  # name this writer before its inode is findable again (it may be resumed later)
-            write_state(state_path, etag, size, fd, done, private.name)  # type: ignore[union-attr]
+            write_state(partial.with_name(state_name), etag, size, fd, done, private,  # type: ignore[arg-type]
+                        dir_fd=dfd)
         else:  # nothing to resume: no state at all (a stale one could match a recycled inode number)
-            _unlink_quiet(state_path)
-        if not in_place:  # the shared name (found and resumed after a kill) — atomically swapped
-            tmp = _private_name(partial, "link")
-            os.link(private, tmp)  # type: ignore[arg-type]
-            os.replace(tmp, partial)
+            _unlink_quiet(state_name, dfd)
+        if not in_place:  # the shared name (found and resumed after a kill)
+            _publish_shared_name(dfd, private, name, partial, nothing_there=old_fd is None)  # type: ignore[arg-type]
         return fd, done, private  # type: ignore[return-value]
     except BaseException:
         if private is not None and not in_place:
-            _unlink_quiet(private)
+            _unlink_quiet(private, dfd)
         if fd >= 0:
             release_inode(fd)
             os.close(fd)
@@ -150,16 +158,37 @@ def _claim(partial: Path, etag: str, size: int) -> tuple[int, list[Range], Path]
             os.close(old_fd)
 
 
-def _links_are_ours(st: os.stat_result, data: dict[str, object], folder: Path) -> bool:
+def _publish_shared_name(dfd: int, private: str, name: str, partial: Path, nothing_there: bool) -> None:
+    """Make ``name`` (the shared partial name) a hard link to our inode, atomically: linked
+    directly when nothing was there a moment ago (refused if something appeared meanwhile),
+    else through a temp link renamed over whatever is there."""
+    if nothing_there:
+        try:
+            os.link(private, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            return
+        except FileExistsError:
+            pass  # something appeared meanwhile: swap it out atomically instead
+    tmp = _private_name(partial, "link")
+    os.link(private, tmp, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+    try:
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        _unlink_quiet(tmp, dfd)
+        raise
+
+
+def _links_are_ours(st: os.stat_result, data: dict[str, object], dfd: int | None, folder: Path | None = None) -> bool:
     """A partial has its shared name and its writer's private name (recorded in the state);
-    one name only is fine too (a leftover); any other hard link is not ours."""
+    one name only is fine too (a leftover); any other hard link is not ours. The private name
+    is looked up in the folder held by ``dfd`` (or else by path, in ``folder``)."""
     if st.st_nlink == 1:
         return True
     private = data.get("private")
     if st.st_nlink != 2 or not _is_private_name(private):
         return False
     try:
-        pst = os.lstat(folder / str(private))
+        where = str(private) if dfd is not None else folder / str(private)  # type: ignore[operator]
+        pst = os.lstat(where, dir_fd=dfd)
     except OSError:
         return False
     return (pst.st_dev, pst.st_ino) == (st.st_dev, st.st_ino)
@@ -170,18 +199,18 @@ def _is_private_name(name: object) -> bool:
             and name.endswith(".w.incomplete") and not name.startswith("."))
 
 
-def _take_in_place(old_private: Path, partial: Path, fd: int) -> Path | None:
+def _take_in_place(dfd: int, old_private: str, partial: Path, fd: int) -> str | None:
     """Rename the gone writer's private name to ours: of two concurrent takers only one gets
     it. None when that name no longer holds the inode behind ``fd`` (then nothing is moved)."""
     mine = _private_name(partial, "w")
     try:
-        os.rename(old_private, mine)
+        os.rename(old_private, mine, src_dir_fd=dfd, dst_dir_fd=dfd)
     except FileNotFoundError:
         return None
-    if same_inode(mine, fd):
+    if same_inode(mine, fd, dfd):
         return mine
     try:  # not the inode we inspected: give it back untouched
-        os.rename(mine, old_private)
+        os.rename(mine, old_private, src_dir_fd=dfd, dst_dir_fd=dfd)
     except OSError:
         pass
     return None
@@ -198,19 +227,19 @@ def resumable_in_place(partial: Path, etag: str, size: int) -> int:
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 2:
         return 0
     data = read_state(state_path_for(partial)) or {}
-    if not _links_are_ours(st, data, partial.parent):
+    if not _links_are_ours(st, data, None, partial.parent):
         return 0
     if not valid_ranges(data, etag, size, st) or not writer_gone(data.get("writer"), (st.st_dev, st.st_ino)):
         return 0
     return min(st.st_size, st.st_blocks * 512)
 
 
-def _open_existing(partial: Path) -> int | None:
+def _open_existing(dfd: int, name: str, shown: Path) -> int | None:
     """The existing partial, read-write if we may (read-only: it can only be copied)."""
     try:
-        return open_regular(partial, os.O_RDWR)
+        return open_regular(name, os.O_RDWR, dfd, shown)
     except PermissionError:
-        return open_regular(partial, os.O_RDONLY)
+        return open_regular(name, os.O_RDONLY, dfd, shown)
 
 
 def _fd_flags(fd: int) -> int:
@@ -219,9 +248,9 @@ def _fd_flags(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
 
 
-def _unlink_quiet(path: Path) -> None:
+def _unlink_quiet(name: str, dfd: int) -> None:
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dfd)
     except OSError:
         pass
 
@@ -232,10 +261,11 @@ def _register(fd: int) -> None:
         OPEN_INODES.add((st.st_dev, st.st_ino))
 
 
-def same_inode(path: Path, fd: int) -> bool:
-    """Does the name ``path`` (not followed) refer to the inode open at ``fd``?"""
+def same_inode(path: Path | str, fd: int, dir_fd: int | None = None) -> bool:
+    """Does the name ``path`` (not followed; with ``dir_fd``, a name in that folder) refer to
+    the inode open at ``fd``?"""
     try:
-        a, b = os.lstat(path), os.fstat(fd)
+        a, b = os.lstat(path, dir_fd=dir_fd), os.fstat(fd)
     except OSError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

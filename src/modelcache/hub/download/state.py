@@ -29,11 +29,12 @@ _OPEN_LOCK = threading.Lock()
 Range = tuple[int, int]
 
 
-def read_state(path: Path) -> dict[str, object] | None:
-    """The partial's state file as a dict, or None (absent, not a regular file, junk, too big)."""
-    try:
+def read_state(path: Path | str, dir_fd: int | None = None) -> dict[str, object] | None:
+    """The partial's state file as a dict, or None (absent, not a regular file, junk, too big).
 
-        fd = open_regular(path, os.O_RDONLY)
+    With ``dir_fd``, ``path`` is a name in that folder."""
+    try:
+        fd = open_regular(path, os.O_RDONLY, dir_fd)
     except (OSError, ModelCacheError):
         return None
     if fd is None:
@@ -79,36 +80,41 @@ def valid_ranges(data: dict[str, object], etag: str, size: int, st: os.stat_resu
 def _process_space() -> str:
     """Which pid numbering this process lives in: boot id + pid namespace. Two pods with the same
     hostname (``hostNetwork``) or a rebooted host number their processes independently."""
-    cached = _SPACE.get(os.getpid())
-    if cached is not None:
-        return cached
     parts = []
     for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
         try:
             parts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
         except OSError:
             parts.append("?")
-    _SPACE[os.getpid()] = "|".join(parts)
-    return _SPACE[os.getpid()]
+    return "|".join(parts)
 
 
-_SPACE: dict[int, str] = {}
+_ME: dict[str, object] = {}
+"""This process's identity, worked out once (``uname``, ``getpid``, two ``/proc`` reads); a
+forked child works out its own."""
+os.register_at_fork(after_in_child=_ME.clear)
+
+
+def _me() -> dict[str, object]:
+    if not _ME:
+        _ME.update(host=socket.gethostname(), space=_process_space(), pid=os.getpid())
+    return _ME
 
 
 def writer_identity() -> dict[str, object]:
     """Who writes a partial: host, pid numbering and pid (recorded in its state file)."""
-    return {"host": socket.gethostname(), "space": _process_space(), "pid": os.getpid()}
+    return dict(_me())
 
 
 def writer_gone(writer: object, inode: tuple[int, int]) -> bool:
     """Is the process that last wrote this inode provably not running any more?"""
     if not isinstance(writer, dict):
         return False
-    pid = writer.get("pid")
-    if (writer.get("host") != socket.gethostname() or writer.get("space") != _process_space()
+    pid, me = writer.get("pid"), _me()
+    if (writer.get("host") != me["host"] or writer.get("space") != me["space"]
             or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
         return False  # another host, pid namespace or boot (or unknown): it may be alive, merely stalled
-    if pid == os.getpid():
+    if pid == me["pid"]:
         with _OPEN_LOCK:
             return inode not in OPEN_INODES
     try:
@@ -120,30 +126,43 @@ def writer_gone(writer: object, inode: tuple[int, int]) -> bool:
     return False
 
 
-def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range], private: str) -> None:
+def write_state(path: Path, etag: str, size: int, fd: int, done: list[Range], private: str,
+                dir_fd: int | None = None, inode: tuple[int, int] | None = None) -> None:
     """Atomically write the state for the inode behind ``fd``, naming this process as its writer
     and ``private`` as the writer's own name for the inode.
 
-    Written in ``blobs/`` as reached from the cache root (``path``'s grand-grandparent) without
-    following links (``CacheError`` if it is not a real folder there): a ``blobs/`` swapped for a
-    link gets nothing. Already-confined paths (``/proc/self/fd/…``) are written as they are."""
-    from ...files import atomic_write_bytes, confined_folder
+    Written in the folder held by ``dir_fd`` (``path`` names it in errors) — or else in
+    ``blobs/`` as reached from the cache root (``path``'s grand-grandparent) without following
+    links (``CacheError`` if it is not a real folder there): a ``blobs/`` swapped for a link
+    gets nothing. ``inode``: (dev, ino) of ``fd`` when the caller knows it."""
+    from ...files import open_folder, replace_bytes_at
 
-    st = os.fstat(fd)
-    data = {"etag": etag, "size": size, "ino": st.st_ino, "dev": st.st_dev,
-            "writer": writer_identity(), "private": private, "done": [list(r) for r in done]}
+    dev, ino = inode if inode is not None else _inode(fd)
+    data = {"etag": etag, "size": size, "ino": ino, "dev": dev,
+            "writer": _me(), "private": private, "done": [list(r) for r in done]}
     body = json.dumps(data).encode()
-    if str(path).startswith("/proc/self/fd/"):
-        atomic_write_bytes(path, body, mode=0o664, fsync=False)
+    if dir_fd is not None:
+        replace_bytes_at(dir_fd, path.name, body, mode=0o664, fsync=False, shown=path)
         return
-    with confined_folder(path.parent, path.parents[2]) as folder:
-        atomic_write_bytes(folder / path.name, body, mode=0o664, fsync=False)
-
-def release_inode(fd: int) -> None:
-    """Forget an fd's inode in the in-process registry (before closing it)."""
+    folder = open_folder(path.parent, path.parents[2])
     try:
-        st = os.fstat(fd)
-    except OSError:
-        return
+        replace_bytes_at(folder, path.name, body, mode=0o664, fsync=False, shown=path)
+    finally:
+        os.close(folder)
+
+
+def _inode(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def release_inode(fd: int, inode: tuple[int, int] | None = None) -> None:
+    """Forget an fd's inode (``inode``, when the caller knows it) in the in-process registry
+    (before closing it)."""
+    if inode is None:
+        try:
+            inode = _inode(fd)
+        except OSError:
+            return
     with _OPEN_LOCK:
-        OPEN_INODES.discard((st.st_dev, st.st_ino))
+        OPEN_INODES.discard(inode)

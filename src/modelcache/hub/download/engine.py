@@ -94,6 +94,11 @@ class _Small:
 
 _STOP = object()
 
+SMALL_FANOUT = 2
+"""Small files are latency-bound (one short request each): up to this many times ``connections``
+fetch them at once; ranges of big files never use more than ``connections``. Measured on 500 x
+64 KiB at 20 ms latency: 16 connections 0.79 s of transfer, 32 0.56 s (64: no better)."""
+
 SMALL_FILE_MAX = 16 * 1024 * 1024
 """The largest file the in-memory path (``FileJob.install_bytes``) takes (each connection holds
 one such file at a time); ``Settings.small_file_bytes`` chooses the threshold under it."""
@@ -153,6 +158,7 @@ class TransferEngine:
         assemblies: list[Assembly] = []
         self._finisher = ThreadPoolExecutor(max_workers=min(FINISHERS, self.connections),
                                             thread_name_prefix="mc-finish")
+        small = 0
         try:
             for job in jobs:
                 if job.install_bytes is not None:
@@ -160,6 +166,7 @@ class TransferEngine:
                         raise ValueError(f"{job.entry.path}: too large for the in-memory path")
                     self._remaining += 1
                     self._queue.put(_Small(job))
+                    small += 1
                     continue
                 asm = Assembly(job.entry, job.partial, fence=job.fence, folder=job.folder)  # type: ignore[arg-type]
                 asm.checkpoint_bytes, asm.checkpoint_interval = self.checkpoint_bytes, self.checkpoint_interval
@@ -178,9 +185,11 @@ class TransferEngine:
                 for a, b in chunks:
                     self._queue.put(_Chunk(asm, job, a, b))
             if self._remaining and not self._done():
+                n = min(self.connections, self._queue.qsize() or 1)
+                extra = min(self.connections * (SMALL_FANOUT - 1), max(0, small - n))
                 workers = [
-                    threading.Thread(target=self._worker, name=f"mc-conn-{i}", daemon=True)
-                    for i in range(min(self.connections, self._queue.qsize() or 1))
+                    threading.Thread(target=self._worker, args=(i >= n,), name=f"mc-conn-{i}", daemon=True)
+                    for i in range(n + extra)
                 ]
                 for w in workers:
                     w.start()
@@ -271,10 +280,13 @@ class TransferEngine:
             self._cv.notify_all()
 
     # -- workers --------------------------------------------------------------------------------------
-    def _worker(self) -> None:
+    def _worker(self, small_only: bool = False) -> None:
         while not self._abort.is_set():
             item = self._queue.get()
             if item is _STOP:
+                return
+            if small_only and not isinstance(item, _Small):
+                self._queue.put(item)  # ranges of big files: for the `connections` regular workers
                 return
             if isinstance(item, _Small):
                 try:

@@ -127,7 +127,8 @@ class Settings:
     offline: bool = False
     """Never touch the network (``HF_HUB_OFFLINE``)."""
     connections: int = 16
-    """Parallel HTTP connections for downloads."""
+    """Parallel HTTP connections for downloads (ranges of big files); small files, which are
+    latency-bound, are fetched by up to twice as many at once."""
     timeout: float = 30.0
     """Seconds without progress before a request is retried (``HF_HUB_DOWNLOAD_TIMEOUT``)."""
     retries: int = 5

@@ -29,7 +29,7 @@ from ._fast import SMALL_FILE, Hit, ResolveCache, stamp_of, whole_file_headers
 from ._index import CommitIndex, IndexCache
 from ._routes import Candidate, Target
 
-__all__ = ["NotHere", "OnServed", "Reader", "valid_repo"]
+__all__ = ["NotHere", "OnServed", "Reader", "raw_path_of", "valid_repo"]
 
 log = logging.getLogger("modelcache.server")
 
@@ -201,11 +201,12 @@ class Reader:
     def resolve(self, request: Request, target: Target) -> Response:
         """The file a ``/resolve`` target names, from the cache (raises ``NotHere`` when the commit
         lists it but the cache does not hold it in full)."""
-        return self.answer(request, self.find(target))
+        return self.answer(request, self.find(raw_path_of(request.scope), target))
 
-    def find(self, target: Target) -> Hit:
-        """Resolve ``target`` the slow way (and remember it in ``fast`` when it is cacheable)."""
-        hit = self.fast.get(target)
+    def find(self, raw_path: bytes, target: Target) -> Hit:
+        """Resolve ``target`` (parsed from ``raw_path``) the slow way, and remember it in ``fast``
+        under ``raw_path`` when it is cacheable."""
+        hit = self.fast.get(raw_path)
         if hit is not None:
             return hit
         layout, cand = self.pick(target)
@@ -250,7 +251,7 @@ class Reader:
             hit.body = _read_small(real, entry.size)
         if ref_stamp is not None or ref_path is None and is_commit(cand.revision):
             if target.candidates and cand == target.candidates[0]:  # the preferred reading: stays the one picked
-                self.fast.put(target, hit)
+                self.fast.put(raw_path, hit)
         return hit
 
     def answer(self, request: Request, hit: Hit) -> Response:
@@ -292,6 +293,12 @@ class _Prebuilt(Response):
         self.background = None
         self.body = body
         self.raw_headers = raw_headers
+
+
+def raw_path_of(scope: dict[str, object]) -> bytes:
+    """The request's path as sent (percent-escapes kept, no query): what hits are remembered by."""
+    raw = scope.get("raw_path")
+    return raw if isinstance(raw, bytes) else str(scope["path"]).encode()
 
 
 def _read_small(real: str, size: int) -> bytes | None:

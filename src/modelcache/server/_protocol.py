@@ -1,0 +1,114 @@
+"""What ``serve``'s HTTP protocol adds to uvicorn's httptools one: hot answers written directly.
+
+``HotAnswers`` asks the app's ``HotPath`` (``_hot``) for a request that is a GET or HEAD
+without a body, a ``Range`` or an upgrade, and, when the app has the answer, writes it in one
+``write`` from the parser's callbacks: no ASGI scope, request-response cycle or task. Only
+when no earlier request of the connection is still being answered (HTTP/1.1 pipelining keeps
+its order). Keep-alive follows the request like uvicorn's own answers do, and an HTTP/1.0
+client that asks for keep-alive gets it (``ab`` and other HTTP/1.0 tools would otherwise open
+a connection per request). Everything else goes to the ASGI app untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._hot import HotPath
+
+__all__ = ["HotAnswers", "find_hot_path"]
+
+_STATUS_200 = b"HTTP/1.1 200 OK\r\n"
+_NOT_HOT = frozenset((b"range", b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+_KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
+_CLOSE = b"connection: close\r\n"
+
+
+def find_hot_path(app: object, depth: int = 4) -> HotPath | None:
+    """The ``hot_path`` of ``app`` or of the app it wraps (uvicorn wraps it in middleware), or None."""
+    for _ in range(depth):
+        hot = getattr(app, "hot_path", None)
+        if isinstance(hot, HotPath):
+            return hot
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+class _DefaultHeaders:
+    """uvicorn's default headers (``date``, ``server``) as wire bytes, rebuilt when uvicorn renews them."""
+
+    source: object = None
+    wire: bytes = b""
+
+    @classmethod
+    def of(cls, headers: list[tuple[bytes, bytes]]) -> bytes:
+        if headers is not cls.source:
+            cls.wire = b"".join(b"%s: %s\r\n" % kv for kv in headers)
+            cls.source = headers
+        return cls.wire
+
+
+class HotAnswers:
+    """A mixin for uvicorn's ``HttpToolsProtocol``: hot answers from the app's ``HotPath``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._hot: HotPath | None = find_hot_path(self.app)  # type: ignore[attr-defined]
+        self._hot_reply: bytes | None = None
+        self._hot_keep_alive = True
+
+    def on_headers_complete(self) -> None:
+        """Answer a hot request here (written once its message is complete); else uvicorn's way."""
+        if self._hot is not None and self._take_hot():
+            return
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def _take_hot(self) -> bool:
+        cycle = self.cycle  # type: ignore[attr-defined]
+        if (cycle is not None and not cycle.response_complete) or self.pipeline:  # type: ignore[attr-defined]
+            return False  # an earlier request is still being answered: answers keep their order
+        parser = self.parser  # type: ignore[attr-defined]
+        method = parser.get_method()
+        if method != b"GET" and method != b"HEAD":
+            return False
+        url: bytes = self.url  # type: ignore[attr-defined]
+        if url[:1] != b"/" or b"#" in url:
+            return False
+        for name, _value in self.headers:  # type: ignore[attr-defined]
+            if name in _NOT_HOT:
+                return False
+        answer = self._hot.answer(method, url.partition(b"?")[0])  # type: ignore[union-attr]
+        if answer is None:
+            return False
+        wire, body = answer
+        keep_alive = parser.should_keep_alive()
+        if not keep_alive:
+            connection = _CLOSE
+        elif parser.get_http_version() == "1.0":
+            connection = _KEEP_ALIVE_10
+        else:
+            connection = b""
+        self._hot_keep_alive = keep_alive
+        defaults = _DefaultHeaders.of(self.server_state.default_headers)  # type: ignore[attr-defined]
+        self._hot_reply = b"".join((_STATUS_200, defaults, wire, connection, b"\r\n", body))
+        return True
+
+    def on_body(self, body: bytes) -> None:
+        if self._hot_reply is None:
+            super().on_body(body)  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        """Write a hot answer (then close, or wait for the next request like any answer)."""
+        reply = self._hot_reply
+        if reply is None:
+            super().on_message_complete()  # type: ignore[misc]
+            return
+        self._hot_reply = None
+        transport = self.transport  # type: ignore[attr-defined]
+        if transport.is_closing():
+            return
+        transport.write(reply)
+        if not self._hot_keep_alive:
+            transport.close()
+        self.on_response_complete()  # type: ignore[attr-defined]

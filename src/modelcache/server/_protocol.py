@@ -1,4 +1,4 @@
-"""What ``serve``'s HTTP protocol adds to uvicorn's httptools one: hot answers written directly.
+"""What ``serve``'s HTTP protocol adds to uvicorn's httptools one: hot answers, zero-copy bodies.
 
 ``HotAnswers`` asks the app's ``HotPath`` (``_hot``) for a request that is a GET or HEAD
 without a body, a ``Range`` or an upgrade, and, when the app has the answer, writes it in one
@@ -7,15 +7,26 @@ when no earlier request of the connection is still being answered (HTTP/1.1 pipe
 its order). Keep-alive follows the request like uvicorn's own answers do, and an HTTP/1.0
 client that asks for keep-alive gets it (``ab`` and other HTTP/1.0 tools would otherwise open
 a connection per request). Everything else goes to the ASGI app untouched.
+
+``ZeroCopyBodies`` offers the app the ASGI ``http.response.zerocopysend`` extension on every
+request and sends such a body with ``sendfile`` (``_blob.sendfile_body``): a big blob goes from
+the page cache to the socket without passing through Python. Only for a response framed by
+``Content-Length``; a file shorter than announced, a client that goes away or stops reading
+drops the connection.
 """
 
 from __future__ import annotations
 
+import os
+from functools import partial
 from typing import Any
 
+from starlette.types import Message, Send
+
+from ._blob import ZERO_COPY, sendfile_body
 from ._hot import HotPath
 
-__all__ = ["HotAnswers", "find_hot_path"]
+__all__ = ["HotAnswers", "ZeroCopyBodies", "find_hot_path"]
 
 _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
 _NOT_HOT = frozenset((b"range", b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
@@ -112,3 +123,49 @@ class HotAnswers:
         if not self._hot_keep_alive:
             transport.close()
         self.on_response_complete()  # type: ignore[attr-defined]
+
+
+class ZeroCopyBodies:
+    """A mixin for uvicorn's ``HttpToolsProtocol``: the ``http.response.zerocopysend`` extension."""
+
+    write_stall_timeout: float = 60.0
+
+    def on_headers_complete(self) -> None:
+        """uvicorn's request-response cycle, with the extension offered and its ``send`` extended."""
+        super().on_headers_complete()  # type: ignore[misc]
+        cycle = self.cycle  # type: ignore[attr-defined]
+        scope = self.scope  # type: ignore[attr-defined]
+        if cycle is not None and cycle.scope is scope:  # a new request (not an upgrade)
+            scope["extensions"] = {**scope.get("extensions", {}), ZERO_COPY: {}}
+            cycle.send = partial(self._send, cycle, cycle.send)
+
+    async def _send(self, cycle: Any, send: Send, message: Message) -> None:
+        if message["type"] != ZERO_COPY:
+            await send(message)
+            return
+        if not cycle.response_started or cycle.response_complete or cycle.chunked_encoding is not False:
+            raise RuntimeError(f"'{ZERO_COPY}' needs a started response with a Content-Length")
+        file = message["file"]
+        fd = file if isinstance(file, int) else file.fileno()
+        offset = message.get("offset")
+        if offset is None:
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        count = message.get("count")
+        if count is None:
+            count = os.fstat(fd).st_size - offset
+        if cycle.scope["method"] != "HEAD" and not cycle.disconnected:
+            if count > cycle.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            if cycle.flow.write_paused:
+                await cycle.flow.drain()
+            try:
+                sent = await sendfile_body(self.transport, fd, offset, count,  # type: ignore[attr-defined]
+                                           self.write_stall_timeout)
+            except EOFError:  # the file is shorter than announced: never a short answer that looks whole
+                self.transport.abort()  # type: ignore[attr-defined]
+                sent = False
+            if not sent:
+                cycle.disconnected = True
+                return
+            cycle.expected_content_length -= count
+        await send({"type": "http.response.body", "body": b"", "more_body": message.get("more_body", False)})

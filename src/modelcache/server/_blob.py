@@ -1,6 +1,8 @@
 """Whole big files to a caller: from a verified descriptor, by ``sendfile`` when the server can.
 
-``BlobResponse`` answers a GET of a remembered file too big to keep in memory. It opens the
+``BlobResponse`` answers a GET of a remembered file too big to keep in memory, or one range of
+any remembered file (``single_range``: ``bytes=a-b``, ``bytes=a-``, ``bytes=-n``; anything else,
+``If-Range`` and unsatisfiable ranges are left to Starlette's ``FileResponse``). It opens the
 blob once, without following a link, and sends it only if the descriptor is the very file the
 hit was validated against (device, inode, size, mtime): a blob swapped for a link or another
 file after the hit's ``stat`` calls is never sent. When the server offers the ASGI
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 
 import anyio
@@ -27,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 from ._fast import Hit
 from ._http import HttpError, error_response
 
-__all__ = ["ZERO_COPY", "BlobResponse", "open_verified", "sendfile_body"]
+__all__ = ["ZERO_COPY", "BlobResponse", "open_verified", "sendfile_body", "single_range"]
 
 ZERO_COPY = "http.response.zerocopysend"
 """The ASGI extension (and message type) for sending a file descriptor's bytes."""
@@ -58,15 +61,43 @@ def open_verified(hit: Hit) -> int | None:
     return fd
 
 
-class BlobResponse(Response):
-    """A 200 with the whole of ``hit``'s blob (GET): zero-copy when the server offers it."""
+_RANGE = re.compile(r"bytes=(?:([0-9]{1,19})-([0-9]{0,19})|-([0-9]{1,19}))")
 
-    def __init__(self, hit: Hit) -> None:
+
+def single_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` (end excluded) of a satisfiable one-range ``Range`` header, computed as
+    Starlette's ``FileResponse`` does; None for anything else (which ``FileResponse`` answers)."""
+    m = _RANGE.fullmatch(header)
+    if m is None:
+        return None
+    first, last, suffix = m.groups()
+    if suffix is not None:
+        start, end = max(size - int(suffix), 0), size
+    else:
+        start = int(first)
+        end = int(last) + 1 if last and int(last) < size else size
+    return (start, end) if 0 <= start < end <= size else None
+
+
+class BlobResponse(Response):
+    """A 200 with the whole of ``hit``'s blob, or a 206 with ``part`` of it (GET): zero-copy when
+    the server offers it."""
+
+    def __init__(self, hit: Hit, part: tuple[int, int] | None = None) -> None:
         self.hit = hit
-        self.status_code = 200
+        self.part = part or (0, hit.entry.size)
         self.background = None
         self.body = b""
-        self.raw_headers = hit.headers
+        if part is None:
+            self.status_code = 200
+            self.raw_headers = hit.headers
+        else:
+            start, end = part
+            self.status_code = 206
+            self.raw_headers = [kv for kv in hit.headers if kv[0] != b"content-length"] + [
+                (b"content-range", b"bytes %d-%d/%d" % (start, end - 1, hit.entry.size)),
+                (b"content-length", b"%d" % (end - start)),
+            ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hit = self.hit
@@ -77,18 +108,17 @@ class BlobResponse(Response):
             await error_response(changed)(scope, receive, send)
             return
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            size = hit.entry.size
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            pos, end = self.part
             if ZERO_COPY in scope.get("extensions", {}):
-                await send({"type": ZERO_COPY, "file": fd, "offset": 0, "count": size, "more_body": False})
+                await send({"type": ZERO_COPY, "file": fd, "offset": pos, "count": end - pos, "more_body": False})
                 return
-            pos = 0
-            while pos < size:
-                data = await anyio.to_thread.run_sync(os.pread, fd, min(PIECE, size - pos), pos)
+            while pos < end:
+                data = await anyio.to_thread.run_sync(os.pread, fd, min(PIECE, end - pos), pos)
                 if not data:
-                    raise RuntimeError(f"{hit.real} is shorter than its {size} bytes")  # the connection is dropped
+                    raise RuntimeError(f"{hit.real} is shorter than its {hit.entry.size} bytes")  # the connection is dropped
                 pos += len(data)
-                await send({"type": "http.response.body", "body": data, "more_body": pos < size})
+                await send({"type": "http.response.body", "body": data, "more_body": pos < end})
         finally:
             os.close(fd)
 

@@ -47,17 +47,18 @@ def find_hot_path(app: object, depth: int = 4) -> HotPath | None:
 
 
 class _DefaultHeaders:
-    """uvicorn's default headers (``date``, ``server``) as wire bytes, rebuilt when uvicorn renews them."""
+    """uvicorn's default headers (``date``, ``server``) as wire bytes, rebuilt when uvicorn renews them
+    (a new list every second). One (list, bytes) pair, replaced whole: servers in threads may share it."""
 
-    source: object = None
-    wire: bytes = b""
+    last: tuple[object, bytes] = (None, b"")
 
     @classmethod
     def of(cls, headers: list[tuple[bytes, bytes]]) -> bytes:
-        if headers is not cls.source:
-            cls.wire = b"".join(b"%s: %s\r\n" % kv for kv in headers)
-            cls.source = headers
-        return cls.wire
+        source, wire = cls.last
+        if headers is not source:
+            wire = b"".join(b"%s: %s\r\n" % kv for kv in headers)
+            cls.last = (headers, wire)
+        return wire
 
 
 class HotAnswers:
@@ -135,7 +136,8 @@ class ZeroCopyBodies:
         super().on_headers_complete()  # type: ignore[misc]
         cycle = self.cycle  # type: ignore[attr-defined]
         scope = self.scope  # type: ignore[attr-defined]
-        if cycle is not None and cycle.scope is scope:  # a new request (not an upgrade)
+        if cycle is not None and cycle.scope is scope and self.scheme == "http":  # type: ignore[attr-defined]
+            # a new request (not an upgrade), in clear: sendfile would bypass TLS
             scope["extensions"] = {**scope.get("extensions", {}), ZERO_COPY: {}}
             cycle.send = partial(self._send, cycle, cycle.send)
 

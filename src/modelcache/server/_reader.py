@@ -25,7 +25,7 @@ from ..protocol import FileEntry
 from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_revision
 from ._auth import Gate
 from ._http import HttpError, WithErrorHeaders, decode_cursor, encode_cursor, next_page_url
-from ._blob import BlobResponse
+from ._blob import BlobResponse, single_range
 from ._fast import SMALL_FILE, Hit, ResolveCache, stamp_of, whole_file_headers
 from ._index import CommitIndex, IndexCache
 from ._routes import Candidate, Target
@@ -265,6 +265,8 @@ class Reader:
             return _Prebuilt(hit.headers, hit.body if request.method == "GET" and hit.body is not None else b"")
         if not ranged:
             return BlobResponse(hit)  # from a verified descriptor, zero-copy when the server can
+        if "if-range" not in request.headers and (part := single_range(request.headers["range"], hit.entry.size)):
+            return BlobResponse(hit, part)
         headers = {k.decode(): v.decode() for k, v in hit.headers[:5]}
         response = _BlobResponse(hit.real, headers=headers, media_type="application/octet-stream", stat_result=hit.stat)
         return WithErrorHeaders(response, _RANGE_ERRORS)  # type: ignore[return-value]

@@ -65,6 +65,8 @@ class Hit:
     """The file's bytes when it is small."""
     wire: bytes = b""
     """``headers`` as they go on the wire (``name: value\r\n`` each), built once."""
+    by_commit: bool = False
+    """Asked for by commit (immutable), not by a branch or tag a mirror may have to look up."""
 
     def __post_init__(self) -> None:
         self.wire = b"".join(b"%s: %s\r\n" % kv for kv in self.headers)

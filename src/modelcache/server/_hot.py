@@ -10,7 +10,9 @@ applies to a hit:
 - the repo's access record (stat-validated, failing closed) says it is public: a gated or
   private repo, or an access record that cannot be read, goes the ASGI way, which authorizes
   the caller's token;
-- the answer is counted in ``/metrics``, logged with ``--log-json``, and noted as used (GET).
+- the answer is counted in ``/metrics``, logged with ``--log-json``, and noted as used (GET);
+- behind a mirror, only a file asked for by commit: a branch or tag is looked up upstream
+  first (TTL-cached), which only the app does.
 
 Everything else returns None and the ASGI app answers: a miss, a GET of a file too big to keep
 in memory, a restricted repo. The protocol only asks for GET/HEAD without ``Range`` or a body.
@@ -37,7 +39,9 @@ class HotPath:
     """Public remembered files by raw path: the header block and body to send, or None."""
 
     def __init__(self, fast: ResolveCache, gate: Gate, metrics: Metrics,
-                 note_use: Callable[[RepoLayout, str], None], log_json: bool) -> None:
+                 note_use: Callable[[RepoLayout, str], None], log_json: bool, commits_only: bool = False) -> None:
+        self.commits_only = commits_only
+        """A mirror's: answer only hits asked for by commit."""
         self.fast = fast
         self.gate = gate
         self.metrics = metrics
@@ -52,7 +56,7 @@ class HotPath:
         The header lines end with ``\\r\\n`` each; the caller adds the status line, its own
         headers (date, connection) and the blank line."""
         hit = self.fast.get(raw_path)
-        if hit is None:
+        if hit is None or (self.commits_only and not hit.by_commit):
             return None
         get = method == b"GET"
         if get and hit.body is None:

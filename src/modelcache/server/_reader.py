@@ -247,7 +247,7 @@ class Reader:
         if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
             raise _not_cached(layout, commit, path, _record_entry(layout, commit, path))
         hit = Hit(layout, cand, commit, entry, real, ref_path, ref_stamp, str(link), link_stamp, stamp_of(st), st,
-                  whole_file_headers(commit, entry, st))
+                  whole_file_headers(commit, entry, st), by_commit=is_commit(cand.revision))
         if st.st_size <= SMALL_FILE:
             hit.body = _read_small(real, entry.size)
         if ref_stamp is not None or ref_path is None and is_commit(cand.revision):

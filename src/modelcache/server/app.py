@@ -65,7 +65,8 @@ class ServeApp:
         self.mirror = mirror
         self.metrics = Metrics(self.cache_dir, mirror.stats if mirror is not None else None)
         self.log_json = log_json
-        self.hot_path = HotPath(self.reader.fast, self.gate, self.metrics, self.reader.note_use, log_json)
+        self.hot_path = HotPath(self.reader.fast, self.gate, self.metrics, self.reader.note_use, log_json,
+                                commits_only=mirror is not None)
         """Answers to remembered public files without a range, for ``_protocol`` (found by this name)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

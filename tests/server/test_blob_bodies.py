@@ -126,3 +126,18 @@ def test_ranges_of_a_remembered_blob(tmp_path: Path) -> None:
         r = c.get(PATH, headers={"Range": f"bytes={size}-"})
         assert r.status_code == 416 and r.headers["x-error-code"] == "RangeNotSatisfiable"
         assert c.get(PATH, headers={"Range": "bytes=5-3"}).status_code == 400
+
+
+def test_head_of_a_range_announces_it_without_a_body(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from modelcache.server import create_app
+
+    cache, data = _cache(tmp_path, 1 << 20)
+    with live_server(cache) as url, httpx.Client(base_url=url, timeout=30) as c, TestClient(create_app(cache)) as t:
+        for client in (c, t):
+            client.get(PATH)
+            r = client.head(PATH, headers={"Range": "bytes=10-19"})
+            assert r.status_code == 206 and r.content == b"" and r.headers["content-range"] == f"bytes 10-19/{len(data)}"
+            assert r.headers["content-length"] == "10"
+            assert client.get(PATH, headers={"Range": "bytes=10-19"}).content == data[10:20]

@@ -110,6 +110,9 @@ class BlobResponse(Response):
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             pos, end = self.part
+            if scope.get("method") == "HEAD":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             if ZERO_COPY in scope.get("extensions", {}):
                 await send({"type": ZERO_COPY, "file": fd, "offset": pos, "count": end - pos, "more_body": False})
                 return

@@ -304,7 +304,7 @@ class _Prebuilt(Response):
 def raw_path_of(scope: dict[str, object]) -> bytes:
     """The request's path as sent (percent-escapes kept, no query): what hits are remembered by."""
     raw = scope.get("raw_path")
-    return raw if isinstance(raw, bytes) else str(scope["path"]).encode()
+    return raw if isinstance(raw, bytes) and raw else str(scope["path"]).encode()
 
 
 def _read_small(real: str, size: int) -> bytes | None:

@@ -53,7 +53,6 @@ __all__ = ["ServeApp", "create_app"]
 log = logging.getLogger("modelcache.server")
 
 
-
 class ServeApp:
     """The ASGI app: every HTTP request goes through ``dispatch``; ``hot_path`` is for the protocol."""
 

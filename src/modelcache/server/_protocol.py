@@ -4,7 +4,8 @@
 without a body, a ``Range`` or an upgrade, and, when the app has the answer, writes it in one
 ``write`` from the parser's callbacks: no ASGI scope, request-response cycle or task. Only
 when no earlier request of the connection is still being answered (HTTP/1.1 pipelining keeps
-its order). Keep-alive follows the request like uvicorn's own answers do, and an HTTP/1.0
+its order) and the transport is below its high-water mark (a client that pipelines requests
+and reads no answers gets them the ASGI way, which waits for it and stops reading). Keep-alive follows the request like uvicorn's own answers do, and an HTTP/1.0
 client that asks for keep-alive gets it (``ab`` and other HTTP/1.0 tools would otherwise open
 a connection per request). Everything else goes to the ASGI app untouched.
 
@@ -80,6 +81,8 @@ class HotAnswers:
         cycle = self.cycle  # type: ignore[attr-defined]
         if (cycle is not None and not cycle.response_complete) or self.pipeline:  # type: ignore[attr-defined]
             return False  # an earlier request is still being answered: answers keep their order
+        if self.flow.write_paused:  # type: ignore[attr-defined]
+            return False  # the client is not reading: uvicorn's way waits for it and stops reading
         parser = self.parser  # type: ignore[attr-defined]
         method = parser.get_method()
         if method != b"GET" and method != b"HEAD":

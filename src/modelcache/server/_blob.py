@@ -161,6 +161,20 @@ async def _writable(loop: asyncio.AbstractEventLoop, sock_fd: int, timeout: floa
         loop.remove_writer(sock_fd)
 
 
+async def _until_writable(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, sock_fd: int,
+                          stall_timeout: float) -> bool:
+    """Wait for room in the socket, a second at a time (a transport closed meanwhile ends it);
+    False, the transport aborted, when the client read nothing for ``stall_timeout`` seconds."""
+    deadline = loop.time() + stall_timeout
+    while not await _writable(loop, sock_fd, max(0.0, min(1.0, deadline - loop.time()))):
+        if transport.is_closing():
+            return False
+        if loop.time() >= deadline:
+            transport.abort()  # the client stopped reading
+            return False
+    return True
+
+
 async def sendfile_body(transport: asyncio.Transport, fd: int, offset: int, count: int,
                         stall_timeout: float) -> bool:
     """Send ``count`` bytes of ``fd`` from ``offset`` on ``transport``'s socket, after what the
@@ -188,8 +202,7 @@ async def sendfile_body(transport: asyncio.Transport, fd: int, offset: int, coun
                 return False
             offset += n
             count -= n
-            if count and full and not await _writable(loop, sock_fd, stall_timeout):
-                transport.abort()  # the client stopped reading
+            if count and full and not await _until_writable(loop, transport, sock_fd, stall_timeout):
                 return False
         return True
     finally:

@@ -9,7 +9,10 @@ same URLs to the same files). Load: ``wrk -t2 -c<connections>``:
 - small: HEAD and GET of ``config.json``, as a client resolving a small file does (requests/s).
   wrk cannot time HEAD (it waits for a body the ``Content-Length`` announces), so GETs are
   loaded with wrk and HEADs with ``ab -k -i`` at the same concurrency, one after the other; the
-  figure is the rate of an even mix, ``2 / (1/get + 1/head)``.
+  figure is the rate of an even mix, ``2 / (1/get + 1/head)``. ``ab`` speaks HTTP/1.0 with
+  ``Connection: Keep-Alive``: a server that closes HTTP/1.0 connections pays a new TCP
+  connection per HEAD (``ab`` reports "Keep-Alive requests: 0"); nginx and ``modelcache serve``
+  keep them.
 
 Everything runs on this machine: wrk's CPU competes with the server's, the same way for both.
 """

@@ -79,3 +79,37 @@ def test_a_client_that_never_reads_is_dropped(tmp_path: Path, protocol: str) -> 
             time.sleep(0.05)
         s.close()
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=5).status_code == 200
+
+
+def test_pipelined_requests_never_read_are_not_answered_into_memory(tmp_path: Path) -> None:
+    """Thousands of pipelined requests for a remembered file, answers never read: the server
+    stops answering (and reading) once the socket's buffers and the transport's high-water mark
+    are full, instead of queueing every answer in memory."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text('{"pad": "' + "x" * 4000 + '"}')
+    cache = tmp_path / "cache"
+    import_folder(RepoLayout(cache, "model", "org/small"), src)
+    path = "/org/small/resolve/main/config.json"
+    with _guarded(cache, "default", stall=30) as (port, server):
+        assert httpx.get(f"http://127.0.0.1:{port}{path}", trust_env=False).status_code == 200  # remembered
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.setblocking(False)
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        sent, burst = 0, request * 4000  # ~16 MB of answers asked for
+        deadline = time.monotonic() + 5
+        while sent < len(burst) and time.monotonic() < deadline:
+            try:  # in pieces under the 64 KiB request-head cap
+                sent += s.send(burst[sent:sent + 16 * len(request)])
+                time.sleep(0.001)
+            except BlockingIOError:
+                time.sleep(0.01)  # the server stopped reading: good
+        time.sleep(0.5)
+        state = server.server_state  # type: ignore[attr-defined]
+        assert state.connections, "the connection was dropped: nothing tested"
+        buffered = max(p.transport.get_write_buffer_size() for p in state.connections)
+        assert buffered < 1 << 20, f"{buffered} bytes of answers queued for a client that reads nothing"
+        s.close()
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=5).status_code == 200

@@ -207,3 +207,23 @@ def test_a_corrupt_fill_cuts_the_range_holding_the_last_byte(tmp_path: Path) -> 
                 body = b"".join(r.iter_bytes())
                 assert len(body) < size - size // 2  # unreachable: the stream must fail first
     assert not (ModelCache(Settings(cache_dir=cache, offline=True)).layout(repo.repo_id).blob(repo.etag(shard))).exists()
+
+
+def test_a_branch_moved_upstream_is_seen_through_remembered_files(tmp_path: Path) -> None:
+    """Hits a mirror remembers by branch still ask the upstream (TTL) where the branch is now:
+    none is answered before the revision check, neither by the app nor by the protocol."""
+    repo = upstream_model(64 * 1024)
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    with fault_server(repo) as up, running_server(cache, mirror=mirror_for(cache, up.url, ttl=0)) as url:
+        for _ in range(3):
+            r = httpx.get(f"{url}/{repo.repo_id}/resolve/main/config.json")
+            assert r.content == repo.files["config.json"] and r.headers["X-Repo-Commit"] == repo.commit
+        up.repo = moved = Repo(repo.repo_id, {**repo.files, "config.json": b'{"model_type": "moved"}'}, commit="d" * 40)
+        for method in ("HEAD", "GET"):
+            r = httpx.request(method, f"{url}/{repo.repo_id}/resolve/main/config.json")
+            assert r.status_code == 200 and r.headers["X-Repo-Commit"] == moved.commit
+        assert r.content == moved.files["config.json"]
+        r = httpx.get(f"{url}/{repo.repo_id}/resolve/{repo.commit}/config.json")  # the old commit: still there
+        assert r.content == repo.files["config.json"]
+        assert httpx.get(f"{url}/{repo.repo_id}/resolve/{repo.commit}/config.json").content == repo.files["config.json"]

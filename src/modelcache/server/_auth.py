@@ -27,29 +27,31 @@ class Gate:
 
     def __init__(self, access: AccessPolicy | None) -> None:
         self.access = access
-        self._access_cache: dict[Path, tuple[Access, int | str | None]] = {}
+        self._access_cache: dict[Path, tuple[Access, object, str]] = {}
 
     def access_of(self, layout: RepoLayout) -> Access:
         """``access.json`` of a repo, parsed again only when the file changes (one ``stat`` per request).
 
         Fails closed: a record that cannot be read counts as restricted and is never cached.
         """
-        stamp: int | str | None
+        folder = layout.folder
+        hit = self._access_cache.get(folder)
+        path = hit[2] if hit is not None else os.path.join(layout.state, "access.json")
+        stamp: object
         try:
-            st = os.stat(layout.state / "access.json")
-            stamp = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+            st = os.stat(path)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             stamp = "missing"
         except OSError:
             stamp = None  # cannot tell: read it (and fail closed if that fails too)
-        hit = self._access_cache.get(layout.folder)
         if hit is None or hit[1] != stamp or stamp is None:
-            hit = (read_access(layout), stamp)
+            hit = (read_access(layout), stamp, path)
             if hit[0].unreadable or stamp is None:
                 return hit[0]  # never cache an answer we could not read
             if len(self._access_cache) > 10_000:
                 self._access_cache.clear()
-            self._access_cache[layout.folder] = hit
+            self._access_cache[folder] = hit
         return hit[0]
 
     async def authorize(self, request: Request, kind: str, layout: RepoLayout, cand: Candidate) -> None:

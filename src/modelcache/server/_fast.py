@@ -1,4 +1,4 @@
-"""The hot path of ``/resolve``: a file answered from memory after two ``stat`` calls.
+"""The hot path of ``/resolve``: a file answered from memory after three ``stat`` calls.
 
 Resolving a request the slow way walks the repo folder, reads the ref, looks the path up in
 the commit's index and resolves the snapshot link (a dozen syscalls and Python objects per
@@ -13,6 +13,10 @@ from is unchanged:
 A hit skips none of the access rules: the caller still authorizes every request against the
 repo's access record (itself stat-validated). Small files (configs, tokenizers) keep their
 bytes here, bounded in count and total size, least recently used out first.
+
+Hits are looked up by the request's *raw* path (the bytes before the query): parsing and
+validating a path is a pure function of those bytes, so the same bytes always name the same
+target, and a hit costs no parsing at all.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from email.utils import formatdate
 
 from ..cache.layout import RepoLayout
 from ..protocol import FileEntry
-from ._routes import Candidate, Target
+from ._routes import Candidate
 
 __all__ = ["Hit", "ResolveCache", "SMALL_FILE"]
 
@@ -59,6 +63,13 @@ class Hit:
     """Response headers of a whole-file answer (Content-Length included)."""
     body: bytes | None = None
     """The file's bytes when it is small."""
+    wire: bytes = b""
+    """``headers`` as they go on the wire (``name: value\r\n`` each), built once."""
+    by_commit: bool = False
+    """Asked for by commit (immutable), not by a branch or tag a mirror may have to look up."""
+
+    def __post_init__(self) -> None:
+        self.wire = b"".join(b"%s: %s\r\n" % kv for kv in self.headers)
 
     def still_valid(self) -> bool:
         """Three ``stat`` calls: the ref (if any), the snapshot link and the blob are the ones this
@@ -95,13 +106,12 @@ class ResolveCache:
     def __init__(self, max_entries: int = 8192, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._hits: OrderedDict[tuple[str, tuple[Candidate, ...]], Hit] = OrderedDict()
+        self._hits: OrderedDict[bytes, Hit] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, target: Target) -> Hit | None:
-        """The hit for ``target`` if it still holds (dropped otherwise)."""
-        key = (target.repo_type, target.candidates)
+    def get(self, key: bytes) -> Hit | None:
+        """The hit for the raw path ``key`` if it still holds (dropped otherwise)."""
         hit = self._hits.get(key)
         if hit is None:
             return None
@@ -115,9 +125,8 @@ class ResolveCache:
             self._hits.move_to_end(key)
         return hit
 
-    def put(self, target: Target, hit: Hit) -> None:
-        """Remember ``hit`` for ``target`` (a body too large is dropped), evicting the oldest past the limits."""
-        key = (target.repo_type, target.candidates)
+    def put(self, key: bytes, hit: Hit) -> None:
+        """Remember ``hit`` for the raw path ``key`` (a body too large is dropped), evicting the oldest past the limits."""
         if hit.body is not None and len(hit.body) > self.max_bytes // 8:
             hit.body = None
         with self._lock:
@@ -127,7 +136,7 @@ class ResolveCache:
             while len(self._hits) > self.max_entries or self._bytes > self.max_bytes:
                 self._drop(next(iter(self._hits)))
 
-    def _drop(self, key: tuple[str, tuple[Candidate, ...]]) -> None:
+    def _drop(self, key: bytes) -> None:
         hit = self._hits.pop(key, None)
         if hit is not None:
             self._bytes -= len(hit.body or b"")

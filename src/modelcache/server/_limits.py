@@ -134,9 +134,13 @@ except ImportError:  # httptools not installed: h11 it is
     _HttpTools = None
 
 if _HttpTools is not None:
-    class GuardedHttpToolsProtocol(HeadGuard, _HttpTools):  # type: ignore[misc, valid-type]
+    from ._protocol import HotAnswers, ZeroCopyBodies
+
+    class GuardedHttpToolsProtocol(HeadGuard, HotAnswers, ZeroCopyBodies, _HttpTools):  # type: ignore[misc, valid-type]
         """uvicorn's httptools protocol (a C parser: less CPU per request than h11), guarded; a
-        request head larger than ``max_header_bytes`` closes the connection."""
+        request head larger than ``max_header_bytes`` closes the connection. Remembered public
+        files are answered by the protocol itself (``_protocol.HotAnswers``), big file bodies
+        sent with ``sendfile`` (``_protocol.ZeroCopyBodies``)."""
 
         def data_received(self, data: bytes) -> None:
             if self._head_timer is not None:

@@ -9,6 +9,7 @@ every ``size_ttl`` seconds: walking a big cache is not free), bytes freed by ``g
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from ..cache.gc import read_gc_freed
 from ..cache.layout import repo_layouts
 from ..cache.quota import cache_usage
 
-__all__ = ["Metrics", "CONTENT_TYPE"]
+__all__ = ["Metrics", "CONTENT_TYPE", "request_log_line"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -93,3 +94,10 @@ class Metrics:
     def render(self) -> bytes:
         """The metrics in the Prometheus text format."""
         return generate_latest(self.registry)
+
+
+def request_log_line(method: str, path: str, status: int, kind: str, nbytes: int, started: float,
+                     error_code: str | None = None) -> str:
+    """One ``--log-json`` line for a request answered after ``started`` (``time.monotonic()``)."""
+    return json.dumps({"method": method, "path": path, "status": status, "kind": kind, "bytes": nbytes,
+                       "ms": round((time.monotonic() - started) * 1000, 1), **({"error": error_code} if error_code else {})})

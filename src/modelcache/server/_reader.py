@@ -25,11 +25,12 @@ from ..protocol import FileEntry
 from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_revision
 from ._auth import Gate
 from ._http import HttpError, WithErrorHeaders, decode_cursor, encode_cursor, next_page_url
+from ._blob import BlobResponse, single_range
 from ._fast import SMALL_FILE, Hit, ResolveCache, stamp_of, whole_file_headers
 from ._index import CommitIndex, IndexCache
 from ._routes import Candidate, Target
 
-__all__ = ["NotHere", "OnServed", "Reader", "valid_repo"]
+__all__ = ["NotHere", "OnServed", "Reader", "raw_path_of", "valid_repo"]
 
 log = logging.getLogger("modelcache.server")
 
@@ -201,11 +202,12 @@ class Reader:
     def resolve(self, request: Request, target: Target) -> Response:
         """The file a ``/resolve`` target names, from the cache (raises ``NotHere`` when the commit
         lists it but the cache does not hold it in full)."""
-        return self.answer(request, self.find(target))
+        return self.answer(request, self.find(raw_path_of(request.scope), target))
 
-    def find(self, target: Target) -> Hit:
-        """Resolve ``target`` the slow way (and remember it in ``fast`` when it is cacheable)."""
-        hit = self.fast.get(target)
+    def find(self, raw_path: bytes, target: Target) -> Hit:
+        """Resolve ``target`` (parsed from ``raw_path``) the slow way, and remember it in ``fast``
+        under ``raw_path`` when it is cacheable."""
+        hit = self.fast.get(raw_path)
         if hit is not None:
             return hit
         layout, cand = self.pick(target)
@@ -245,21 +247,26 @@ class Reader:
         if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
             raise _not_cached(layout, commit, path, _record_entry(layout, commit, path))
         hit = Hit(layout, cand, commit, entry, real, ref_path, ref_stamp, str(link), link_stamp, stamp_of(st), st,
-                  whole_file_headers(commit, entry, st))
+                  whole_file_headers(commit, entry, st), by_commit=is_commit(cand.revision))
         if st.st_size <= SMALL_FILE:
             hit.body = _read_small(real, entry.size)
         if ref_stamp is not None or ref_path is None and is_commit(cand.revision):
             if target.candidates and cand == target.candidates[0]:  # the preferred reading: stays the one picked
-                self.fast.put(target, hit)
+                self.fast.put(raw_path, hit)
         return hit
 
     def answer(self, request: Request, hit: Hit) -> Response:
-        """The response for a found file: whole (from memory when small), a range, or HEAD."""
+        """The response for a found file: whole (from memory when small, else from a verified
+        descriptor), a range, or HEAD."""
         if request.method == "GET":
             self.note_use(hit.layout, hit.commit)
         ranged = "range" in request.headers
         if not ranged and (hit.body is not None or request.method == "HEAD"):
             return _Prebuilt(hit.headers, hit.body if request.method == "GET" and hit.body is not None else b"")
+        if not ranged:
+            return BlobResponse(hit)  # from a verified descriptor, zero-copy when the server can
+        if "if-range" not in request.headers and (part := single_range(request.headers["range"], hit.entry.size)):
+            return BlobResponse(hit, part)
         headers = {k.decode(): v.decode() for k, v in hit.headers[:5]}
         response = _BlobResponse(hit.real, headers=headers, media_type="application/octet-stream", stat_result=hit.stat)
         return WithErrorHeaders(response, _RANGE_ERRORS)  # type: ignore[return-value]
@@ -292,6 +299,12 @@ class _Prebuilt(Response):
         self.background = None
         self.body = body
         self.raw_headers = raw_headers
+
+
+def raw_path_of(scope: dict[str, object]) -> bytes:
+    """The request's path as sent (percent-escapes kept, no query): what hits are remembered by."""
+    raw = scope.get("raw_path")
+    return raw if isinstance(raw, bytes) and raw else str(scope["path"]).encode()
 
 
 def _read_small(real: str, size: int) -> bytes | None:

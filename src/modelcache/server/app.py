@@ -13,22 +13,25 @@ but the cache does not hold in full is answered ``404 EntryNotFound`` *without*
 ``X-Repo-Commit``, so the client does not remember it as absent upstream.
 
 Modules: ``_routes`` parses a raw path (pure), ``_reader`` answers from the cache, ``_auth``
-decides access, ``mirror`` + ``_stream`` fill misses from an upstream, ``_metrics`` counts.
+decides access, ``mirror`` + ``_stream`` fill misses from an upstream, ``_metrics`` counts,
+``_fast`` remembers resolved files and ``_hot`` answers those (public, no range) for the HTTP
+protocol itself, before any ASGI work.
+
+The app is a plain ASGI callable with one dispatch, because the raw path (not a router's
+decoded one) decides, and a router's middleware layers cost more than the answer to a hit.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 
 import anyio
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ..cache.layout import RepoLayout
 from ..errors import GatedRepo, InvalidInput, RepoNotFound, RevisionNotFound
@@ -38,21 +41,20 @@ from ._access import AccessPolicy, checked_target
 from ._auth import Gate
 from ._http import HttpError, error_response
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ._metrics import Metrics
-from ._reader import TRUE, NotHere, OnServed, Reader, body_bytes, valid_repo
+from ._metrics import Metrics, request_log_line
+from ._hot import HotPath
+from ._reader import TRUE, NotHere, OnServed, Reader, body_bytes, raw_path_of, valid_repo
 from ._routes import Target, parse_target
 from ._stream import stream_fill
 from .mirror import Mirror, UpstreamUnavailable
 
-__all__ = ["create_app"]
+__all__ = ["ServeApp", "create_app"]
 
 log = logging.getLogger("modelcache.server")
 
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
-
-class _App:
-    """Dispatch: one catch-all route, because the raw path (not Starlette's decoded one) decides."""
+class ServeApp:
+    """The ASGI app: every HTTP request goes through ``dispatch``; ``hot_path`` is for the protocol."""
 
     def __init__(self, cache_dir: Path, page_size: int, on_served: OnServed | None,
                  access: AccessPolicy | None = None, mirror: Mirror | None = None, log_json: bool = False) -> None:
@@ -62,6 +64,18 @@ class _App:
         self.mirror = mirror
         self.metrics = Metrics(self.cache_dir, mirror.stats if mirror is not None else None)
         self.log_json = log_json
+        self.hot_path = HotPath(self.reader.fast, self.gate, self.metrics, self.reader.note_use, log_json,
+                                commits_only=mirror is not None)
+        """Answers to remembered public files without a range, for ``_protocol`` (found by this name)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            response = await self.dispatch(Request(scope, receive))
+            await response(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
 
     async def dispatch(self, request: Request) -> Response:
         started = time.monotonic()
@@ -84,8 +98,7 @@ class _App:
             response = JSONResponse({"ready": ready, **({} if ready else {"reason": "the cache directory is not readable yet"})},
                                     status_code=200 if ready else 503)
         else:
-            response = await self._route(request)
-            kind = getattr(request.state, "kind", "other")
+            kind, response = await self._route(request)
         self._account(request, kind, response, started)
         return response
 
@@ -124,51 +137,55 @@ class _App:
         if kind == "resolve" and request.method == "GET" and status in (200, 206):
             m.served_bytes.inc(body_bytes(request.headers.get("range"), response.headers))
         if self.log_json:
-            log.info(json.dumps({"method": request.method, "path": request.scope["path"], "status": status,
-                                 "kind": kind, "bytes": int(response.headers.get("content-length") or 0),
-                                 "ms": round((time.monotonic() - started) * 1000, 1),
-                                 **({"error": code} if code else {})}))
+            log.info(request_log_line(request.method, request.scope["path"], status, kind,
+                                      int(response.headers.get("content-length") or 0), started, code))
 
-    async def _route(self, request: Request) -> Response:
-        raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    async def _route(self, request: Request) -> tuple[str, Response]:
+        """(endpoint kind, response) for a request to anything but the server's own endpoints."""
+        raw_path = raw_path_of(request.scope)
+        kind = "other"
         try:
             if request.method not in ("GET", "HEAD"):
                 raise HttpError(405, "MethodNotAllowed", "this modelcache server is read-only: use GET or HEAD")
             target = checked_target(parse_target(raw_path))  # '..'/%2e%2e/%2F refused before anything else
-            request.state.kind = target.kind
-            if target.kind == "health":
-                return JSONResponse({"status": "ok"})
-            if target.kind not in ("resolve", "api"):
+            kind = target.kind
+            if kind == "health":
+                return kind, JSONResponse({"status": "ok"})
+            if kind not in ("resolve", "api"):
                 raise HttpError(404, "NotFound", f"this modelcache server has no endpoint {request.scope['path']!r}")
-            if self.mirror is not None:
-                await self._mirror_refresh(request, target)
-            if target.kind == "resolve" and (hit := self.reader.fast.get(target)) is not None:
-                await self.gate.authorize(request, target.kind, hit.layout, hit.cand)
-                self.metrics.hits.inc()
-                return self.reader.answer(request, hit)
-            # the slow path walks folders, reads records and may hash a record-less snapshot:
-            # in a worker thread, so no client (nor /healthz) ever waits on another's disk work
-            layout, cand = await anyio.to_thread.run_sync(self.reader.pick, target)
-            await self.gate.authorize(request, target.kind, layout, cand)
-            if target.kind == "api":
-                return await anyio.to_thread.run_sync(self.reader.api, request, target)
-            try:
-                response = await anyio.to_thread.run_sync(self.reader.resolve, request, target)
-                self.metrics.hits.inc()
-                return response
-            except NotHere as miss:
-                self.metrics.misses.inc()
-                if self.mirror is None or miss.entry is None:
-                    raise
-                return await stream_fill(self.mirror, request, miss.layout, miss.snapshot_commit, miss.entry,
-                                         lambda: self.reader.resolve(request, target))
+            return kind, await self._from_cache(request, raw_path, target)
         except HttpError as err:
-            return error_response(err)
+            return kind, error_response(err)
         except InvalidInput as err:
-            return error_response(HttpError(400, "BadRequest", err.message))
+            return kind, error_response(HttpError(400, "BadRequest", err.message))
         except Exception:  # never leak a traceback to the client; log it here
             log.exception("internal error serving %r", raw_path)
-            return error_response(HttpError(500, "InternalError", "internal error in the modelcache server"))
+            return kind, error_response(HttpError(500, "InternalError", "internal error in the modelcache server"))
+
+    async def _from_cache(self, request: Request, raw_path: bytes, target: Target) -> Response:
+        """A ``resolve`` or ``api`` answer: remembered hit, else the slow path (a mirror fills misses)."""
+        if self.mirror is not None:
+            await self._mirror_refresh(request, target)
+        if target.kind == "resolve" and (hit := self.reader.fast.get(raw_path)) is not None:
+            await self.gate.authorize(request, target.kind, hit.layout, hit.cand)
+            self.metrics.hits.inc()
+            return self.reader.answer(request, hit)
+        # the slow path walks folders, reads records and may hash a record-less snapshot:
+        # in a worker thread, so no client (nor /healthz) ever waits on another's disk work
+        layout, cand = await anyio.to_thread.run_sync(self.reader.pick, target)
+        await self.gate.authorize(request, target.kind, layout, cand)
+        if target.kind == "api":
+            return await anyio.to_thread.run_sync(self.reader.api, request, target)
+        try:
+            response = await anyio.to_thread.run_sync(self.reader.resolve, request, target)
+            self.metrics.hits.inc()
+            return response
+        except NotHere as miss:
+            self.metrics.misses.inc()
+            if self.mirror is None or miss.entry is None:
+                raise
+            return await stream_fill(self.mirror, request, miss.layout, miss.snapshot_commit, miss.entry,
+                                     lambda: self.reader.resolve(request, target))
 
     async def _mirror_refresh(self, request: Request, target: Target) -> None:
         """Ask the upstream what the revision is now (TTL-cached); write its record here."""
@@ -220,7 +237,7 @@ def create_app(
     access: AccessPolicy | None = None,
     mirror: Mirror | None = None,
     log_json: bool = False,
-) -> Starlette:
+) -> ServeApp:
     """The ASGI app serving ``cache_dir`` read-only over the Hugging Face Hub protocol.
 
     ``page_size`` caps the entries per tree page (the Hub uses 1000); ``on_served(layout,
@@ -228,5 +245,15 @@ def create_app(
     ``access`` decides who may read gated and private repos (none: nobody); ``mirror`` makes
     it a read-through mirror of an upstream Hub.
     """
-    app = _App(Path(cache_dir), page_size, on_served, access, mirror, log_json)
-    return Starlette(routes=[Route("/{rest:path}", app.dispatch, methods=_ALL_METHODS)])
+    return ServeApp(Path(cache_dir), page_size, on_served, access, mirror, log_json)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to start or stop (the caches fill as requests come): acknowledge both."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

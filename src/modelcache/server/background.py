@@ -29,7 +29,11 @@ def running_server(cache_dir: Path, host: str = "127.0.0.1", **create_app_kw: An
     sock.bind((host, 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(Path(cache_dir), **create_app_kw), log_level="warning", lifespan="off")
+    from ._limits import uvicorn_limits
+
+    # the protocol `serve` runs (httptools, guarded, hot answers), so what is tested is what is served
+    config = uvicorn.Config(create_app(Path(cache_dir), **create_app_kw), log_level="warning", lifespan="off",
+                            **uvicorn_limits())  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"mc-serve-{port}")
     thread.start()

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-from starlette.applications import Starlette
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from ..settings import Settings
 from ._access import AccessPolicy, TokenListPolicy, UpstreamPolicy
+
+if TYPE_CHECKING:
+    from .app import ServeApp
 
 __all__ = ["ENV", "MIRROR_API_DEADLINE", "ServeSpec", "access_policy", "app_factory", "build_app"]
 
@@ -82,7 +84,7 @@ def access_policy(spec: ServeSpec) -> AccessPolicy | None:
     return None
 
 
-def build_app(spec: ServeSpec, settings: Settings) -> Starlette:
+def build_app(spec: ServeSpec, settings: Settings) -> ServeApp:
     """The app for ``spec`` over ``settings.cache_dir`` (its client, if a mirror, from ``settings``)."""
     from ..cache.usage import ThrottledUseRecorder
     from .app import create_app
@@ -102,7 +104,7 @@ def build_app(spec: ServeSpec, settings: Settings) -> Starlette:
                       mirror=mirror, log_json=spec.log_json)
 
 
-def app_factory() -> Starlette:
+def app_factory() -> ServeApp:
     """``serve --workers N``: the app each uvicorn worker process builds at its start — from the
     spec the CLI put in ``MODELCACHE_SERVE_SPEC`` and the process environment (this is an entry
     point), exactly as a single process does."""

@@ -1,0 +1,209 @@
+"""Whole big files to a caller: from a verified descriptor, by ``sendfile`` when the server can.
+
+``BlobResponse`` answers a GET of a remembered file too big to keep in memory, or one range of
+any remembered file (``single_range``: ``bytes=a-b``, ``bytes=a-``, ``bytes=-n``; anything else,
+``If-Range`` and unsatisfiable ranges are left to Starlette's ``FileResponse``). It opens the
+blob once, without following a link, and sends it only if the descriptor is the very file the
+hit was validated against (device, inode, size, mtime): a blob swapped for a link or another
+file after the hit's ``stat`` calls is never sent. When the server offers the ASGI
+``http.response.zerocopysend`` extension (``_protocol.ZeroCopyBodies``), the bytes go from the
+page cache to the socket with ``sendfile`` (one copy fewer than read + write, and no Python
+buffer); otherwise they are read in 1 MiB pieces in worker threads.
+
+``sendfile_body`` is the server side of that extension: ``sendfile`` calls in worker threads
+(a cold page cache reads the disk: never on the event loop), the socket's writability awaited
+on the event loop (a slow reader holds no thread), and a client that reads nothing for
+``stall_timeout`` seconds dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import stat
+
+import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ._fast import Hit
+from ._http import HttpError, error_response
+
+__all__ = ["ZERO_COPY", "BlobResponse", "open_verified", "sendfile_body", "single_range"]
+
+ZERO_COPY = "http.response.zerocopysend"
+"""The ASGI extension (and message type) for sending a file descriptor's bytes."""
+
+PIECE = 1 << 20
+"""Bytes per read when the server has no zero-copy send."""
+SENDFILE_MAX = 64 << 20
+"""Most bytes one worker-thread hop sends before handing back to the event loop."""
+
+
+def open_verified(hit: Hit) -> int | None:
+    """A read-only descriptor of ``hit``'s blob, or None when the path no longer is that blob
+    (link, FIFO, other inode, size or mtime): the caller then answers as for a file not here."""
+    try:
+        fd = os.open(hit.real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    want = hit.stat
+    if (not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            != (want.st_dev, want.st_ino, want.st_size, want.st_mtime_ns)):
+        os.close(fd)
+        return None
+    return fd
+
+
+_RANGE = re.compile(r"bytes=(?:([0-9]{1,19})-([0-9]{0,19})|-([0-9]{1,19}))")
+
+
+def single_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` (end excluded) of a satisfiable one-range ``Range`` header, computed as
+    Starlette's ``FileResponse`` does; None for anything else (which ``FileResponse`` answers)."""
+    m = _RANGE.fullmatch(header)
+    if m is None:
+        return None
+    first, last, suffix = m.groups()
+    if suffix is not None:
+        start, end = max(size - int(suffix), 0), size
+    else:
+        start = int(first)
+        end = int(last) + 1 if last and int(last) < size else size
+    return (start, end) if 0 <= start < end <= size else None
+
+
+class BlobResponse(Response):
+    """A 200 with the whole of ``hit``'s blob, or a 206 with ``part`` of it (GET): zero-copy when
+    the server offers it."""
+
+    def __init__(self, hit: Hit, part: tuple[int, int] | None = None) -> None:
+        self.hit = hit
+        self.part = part or (0, hit.entry.size)
+        self.background = None
+        self.body = b""
+        if part is None:
+            self.status_code = 200
+            self.raw_headers = hit.headers
+        else:
+            start, end = part
+            self.status_code = 206
+            self.raw_headers = [kv for kv in hit.headers if kv[0] != b"content-length"] + [
+                (b"content-range", b"bytes %d-%d/%d" % (start, end - 1, hit.entry.size)),
+                (b"content-length", b"%d" % (end - start)),
+            ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hit = self.hit
+        fd = await anyio.to_thread.run_sync(open_verified, hit)
+        if fd is None:
+            changed = HttpError(404, "EntryNotFound", f"{hit.entry.path} of {hit.layout.repo_id} changed in the cache "
+                                                      "while being served: ask again")
+            await error_response(changed)(scope, receive, send)
+            return
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            pos, end = self.part
+            if scope.get("method") == "HEAD":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if ZERO_COPY in scope.get("extensions", {}):
+                await send({"type": ZERO_COPY, "file": fd, "offset": pos, "count": end - pos, "more_body": False})
+                return
+            while pos < end:
+                data = await anyio.to_thread.run_sync(os.pread, fd, min(PIECE, end - pos), pos)
+                if not data:
+                    raise RuntimeError(f"{hit.real} is shorter than its {hit.entry.size} bytes")  # the connection is dropped
+                pos += len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": pos < end})
+        finally:
+            os.close(fd)
+
+
+def _sendfile_some(sock_fd: int, fd: int, offset: int, count: int) -> tuple[int, bool]:
+    """(bytes ``sendfile`` moved, whether the socket is full now). Raises ``OSError`` for a gone
+    client, ``EOFError`` when the file ends early."""
+    sent = 0
+    limit = min(count, SENDFILE_MAX)
+    while sent < limit:
+        try:
+            n = os.sendfile(sock_fd, fd, offset + sent, limit - sent)
+        except BlockingIOError:
+            return sent, True
+        except InterruptedError:
+            continue
+        if n == 0:
+            raise EOFError(f"file ended {count - sent} bytes early")
+        sent += n
+    return sent, False
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, sock_fd: int, timeout: float) -> bool:
+    """True once ``sock_fd`` can take more bytes, False after ``timeout`` seconds without."""
+    ready = loop.create_future()
+
+    def done(result: bool) -> None:
+        if not ready.done():
+            ready.set_result(result)
+
+    loop.add_writer(sock_fd, done, True)
+    timer = loop.call_later(timeout, done, False)
+    try:
+        return await ready
+    finally:
+        timer.cancel()
+        loop.remove_writer(sock_fd)
+
+
+async def _until_writable(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, sock_fd: int,
+                          stall_timeout: float) -> bool:
+    """Wait for room in the socket, a second at a time (a transport closed meanwhile ends it);
+    False, the transport aborted, when the client read nothing for ``stall_timeout`` seconds."""
+    deadline = loop.time() + stall_timeout
+    while not await _writable(loop, sock_fd, max(0.0, min(1.0, deadline - loop.time()))):
+        if transport.is_closing():
+            return False
+        if loop.time() >= deadline:
+            transport.abort()  # the client stopped reading
+            return False
+    return True
+
+
+async def sendfile_body(transport: asyncio.Transport, fd: int, offset: int, count: int,
+                        stall_timeout: float) -> bool:
+    """Send ``count`` bytes of ``fd`` from ``offset`` on ``transport``'s socket, after what the
+    transport has buffered. False when the client went away or stalled (the transport is then
+    aborted); ``EOFError`` when the file is shorter than ``count``."""
+    loop = asyncio.get_running_loop()
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        raise RuntimeError("zero-copy send needs a socket transport")
+    deadline = loop.time() + stall_timeout
+    while transport.get_write_buffer_size():  # the response head, normally written at once
+        if transport.is_closing() or loop.time() > deadline:
+            transport.abort()
+            return False
+        await asyncio.sleep(0.001)
+    sock_fd = os.dup(sock.fileno())  # ours to poll and to keep open while a thread sends on it
+    try:
+        while count > 0:
+            if transport.is_closing():
+                return False
+            try:
+                n, full = await anyio.to_thread.run_sync(_sendfile_some, sock_fd, fd, offset, count)
+            except OSError:  # the client went away (EPIPE, ECONNRESET)
+                transport.abort()
+                return False
+            offset += n
+            count -= n
+            if count and full and not await _until_writable(loop, transport, sock_fd, stall_timeout):
+                return False
+        return True
+    finally:
+        os.close(sock_fd)

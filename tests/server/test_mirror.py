@@ -227,3 +227,33 @@ def test_a_branch_moved_upstream_is_seen_through_remembered_files(tmp_path: Path
         r = httpx.get(f"{url}/{repo.repo_id}/resolve/{repo.commit}/config.json")  # the old commit: still there
         assert r.content == repo.files["config.json"]
         assert httpx.get(f"{url}/{repo.repo_id}/resolve/{repo.commit}/config.json").content == repo.files["config.json"]
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["sendfile", "read-pieces"])
+def test_fill_bodies_with_and_without_zero_copy(tmp_path: Path, zero_copy: bool) -> None:
+    """A fill is sent by sendfile where the server offers it (``serve``), in read pieces where it
+    does not (any other ASGI server: here Starlette's TestClient); an empty file too."""
+    from starlette.testclient import TestClient
+
+    from modelcache.server import create_app
+
+    repo = upstream_model(MiB)
+    repo.files["empty.txt"] = b""
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    shard = "model-00002-of-00003.safetensors"
+    with fault_server(repo, chunk=64 * 1024, delay=0.001) as up:
+        if zero_copy:
+            ctx = running_server(cache, mirror=mirror_for(cache, up.url))
+        else:
+            ctx = TestClient(create_app(cache, mirror=mirror_for(cache, up.url)), base_url="http://mirror")
+        with ctx as where:
+            client = httpx.Client(base_url=where, timeout=60) if zero_copy else where
+            commit = client.get(f"/api/models/{repo.repo_id}/revision/main").json()["sha"]
+            r = client.get(f"/{repo.repo_id}/resolve/{commit}/{shard}", headers={"Range": "bytes=1000-"})
+            assert r.status_code == 206 and r.content == repo.files[shard][1000:]
+            r = client.get(f"/{repo.repo_id}/resolve/{commit}/empty.txt")
+            assert r.status_code == 200 and r.content == b""
+            other = "model-00003-of-00003.safetensors"
+            r = client.get(f"/{repo.repo_id}/resolve/{commit}/{other}")
+            assert r.status_code == 200 and r.content == repo.files[other]

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Callable
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from ..cache.layout import RepoLayout
 from ..protocol import FileEntry
+from ._blob import ZERO_COPY, single_range
 from ._http import HttpError
 from .mirror import Fill, Mirror
 
@@ -27,28 +29,6 @@ class FillAborted(RuntimeError):
 async def _wait_done(fill: Fill) -> None:
     while not fill.done.is_set():
         await anyio.sleep(POLL)
-
-
-def single_range(value: str, size: int) -> tuple[int, int] | None:
-    """``bytes=a-b`` / ``a-`` / ``-n`` → ``(start, end)`` (end exclusive) inside ``[0, size)``; None
-    for anything else (several ranges, malformed, unsatisfiable: answered from the verified file)."""
-    if not value.startswith("bytes=") or "," in value:
-        return None
-    a, sep, b = value[6:].strip().partition("-")
-    if not sep:
-        return None
-    try:
-        if not a:
-            n = int(b)
-            start, end = (max(0, size - n), size) if n > 0 else (size, size)
-        else:
-            start = int(a)
-            end = min(int(b) + 1, size) if b else size
-    except ValueError:
-        return None
-    if start < 0 or start >= end or start >= size:
-        return None
-    return start, end
 
 
 async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, commit: str, entry: FileEntry,
@@ -83,37 +63,67 @@ async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, comm
             raise HttpError(502, "UpstreamError", f"fetching {entry.path} from upstream failed: {fill.error}")
         return serve_cached()
 
-    async def body() -> AsyncIterator[bytes]:
+    async def segments() -> AsyncIterator[tuple[int, int]]:
         # The file's last byte goes out only after the whole file is verified: no caller ever
         # completes the file — whole, or from ranges — before that. A range that stops short of
         # it streams as the verified frontier passes (a client that assembles ranges, as
         # modelcache and aria2c do, gets its bytes while the mirror fills instead of after).
-        size = end
         hold = max(end - 1, start) if end == entry.size else end
         pos = start
-        try:
-            while pos < hold:
-                if fill.resets != resets:
-                    raise FillAborted(f"{entry.path}: bytes already sent were discarded upstream-side")
-                avail = min(fill.available(), hold)
-                if avail > pos:
-                    data = await anyio.to_thread.run_sync(os.pread, fd, min(avail - pos, PIECE), pos)
-                    if not data:
-                        raise FillAborted(f"{entry.path}: short read at {pos}")
-                    pos += len(data)
-                    yield data
-                elif fill.done.is_set() and fill.error is not None:
-                    raise FillAborted(f"{entry.path}: upstream fetch failed: {fill.error}")
-                else:
-                    await anyio.sleep(POLL)
-            if end < entry.size:
-                return  # (every byte streamed was hashed into the frontier; the file's last is not among them)
-            await _wait_done(fill)
-            if fill.error is not None or fill.resets != resets:
+        while pos < hold:
+            if fill.resets != resets:
+                raise FillAborted(f"{entry.path}: bytes already sent were discarded upstream-side")
+            avail = min(fill.available(), hold)
+            if avail > pos:
+                yield pos, avail - pos
+                pos = avail
+            elif fill.done.is_set() and fill.error is not None:
                 raise FillAborted(f"{entry.path}: upstream fetch failed: {fill.error}")
-            if size > pos:
-                yield await anyio.to_thread.run_sync(os.pread, fd, size - pos, pos)
+            else:
+                await anyio.sleep(POLL)
+        if end < entry.size:
+            return  # (every byte sent was hashed into the frontier; the file's last is not among them)
+        await _wait_done(fill)
+        if fill.error is not None or fill.resets != resets:
+            raise FillAborted(f"{entry.path}: upstream fetch failed: {fill.error}")
+        if end > pos:
+            yield pos, end - pos
+
+    return _FillResponse(status, headers, fd, segments(), end - start)
+
+
+class _FillResponse(Response):
+    """The bytes of a fill as ``segments`` releases them: by ``sendfile`` from the writer's inode
+    when the server offers the zero-copy extension (the bytes are in the page cache, already
+    hashed), else read in 1 MiB pieces in worker threads. The descriptor is closed at the end."""
+
+    def __init__(self, status: int, headers: dict[str, str], fd: int,
+                 segments: AsyncIterator[tuple[int, int]], length: int) -> None:
+        super().__init__(None, status_code=status, headers=headers, media_type="application/octet-stream")
+        self.fd, self.segments, self.length = fd, segments, length
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fd = self.fd
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            zero_copy = ZERO_COPY in scope.get("extensions", {})
+            sent = 0
+            async for pos, count in self.segments:
+                sent += count
+                more = sent < self.length
+                if zero_copy:
+                    await send({"type": ZERO_COPY, "file": fd, "offset": pos, "count": count, "more_body": more})
+                    continue
+                end = pos + count
+                while pos < end:
+                    data = await anyio.to_thread.run_sync(os.pread, fd, min(PIECE, end - pos), pos)
+                    if not data:
+                        raise FillAborted(f"short read at {pos}")
+                    pos += len(data)
+                    await send({"type": "http.response.body", "body": data, "more_body": more or pos < end})
+            if sent < self.length:  # (cannot happen: segments end at the length or raise)
+                raise FillAborted("the fill ended short")
+            if self.length == 0:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             os.close(fd)
-
-    return StreamingResponse(body(), status_code=status, headers=headers, media_type="application/octet-stream")

@@ -92,8 +92,11 @@ class _Small:
 _STOP = object()
 
 SMALL_FILE_MAX = 16 * 1024 * 1024
-"""The largest file the in-memory path (``FileJob.install_bytes``) takes (each connection holds
-one such file at a time); ``Settings.small_file_bytes`` chooses the threshold under it."""
+"""The largest file the in-memory path (``FileJob.install_bytes``) takes; ``Settings.small_file_bytes``
+chooses the threshold under it. Each connection holds one such file as it fetches it, and at most
+``connections`` verified ones wait for (or are being written by) the finishers: a connection that
+would exceed that waits, so a slow disk (an NFS fsync) holds memory at 2 x connections files, not
+the whole repo."""
 
 FINISHERS = 4
 """Threads that sync, install and publish verified files, so a connection goes on to its next
@@ -139,6 +142,7 @@ class TransferEngine:
         self._remaining = 0
         self._cv = threading.Condition()
         self._local = threading.local()  # one read buffer per connection thread
+        self._backlog = threading.BoundedSemaphore(self.connections)  # verified small files not yet written
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, jobs: list[FileJob]) -> EngineStats:
@@ -436,7 +440,14 @@ class TransferEngine:
                         "the upstream serves corrupt data; nothing was kept — report it or try another endpoint",
                     )
                 continue
-            self._finisher.submit(self._publish_small, job, data)
+            while not self._backlog.acquire(timeout=0.1):  # the finishers are behind: wait for one
+                if self._abort.is_set():
+                    return
+            try:
+                self._finisher.submit(self._publish_small, job, data)
+            except BaseException:
+                self._backlog.release()
+                raise
             return
 
     def _get_small(self, job: FileJob) -> bytes | None:
@@ -480,6 +491,8 @@ class TransferEngine:
         except BaseException as exc:  # noqa: BLE001 - surfaced by run()
             self._fail(exc)
             return
+        finally:
+            self._backlog.release()
         with self._cv:
             self._remaining -= 1
             self._cv.notify_all()

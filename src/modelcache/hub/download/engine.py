@@ -103,6 +103,19 @@ FINISHERS = 4
 request at once instead of waiting for the disk (with small files the two would take turns)."""
 
 
+ERROR_BODY_MAX = 64 * 1024
+"""The longest error body read (to keep its connection); a longer one is not read at all."""
+
+
+def _drain_error(resp: httpx.Response | RawResponse) -> None:
+    """Read a short error answer's body so its connection can be reused. The error is judged by
+    status and headers alone: a body that is long, or of unknown length (a hostile upstream's
+    endless page), is left unread and its connection dropped by ``close``."""
+    length = _int(resp.headers.get("content-length"))
+    if length is not None and 0 <= length <= ERROR_BODY_MAX:
+        resp.read()
+
+
 class TransferEngine:
     """Downloads files over ``connections`` keep-alive connections, in chunks of ``chunk_size`` bytes.
 
@@ -362,7 +375,7 @@ class TransferEngine:
                             "retrying",
                         )
                 elif resp.status_code != 200:
-                    resp.read()
+                    _drain_error(resp)
                     raise error_for_response(resp, entry.path, self.repo_id, repo_known=True)
                 if asm.no_ranges and pos > 0:
                     # no ranges: the whole body again from byte 0; its bytes are not where an
@@ -458,7 +471,7 @@ class TransferEngine:
             resp = self._open(job.url, {"Accept-Encoding": "identity"}, entry)
             try:
                 if resp.status_code != 200:
-                    resp.read()
+                    _drain_error(resp)
                     raise error_for_response(resp, entry.path, self.repo_id, repo_known=True)
                 length = _int(resp.headers.get("content-length"))
                 if length is not None and length != entry.size:

@@ -126,7 +126,8 @@ def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes) -> Path:
     No lock is needed: the name is the content's digest, so of two writers racing for the same
     blob the later rename puts the same bytes there again (readers holding the first keep it). A
     blob already in place (a regular file of the right size) is left alone and the temp dropped.
-    A kill leaves at most a ``*.small.incomplete`` temp, which ``gc`` removes."""
+    A kill leaves at most a ``*.small.incomplete`` temp, which ``gc`` removes (at once when the blob
+    is there, even from under a live writer: then the blob that is there is the answer)."""
     target = layout.blob(etag)
     if _is_blob(target, len(data)):
         return target
@@ -141,7 +142,13 @@ def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes) -> Path:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, folder / target.name)
+            try:
+                os.replace(tmp, folder / target.name)
+            except FileNotFoundError:
+                # our temp was swept meanwhile: `gc` removes a blob's temps once the blob is there,
+                # and no lock marks this one in use — another writer installed the same bytes
+                if not _is_blob(folder / target.name, len(data)):
+                    raise
         except BaseException:
             try:
                 os.unlink(tmp)

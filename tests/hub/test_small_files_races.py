@@ -11,6 +11,7 @@ import pytest
 from helpers.fault_server import Repo, fault_server
 
 from modelcache.cache import gc, publish
+from modelcache.errors import ModelCacheError
 from modelcache.hashing import git_blob_sha1
 from modelcache.service.model_cache import ModelCache
 from modelcache.settings import Settings
@@ -46,3 +47,53 @@ def test_another_writer_and_a_gc_sweep_during_the_install_do_not_fail_the_downlo
     assert not (layout.blobs / raced[0]).exists()  # gc did sweep our temp
     assert (layout.snapshot(repo.commit) / "a.txt").read_bytes() == data
     assert git_blob_sha1((layout.blobs / git_blob_sha1(data)).read_bytes()) == git_blob_sha1(data)
+
+
+@pytest.mark.parametrize("kind", ["short", "long", "fifo", "dangling-link", "socket", "hard-link-outside", "folder"])
+def test_junk_at_the_blob_name_is_replaced_or_refused_never_used(tmp_path: Path, kind: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A co-tenant's junk where a small blob goes: a wrong-size file, a FIFO, a socket, a dangling
+    link or a hard link to a file outside is replaced by the verified bytes (the outside file
+    untouched); a folder is refused with an error. Never is the junk linked as the file."""
+    import socket
+
+    data = os.urandom(50_000)
+    repo = Repo("org/junkblob", {"a.txt": data}, lfs=set())
+    cache = tmp_path / "cache"
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"keep me")
+    blobs = cache / "models--org--junkblob" / "blobs"
+    blobs.mkdir(parents=True)
+    blob = blobs / git_blob_sha1(data)
+    held = None
+    if kind in ("short", "long"):
+        blob.write_bytes(data[:100] if kind == "short" else data + b"!")
+    elif kind == "fifo":
+        os.mkfifo(blob)
+    elif kind == "dangling-link":
+        os.symlink(tmp_path / "nowhere", blob)
+    elif kind == "socket":
+        held = socket.socket(socket.AF_UNIX)
+        monkeypatch.chdir(blobs)  # (a socket's path is limited to ~108 bytes)
+        held.bind(blob.name)
+    elif kind == "hard-link-outside":
+        os.link(outside, blob)
+    else:
+        blob.mkdir()
+    try:
+        with fault_server(repo, nodelay=True) as srv:
+            mc = ModelCache(Settings(cache_dir=cache, endpoint=srv.url, token=TokenSource(), retries=0))
+            if kind == "folder":
+                with pytest.raises(ModelCacheError):
+                    mc.download(repo.repo_id)
+            else:
+                mc.download(repo.repo_id)
+    finally:
+        if held is not None:
+            held.close()
+    assert outside.read_bytes() == b"keep me"
+    link = mc.layout(repo.repo_id).snapshot(repo.commit) / "a.txt"
+    if kind == "folder":
+        assert not os.path.isfile(link)
+    else:
+        assert link.read_bytes() == data and not blob.is_symlink() and blob.stat().st_nlink == 1

@@ -172,7 +172,7 @@ class TransferEngine:
                 if job.install_bytes is not None:
                     if job.entry.size > SMALL_FILE_MAX:
                         raise ValueError(f"{job.entry.path}: too large for the in-memory path")
-                    self._remaining += 1
+                    self._add_remaining()
                     self._queue.put(_Small(job))
                     continue
                 asm = Assembly(job.entry, job.partial, fence=job.fence)  # type: ignore[arg-type]
@@ -184,11 +184,10 @@ class TransferEngine:
                 if asm.resumed:
                     self.on_bytes(job.entry.path, asm.resumed)
                 chunks = asm.missing_chunks(self.chunk_size)
+                self._add_remaining()
                 if not chunks:
-                    self._remaining += 1
                     self._complete_if_whole(asm, job)
                     continue
-                self._remaining += 1
                 for a, b in chunks:
                     self._queue.put(_Chunk(asm, job, a, b))
             if self._remaining and not self._done():
@@ -218,6 +217,12 @@ class TransferEngine:
     # -- bookkeeping ----------------------------------------------------------------------------------
     def _done(self) -> bool:
         return self._remaining <= 0 or self._error is not None
+
+    def _add_remaining(self) -> None:
+        # under the lock the finishers decrement it with: a resumed, complete file is published
+        # by a finisher while this thread still counts the next jobs in
+        with self._cv:
+            self._remaining += 1
 
     def _fail(self, exc: BaseException) -> None:
         with self._cv:

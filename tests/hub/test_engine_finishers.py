@@ -144,3 +144,58 @@ def test_an_error_in_a_big_file_finisher_is_raised_and_no_fd_is_closed_under_it(
         blob = layout.blob(e.etag)
         if blob.exists():
             assert blob.read_bytes() == repo.files[e.path]
+
+
+def test_an_error_while_dropping_a_lost_file_fails_the_run_never_hangs(tmp_path: Path) -> None:
+    """A finisher finds the blob's lock taken over (another process finishes the file) and, as it
+    drops its own copy, the disk refuses the unlink (read-only remount, NFS trouble; here the
+    folder is made immutable): that error must end ``run()``, not vanish in the thread pool
+    and leave it waiting forever. (Needs root, for ``chattr +i``.)"""
+    import subprocess
+
+    repo = _repo(1, 300_000, lfs=True)
+    (entry,) = _entries(repo)
+    layout = RepoLayout(tmp_path / "cache", "model", repo.repo_id)
+    ensure_repo_dirs(layout)
+    probe = layout.blobs / "probe"
+    probe.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode:
+        pytest.skip("needs root and chattr to make a folder refuse unlinks")
+    subprocess.run(["chattr", "-i", str(probe)], check=True)
+    probe.rmdir()
+    state = {"fetched": 0}
+
+    def on_bytes(path: str, n: int) -> None:
+        state["fetched"] += n
+
+    def fence() -> bool:
+        if state["fetched"] < entry.size:
+            return True  # still ours while the bytes come in
+        subprocess.run(["chattr", "+i", str(layout.blobs)], check=True)
+        return False  # then taken over, and the disk refuses to drop our copy
+
+    try:
+        with fault_server(repo, nodelay=True) as srv:
+            client = HubClient(srv.url)
+            job = FileJob(entry, client.file_url("model", repo.repo_id, repo.commit, entry.path),
+                          layout.partial(entry.etag), lambda e: None, fence=fence,
+                          install=lambda e, fd, private: install_blob_fd(layout, e.etag, fd, private))
+            engine = TransferEngine(client, connections=1, on_bytes=on_bytes,
+                                    checkpoint_bytes=1 << 30, checkpoint_interval=3600.0)
+            outcome: list[BaseException | str] = []
+
+            def run() -> None:
+                try:
+                    engine.run([job])
+                    outcome.append("returned")
+                except BaseException as exc:  # noqa: BLE001
+                    outcome.append(exc)
+
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            t.join(30)
+        assert not t.is_alive(), "run() hangs: the finisher's error was lost in the pool"
+        (result,) = outcome
+        assert isinstance(result, PermissionError), result  # surfaced
+    finally:
+        subprocess.run(["chattr", "-i", str(layout.blobs)], capture_output=True)

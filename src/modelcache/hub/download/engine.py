@@ -252,7 +252,19 @@ class TransferEngine:
             for a, b in asm.missing_chunks(self.chunk_size):
                 self._queue.put(_Chunk(asm, job, a, b))
             return
-        self._finisher.submit(self._publish, asm, job)
+        self._finish(self._publish, asm, job)
+
+    def _finish(self, step: Callable[..., None], *args: object) -> None:
+        """Hand ``step(*args)`` to a finisher thread. Whatever it raises is surfaced by ``run()``:
+        an exception left in the pool's future would be seen by no one, and ``run()`` would wait
+        for that file forever."""
+        def guarded() -> None:
+            try:
+                step(*args)
+            except BaseException as exc:  # noqa: BLE001
+                self._fail(exc)
+
+        self._finisher.submit(guarded)
 
     def _publish(self, asm: Assembly, job: FileJob) -> None:
         """(A finisher thread) make a verified file durable, install it and hand it on."""
@@ -284,7 +296,10 @@ class TransferEngine:
                 return
             asm.lost = asm.dropped = True
             self.lost.append(job)
-        asm.abandon()
+        try:
+            asm.abandon()
+        except BaseException as exc:  # noqa: BLE001 - the disk refuses (read-only…): surfaced by run()
+            self._fail(exc)
         with self._cv:
             self._remaining -= 1
             self._cv.notify_all()
@@ -462,7 +477,7 @@ class TransferEngine:
                 if self._abort.is_set():
                     return
             try:
-                self._finisher.submit(self._publish_small, job, data)
+                self._finish(self._publish_small, job, data)
             except BaseException:
                 self._backlog.release()
                 raise

@@ -100,6 +100,9 @@ async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, comm
                     data = await anyio.to_thread.run_sync(os.pread, fd, min(avail - pos, PIECE), pos)
                     if not data:
                         raise FillAborted(f"{entry.path}: short read at {pos}")
+                    if fill.resets != resets:  # reset while we read (it counts before it truncates):
+                        # these bytes may be holes the next attempt has not written yet
+                        raise FillAborted(f"{entry.path}: the fill restarted while this range was read")
                     pos += len(data)
                     yield data
                 elif fill.done.is_set() and fill.error is not None:

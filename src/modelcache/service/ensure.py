@@ -67,22 +67,27 @@ def _drop_installed_partial(layout: RepoLayout, etag: str, size: int | None = No
     are garbage: a run killed right after installing leaves its partial name on the blob's
     inode, and a writer that lost its lock may have left its own. Remove both names (a writer
     still holding its file keeps its fd and installs through its private name, which is then a
-    no-op), so nothing ever resumes into an installed blob or sits on the disk until GC."""
+    no-op), so nothing ever resumes into an installed blob or sits on the disk until GC.
+    Best effort: a name that cannot be removed (another tenant's, in a sticky folder) is left to
+    ``gc`` — the blob is in place, the download goes on."""
     partial = layout.partial(etag)
     try:
         a, b = os.lstat(partial), os.lstat(layout.blob(etag))
     except OSError:
         a = b = None  # type: ignore[assignment]
-    if a is not None and b is not None:
-        complete = stat.S_ISREG(b.st_mode) and (size is None or b.st_size == size)
-        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or complete:
-            partial.unlink(missing_ok=True)
     try:
-        blob_ok = stat.S_ISREG(os.lstat(layout.blob(etag)).st_mode)
+        if a is not None and b is not None:
+            complete = stat.S_ISREG(b.st_mode) and (size is None or b.st_size == size)
+            if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or complete:
+                partial.unlink(missing_ok=True)
+        try:
+            blob_ok = stat.S_ISREG(os.lstat(layout.blob(etag)).st_mode)
+        except OSError:
+            blob_ok = False
+        if blob_ok and not partial.exists():
+            state_path_for(partial).unlink(missing_ok=True)
     except OSError:
-        blob_ok = False
-    if blob_ok and not partial.exists():
-        state_path_for(partial).unlink(missing_ok=True)
+        pass
 
 
 def local_state(layout: RepoLayout, commit: str, entry: FileEntry) -> LocalState:

@@ -10,6 +10,7 @@ Nothing changes when httpx was imported before modelcache (its real CLI is kept)
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import types
 
@@ -26,4 +27,8 @@ def install() -> None:
         return
     stub = types.ModuleType("httpx._main", "stand-in for httpx's CLI (see modelcache._httpx_cli)")
     stub.main = _main  # type: ignore[attr-defined]
+    # a spec, as every imported module has: importlib.util.find_spec("httpx._main") (coverage,
+    # pkgutil, doc tools) would otherwise raise ValueError for a module without one
+    stub.__spec__ = importlib.machinery.ModuleSpec("httpx._main", None)
+    stub.__package__ = "httpx"
     sys.modules["httpx._main"] = stub

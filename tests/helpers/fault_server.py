@@ -33,6 +33,7 @@ class Faults:
     extra_bytes: int = 0  # first N GETs append junk past the size
     stall: int = 0  # first N GETs stop sending half-way for stall_seconds (connection kept open)
     stall_seconds: float = 3.0
+    error_body: int = 0  # injected statuses come with a body of this many bytes (a huge error page)
 
 
 @dataclass
@@ -184,11 +185,29 @@ class FaultServer:
                     return self._log(302, 0)
                 self._serve_file(fpath)
 
+            def _error_page(self, status: int, size: int) -> None:
+                """An error answer with a ``size``-byte body, sent until the client stops reading."""
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                sent, piece = 0, b"<p>busy</p>" * 6000
+                try:
+                    while sent < size:
+                        n = min(len(piece), size - sent)
+                        self.wfile.write(piece[:n])
+                        sent += n
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                self._log(status, sent)
+
             def _serve_file(self, fpath: str) -> None:
                 data = srv.repo.files[fpath]
                 f = srv._fault(fpath)
                 with srv._lock:
                     status_override = f.statuses.pop(0) if f.statuses else None
+                if status_override and f.error_body:
+                    return self._error_page(status_override, f.error_body)
                 if status_override:
                     hdrs = {"Retry-After": f.retry_after} if f.retry_after and status_override == 429 else {}
                     return self._json(status_override, {"error": "injected"}, hdrs)

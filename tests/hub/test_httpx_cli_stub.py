@@ -23,3 +23,11 @@ def test_httpx_without_its_cli_after_modelcache() -> None:
 def test_httpx_imported_first_keeps_its_cli() -> None:
     code = "import httpx, modelcache, httpx._main as m\nprint(m.__file__ is not None)"
     assert _run(code) == "True"
+
+
+def test_the_stand_in_is_a_well_formed_module() -> None:
+    """Tools that look modules up (coverage, pkgutil, doc generators) call find_spec on them."""
+    code = ("import importlib.util, modelcache, httpx\n"
+            "spec = importlib.util.find_spec('httpx._main')\n"
+            "print(spec.name, importlib.import_module('httpx._main').__package__)")
+    assert _run(code) == "httpx._main httpx"

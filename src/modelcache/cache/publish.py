@@ -143,7 +143,8 @@ def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes, folders: Held
     No lock is needed: the name is the content's digest, so of two writers racing for the same
     blob the later rename puts the same bytes there again (readers holding the first keep it). A
     blob already in place (a regular file of the right size) is left alone. A kill leaves at most
-    a ``<etag>.<random>.small.incomplete`` temp, which ``gc`` removes."""
+    a ``<etag>.<random>.small.incomplete`` temp, which ``gc`` removes (at once when the blob is
+    there, even from under a live writer: then the blob that is there is the answer)."""
     target = layout.blob(etag)
     if folders is None:
         with HeldFolders(layout.cache_dir) as own:
@@ -174,7 +175,14 @@ def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes, folders: Held
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, etag, src_dir_fd=blobs, dst_dir_fd=blobs)
+            try:
+                os.replace(tmp, etag, src_dir_fd=blobs, dst_dir_fd=blobs)
+            except FileNotFoundError:
+                # our temp was swept meanwhile: `gc` removes a blob's temps once the blob is there,
+                # and no lock marks this one in use — another writer installed the same bytes
+                st = os.lstat(etag, dir_fd=blobs)
+                if not (stat.S_ISREG(st.st_mode) and st.st_size == len(data)):
+                    raise
         except BaseException:
             try:
                 os.unlink(tmp, dir_fd=blobs)

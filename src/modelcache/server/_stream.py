@@ -89,18 +89,34 @@ async def stream_fill(mirror: Mirror, request: Request, layout: RepoLayout, comm
         if end > pos:
             yield pos, end - pos
 
-    return _FillResponse(status, headers, fd, segments(), end - start)
+    return _FillResponse(status, headers, fd, segments(), end - start, lambda: fill.resets == resets)
 
 
 class _FillResponse(Response):
     """The bytes of a fill as ``segments`` releases them: by ``sendfile`` from the writer's inode
     when the server offers the zero-copy extension (the bytes are in the page cache, already
-    hashed), else read in 1 MiB pieces in worker threads. The descriptor is closed at the end."""
+    hashed), else read in 1 MiB pieces in worker threads. The descriptor is closed at the end.
+
+    ``valid()`` says the fill has not restarted since the response began (a restart truncates
+    the file: bytes read after it may be holes). It is checked after every read and send, and
+    the response's very last byte is read, checked and only then sent: a restart during the
+    body can cut the response, never complete it with bytes that were not the file's."""
 
     def __init__(self, status: int, headers: dict[str, str], fd: int,
-                 segments: AsyncIterator[tuple[int, int]], length: int) -> None:
+                 segments: AsyncIterator[tuple[int, int]], length: int, valid: Callable[[], bool]) -> None:
         super().__init__(None, status_code=status, headers=headers, media_type="application/octet-stream")
-        self.fd, self.segments, self.length = fd, segments, length
+        self.fd, self.segments, self.length, self.valid = fd, segments, length, valid
+
+    def _check(self) -> None:
+        if not self.valid():
+            raise FillAborted("the fill restarted while this response was sent")
+
+    async def _read(self, pos: int, n: int) -> bytes:
+        data = await anyio.to_thread.run_sync(os.pread, self.fd, n, pos)
+        if not data:
+            raise FillAborted(f"short read at {pos}")
+        self._check()  # read before any restart began: the file's bytes
+        return data
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fd = self.fd
@@ -109,18 +125,19 @@ class _FillResponse(Response):
             zero_copy = ZERO_COPY in scope.get("extensions", {})
             sent = 0
             async for pos, count in self.segments:
-                sent += count
-                more = sent < self.length
-                if zero_copy:
-                    await send({"type": ZERO_COPY, "file": fd, "offset": pos, "count": count, "more_body": more})
-                    continue
                 end = pos + count
+                last = sent + count >= self.length
+                if zero_copy:
+                    bulk = count - 1 if last else count  # the last byte: read, checked, then sent
+                    if bulk > 0:
+                        await send({"type": ZERO_COPY, "file": fd, "offset": pos, "count": bulk, "more_body": True})
+                        self._check()
+                        pos += bulk
                 while pos < end:
-                    data = await anyio.to_thread.run_sync(os.pread, fd, min(PIECE, end - pos), pos)
-                    if not data:
-                        raise FillAborted(f"short read at {pos}")
+                    data = await self._read(pos, min(PIECE, end - pos))
                     pos += len(data)
-                    await send({"type": "http.response.body", "body": data, "more_body": more or pos < end})
+                    await send({"type": "http.response.body", "body": data, "more_body": not last or pos < end})
+                sent += count
             if sent < self.length:  # (cannot happen: segments end at the length or raise)
                 raise FillAborted("the fill ended short")
             if self.length == 0:

@@ -77,7 +77,16 @@ class Fill:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.dropped = 0
-        """Times a writer this fill streamed from was dropped (its lock taken over)."""
+        """Times the writer this fill streamed from was replaced (its lock taken over, or a new round)."""
+
+    def switch(self, asm: Assembly | None) -> None:
+        """The writer to stream from is now ``asm`` (None: another process fetches the blob, its
+        bytes visible only once verified). Readers of the previous writer's inode see ``resets``
+        change: what they may have streamed is no longer what this fill vouches for."""
+        if self.asm is not None and asm is not self.asm:
+            self.dropped += 1
+        self.asm = asm
+        self.started.set()
 
     def available(self) -> int:
         """Bytes from 0 that are written and hashed (the whole file once verified).
@@ -89,10 +98,13 @@ class Fill:
         return asm.hashed if asm is not None else 0
 
     @property
-    def resets(self) -> int:
-        """Bumped whenever bytes a reader may have streamed are thrown away (a bad digest, or the
-        writer lost its lock): a reader that sees it change must abort its response."""
-        return (self.asm.resets if self.asm is not None else 0) + self.dropped
+    def resets(self) -> tuple[int, int]:
+        """Changes whenever bytes a reader may have streamed are thrown away (a bad digest, or the
+        writer was replaced): a reader that sees it change must abort its response. A pair, not a
+        sum — one reset then one lost writer must not read as "nothing happened"."""
+        dropped = self.dropped  # (read first: ``switch`` bumps it before it replaces the writer)
+        asm = self.asm
+        return dropped, (asm.resets if asm is not None else 0)
 
 
 @dataclass
@@ -210,10 +222,7 @@ class Mirror:
 
     def _run(self, layout: RepoLayout, commit: str, fill: Fill, key: tuple[str, str]) -> None:
         def on_start(_entry: FileEntry, asm: Assembly | None) -> None:
-            if asm is None and fill.asm is not None:  # our writer lost the blob's lock to another process:
-                fill.dropped += 1                      # bytes already streamed from it cannot be vouched for
-            fill.asm = asm
-            fill.started.set()
+            fill.switch(asm)  # (None: our writer lost the blob's lock, or another process fetches it)
 
         try:
             record = read_record(layout.tree_record(commit), commit)

@@ -69,7 +69,9 @@ def _drop_installed_partial(layout: RepoLayout, etag: str, size: int | None, blo
     inode, and a writer that lost its lock may have left its own. Remove both names (a writer
     still holding its file keeps its fd and installs through its private name, which is then a
     no-op), so nothing ever resumes into an installed blob or sits on the disk until GC.
-    Every name is reached through ``blobs`` (the run's fd on ``blobs/``)."""
+    Every name is reached through ``blobs`` (the run's fd on ``blobs/``). Best effort: a name
+    that cannot be removed (another tenant's, in a sticky folder) is left to ``gc`` — the blob is
+    in place, the download goes on."""
     partial = layout.partial(etag).name
     try:
         b = os.lstat(etag, dir_fd=blobs)
@@ -82,17 +84,22 @@ def _drop_installed_partial(layout: RepoLayout, etag: str, size: int | None, blo
         a = None
     if a is not None:
         if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or (blob_ok and (size is None or b.st_size == size)):
-            _unlink_at(partial, blobs)
-            a = None
+            if _unlink_at(partial, blobs):
+                a = None
     if blob_ok and a is None:
         _unlink_at(state_path_for(layout.partial(etag)).name, blobs)
 
 
-def _unlink_at(name: str, folder: int) -> None:
+def _unlink_at(name: str, folder: int) -> bool:
+    """Remove ``name`` from the folder of ``folder``; True when it is gone (best effort: False
+    when it cannot be removed — left to ``gc``)."""
     try:
         os.unlink(name, dir_fd=folder)
     except FileNotFoundError:
         pass
+    except OSError:
+        return False
+    return True
 
 
 def local_state(layout: RepoLayout, commit: str, entry: FileEntry) -> LocalState:

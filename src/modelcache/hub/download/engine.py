@@ -100,12 +100,28 @@ fetch them at once; ranges of big files never use more than ``connections``. Mea
 64 KiB at 20 ms latency: 16 connections 0.79 s of transfer, 32 0.56 s (64: no better)."""
 
 SMALL_FILE_MAX = 16 * 1024 * 1024
-"""The largest file the in-memory path (``FileJob.install_bytes``) takes (each connection holds
-one such file at a time); ``Settings.small_file_bytes`` chooses the threshold under it."""
+"""The largest file the in-memory path (``FileJob.install_bytes``) takes; ``Settings.small_file_bytes``
+chooses the threshold under it. Each connection holds one such file as it fetches it, and at most
+``connections`` verified ones wait for (or are being written by) the finishers: a connection that
+would exceed that waits, so a slow disk (an NFS fsync) holds memory at 2 x connections files, not
+the whole repo."""
 
 FINISHERS = 4
 """Threads that sync, install and publish verified files, so a connection goes on to its next
 request at once instead of waiting for the disk (with small files the two would take turns)."""
+
+
+ERROR_BODY_MAX = 64 * 1024
+"""The longest error body read (to keep its connection); a longer one is not read at all."""
+
+
+def _drain_error(resp: httpx.Response | RawResponse) -> None:
+    """Read a short error answer's body so its connection can be reused. The error is judged by
+    status and headers alone: a body that is long, or of unknown length (a hostile upstream's
+    endless page), is left unread and its connection dropped by ``close``."""
+    length = _int(resp.headers.get("content-length"))
+    if length is not None and 0 <= length <= ERROR_BODY_MAX:
+        resp.read()
 
 
 class TransferEngine:
@@ -147,6 +163,7 @@ class TransferEngine:
         self._remaining = 0
         self._cv = threading.Condition()
         self._local = threading.local()  # one read buffer per connection thread
+        self._backlog = threading.BoundedSemaphore(self.connections)  # verified small files not yet written
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, jobs: list[FileJob]) -> EngineStats:
@@ -164,7 +181,7 @@ class TransferEngine:
                 if job.install_bytes is not None:
                     if job.entry.size > SMALL_FILE_MAX:
                         raise ValueError(f"{job.entry.path}: too large for the in-memory path")
-                    self._remaining += 1
+                    self._add_remaining()
                     self._queue.put(_Small(job))
                     small += 1
                     continue
@@ -177,11 +194,10 @@ class TransferEngine:
                 if asm.resumed:
                     self.on_bytes(job.entry.path, asm.resumed)
                 chunks = asm.missing_chunks(self.chunk_size)
+                self._add_remaining()
                 if not chunks:
-                    self._remaining += 1
                     self._complete_if_whole(asm, job)
                     continue
-                self._remaining += 1
                 for a, b in chunks:
                     self._queue.put(_Chunk(asm, job, a, b))
             if self._remaining and not self._done():
@@ -214,6 +230,12 @@ class TransferEngine:
     def _done(self) -> bool:
         return self._remaining <= 0 or self._error is not None
 
+    def _add_remaining(self) -> None:
+        # under the lock the finishers decrement it with: a resumed, complete file is published
+        # by a finisher while this thread still counts the next jobs in
+        with self._cv:
+            self._remaining += 1
+
     def _fail(self, exc: BaseException) -> None:
         with self._cv:
             if self._error is None:
@@ -242,7 +264,19 @@ class TransferEngine:
             for a, b in asm.missing_chunks(self.chunk_size):
                 self._queue.put(_Chunk(asm, job, a, b))
             return
-        self._finisher.submit(self._publish, asm, job)
+        self._finish(self._publish, asm, job)
+
+    def _finish(self, step: Callable[..., None], *args: object) -> None:
+        """Hand ``step(*args)`` to a finisher thread. Whatever it raises is surfaced by ``run()``:
+        an exception left in the pool's future would be seen by no one, and ``run()`` would wait
+        for that file forever."""
+        def guarded() -> None:
+            try:
+                step(*args)
+            except BaseException as exc:  # noqa: BLE001
+                self._fail(exc)
+
+        self._finisher.submit(guarded)
 
     def _publish(self, asm: Assembly, job: FileJob) -> None:
         """(A finisher thread) make a verified file durable, install it and hand it on."""
@@ -274,7 +308,10 @@ class TransferEngine:
                 return
             asm.lost = asm.dropped = True
             self.lost.append(job)
-        asm.abandon()
+        try:
+            asm.abandon()
+        except BaseException as exc:  # noqa: BLE001 - the disk refuses (read-only…): surfaced by run()
+            self._fail(exc)
         with self._cv:
             self._remaining -= 1
             self._cv.notify_all()
@@ -373,7 +410,7 @@ class TransferEngine:
                             "retrying",
                         )
                 elif resp.status_code != 200:
-                    resp.read()
+                    _drain_error(resp)
                     raise error_for_response(resp, entry.path, self.repo_id, repo_known=True)
                 if asm.no_ranges and pos > 0:
                     # no ranges: the whole body again from byte 0; its bytes are not where an
@@ -451,7 +488,14 @@ class TransferEngine:
                         "the upstream serves corrupt data; nothing was kept — report it or try another endpoint",
                     )
                 continue
-            self._finisher.submit(self._publish_small, job, data)
+            while not self._backlog.acquire(timeout=0.1):  # the finishers are behind: wait for one
+                if self._abort.is_set():
+                    return
+            try:
+                self._finish(self._publish_small, job, data)
+            except BaseException:
+                self._backlog.release()
+                raise
             return
 
     def _get_small(self, job: FileJob) -> bytes | None:
@@ -462,7 +506,7 @@ class TransferEngine:
             resp = self._open(job.url, {"Accept-Encoding": "identity"}, entry)
             try:
                 if resp.status_code != 200:
-                    resp.read()
+                    _drain_error(resp)
                     raise error_for_response(resp, entry.path, self.repo_id, repo_known=True)
                 length = _int(resp.headers.get("content-length"))
                 if length is not None and length != entry.size:
@@ -495,6 +539,8 @@ class TransferEngine:
         except BaseException as exc:  # noqa: BLE001 - surfaced by run()
             self._fail(exc)
             return
+        finally:
+            self._backlog.release()
         with self._cv:
             self._remaining -= 1
             self._cv.notify_all()

@@ -4,7 +4,8 @@ The mirror is a client of the service layer: a revision is resolved and recorded
 ``service.remote`` and every blob comes in through ``service.ensure.ensure_files``, the same
 path as ``modelcache download`` — with its blob lock files, activity markers, quota check and
 publish step. So a mirror, other replicas of it and download Jobs on one volume coordinate
-through the cache's own lock files: a blob is fetched once per volume, not once per process.
+through the cache's own lock files: a big blob is fetched once per volume, not once per process
+(files up to ``Settings.small_file_bytes`` take no lock: at most once per process).
 
 - Revision lookups go upstream and are remembered for ``ttl`` seconds (``main`` may move),
   one upstream call per (repo, revision) at a time however many callers ask (single flight).

@@ -197,22 +197,27 @@ def _write_and_replace(dest: Path, shown: Path, data: bytes, mode: int, fsync: b
         raise
 
 
+def create_exclusive_at(dir_fd: int, prefix: str, suffix: str, mode: int = 0o600, *,
+                        shown: Path | str | None = None) -> tuple[int, str]:
+    """A new file ``prefix<random>suffix`` in the folder of ``dir_fd`` (``O_CREAT|O_EXCL|
+    O_NOFOLLOW``, an unpredictable name): (fd open for writing, its name in that folder)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = f"{prefix}{secrets.token_hex(8)}{suffix}"
+        try:
+            return os.open(tmp, flags, mode, dir_fd=dir_fd), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temp name", str(shown or prefix))
+
+
 def replace_bytes_at(dir_fd: int, name: str, data: bytes, mode: int = 0o664, fsync: bool = True, *,
                      shown: Path | str | None = None) -> None:
     """``atomic_write_bytes`` relative to a held folder (``folders.HeldFolders``): a temp file
     ``O_CREAT|O_EXCL|O_NOFOLLOW`` under an unpredictable name in the folder of ``dir_fd``,
     written, optionally fsynced, then renamed over ``name`` there. Nothing is reached by path.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        tmp = f".{name}.{secrets.token_hex(8)}.tmp"
-        try:
-            fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(errno.EEXIST, "no free temp name", str(shown or name))
+    fd, tmp = create_exclusive_at(dir_fd, f".{name}.", ".tmp", shown=shown or name)
     try:
         try:
             view = memoryview(data)

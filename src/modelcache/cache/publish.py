@@ -7,9 +7,7 @@ snapshot link is made only to a blob that exists, the record is written before a
 
 from __future__ import annotations
 
-import errno
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from ..files import (
     NotRegularFile,
     confined_folder,
     create_exclusive,
+    create_exclusive_at,
     open_regular,
     shared_mkdir,
     symlink_at,
@@ -149,7 +148,6 @@ def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes, folders: Held
     if folders is None:
         with HeldFolders(layout.cache_dir) as own:
             return install_blob_bytes(layout, etag, data, own)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     with folders.held(layout.blobs) as blobs:
         try:
             st = os.lstat(etag, dir_fd=blobs)
@@ -157,15 +155,7 @@ def install_blob_bytes(layout: RepoLayout, etag: str, data: bytes, folders: Held
                 return target
         except FileNotFoundError:
             pass
-        for _ in range(100):
-            tmp = f"{etag}.{secrets.token_hex(8)}.small.incomplete"
-            try:
-                fd = os.open(tmp, flags, 0o600, dir_fd=blobs)
-                break
-            except FileExistsError:
-                continue
-        else:
-            raise FileExistsError(errno.EEXIST, "no free temp name", str(layout.blobs))
+        fd, tmp = create_exclusive_at(blobs, f"{etag}.", ".small.incomplete", shown=layout.blobs)
         try:
             try:
                 view = memoryview(data)

@@ -365,16 +365,21 @@ class TransferEngine:
             except TransientError as exc:
                 pos = asm.done_until(pos)  # what the failed stream recorded before it broke
                 failures = 1 if pos > before else failures + 1
-                self.stats.add(retries=1)
-                if failures > self.backoff.attempts:
-                    raise
-                wait = self.backoff.delay(failures - 1, exc.retry_after)
-                if self.on_wait is not None:
-                    self.on_wait(exc.message, wait)
-                self.sleep(wait)
+                self._back_off(exc, failures)
             finally:
                 if inline:
                     asm.release()
+
+    def _back_off(self, exc: TransientError, failures: int) -> None:
+        """After the ``failures``-th transient fault in a row: re-raise it past the retry budget,
+        else wait (backoff with jitter, ``Retry-After`` honoured), saying so."""
+        self.stats.add(retries=1)
+        if failures > self.backoff.attempts:
+            raise exc
+        wait = self.backoff.delay(failures - 1, exc.retry_after)
+        if self.on_wait is not None:
+            self.on_wait(exc.message, wait)
+        self.sleep(wait)
 
     def _stream(self, c: _Chunk, pos: int, inline: bool) -> int:
         """One request for bytes ``pos..c.end``; returns the position reached (== c.end on success)."""
@@ -466,13 +471,7 @@ class TransferEngine:
                 data = self._get_small(job)
             except TransientError as exc:
                 failures += 1
-                self.stats.add(retries=1)
-                if failures > self.backoff.attempts:
-                    raise
-                wait = self.backoff.delay(failures - 1, exc.retry_after)
-                if self.on_wait is not None:
-                    self.on_wait(exc.message, wait)
-                self.sleep(wait)
+                self._back_off(exc, failures)
                 continue
             if data is None:
                 return  # aborted meanwhile

@@ -108,17 +108,17 @@ def test_blobs_swapped_for_a_link_before_install_gets_nothing_written_outside(
     repo = _repo(3)
     outside = tmp_path / "outside"
     outside.mkdir()
-    real = ensure.install_blob_bytes
+    real = ensure.install_blobs_bytes
     swapped: list[bool] = []
 
-    def racing(layout, etag, data, folders=None):  # type: ignore[no-untyped-def]
+    def racing(layout, items, folders=None):  # type: ignore[no-untyped-def]
         if not swapped:
             os.rename(layout.blobs, layout.blobs.with_name("blobs.moved"))
             os.symlink(outside, layout.blobs)
             swapped.append(True)
-        return real(layout, etag, data, folders)
+        return real(layout, items, folders)
 
-    monkeypatch.setattr(ensure, "install_blob_bytes", racing)
+    monkeypatch.setattr(ensure, "install_blobs_bytes", racing)
     with fault_server(repo, nodelay=True) as srv:
         mc = _mc(tmp_path, srv.url, retries=1)
         try:

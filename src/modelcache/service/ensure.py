@@ -24,7 +24,7 @@ from pathlib import Path
 from ..cache.activity import activity, repo_guard
 from ..cache.layout import RepoLayout
 from ..cache.locks import FileLock
-from ..cache.publish import ensure_repo_dirs, install_blob_bytes, install_blob_fd, link_file, publish_record
+from ..cache.publish import ensure_repo_dirs, install_blob_fd, install_blobs_bytes, link_file, publish_record
 from ..cache.quota import check_room
 from ..protocol import FileEntry
 from ..cache.records import TreeRecord
@@ -215,10 +215,13 @@ def _round(settings: Settings, client: HubClient, layout: RepoLayout, commit: st
     def install(entry: FileEntry, fd: int, private: Path) -> Path | None:
         return install_blob_fd(layout, entry.etag, fd, private, folders)
 
-    def install_bytes(entry: FileEntry, data: bytes) -> Path:
-        path = install_blob_bytes(layout, entry.etag, data, folders)
-        _drop_installed_partial(layout, entry.etag, entry.size, blobs)  # one a killed older run left
-        return path
+    def install_small(items: list[tuple[FileEntry, bytes]]) -> None:
+        install_blobs_bytes(layout, [(e.etag, data) for e, data in items], folders)
+        for e, _data in items:
+            _drop_installed_partial(layout, e.etag, e.size, blobs)  # one a killed older run left
+
+    def install_bytes(entry: FileEntry, data: bytes) -> None:  # (one file: what the batch does)
+        install_small([(entry, data)])
 
     def publish(entry: FileEntry) -> None:
         link_file(layout, commit, entry, folders)
@@ -247,7 +250,7 @@ def _round(settings: Settings, client: HubClient, layout: RepoLayout, commit: st
         engine = TransferEngine(
             client, connections=settings.connections, chunk_size=settings.chunk_size,
             backoff=Backoff(base=settings.retry_base, cap=settings.retry_cap, attempts=settings.retries), on_bytes=progress.advance, repo_id=layout.repo_id,
-            checkpoint_bytes=settings.checkpoint_bytes, on_wait=progress.waiting,
+            checkpoint_bytes=settings.checkpoint_bytes, on_wait=progress.waiting, install_small=install_small,
         )
         try:
             engine.run(jobs)

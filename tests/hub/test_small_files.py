@@ -174,3 +174,20 @@ def test_killed_run_leaves_only_temps_gc_removes(tmp_path: Path) -> None:
     assert _snapshot(mc, repo) == repo.files
     mc.gc(partial_max_age=0)
     assert _leftovers(mc, repo) == []
+
+
+def test_a_batch_that_fails_leaves_no_temp_and_nothing_unverified(tmp_path: Path) -> None:
+    """Small files are written in batches (temps, then syncs, then renames): a folder planted at
+    one blob's name fails the batch — every temp of it is removed, no blob is half there."""
+    repo = _repo(12, 20_000, "org/batchfail")
+    victim = git_blob_sha1(repo.files["part-005.txt"])
+    with fault_server(repo, nodelay=True) as srv:
+        mc = _mc(tmp_path, srv.url, retries=0)
+        layout = mc.layout(repo.repo_id)
+        (layout.blobs / victim).mkdir(parents=True)
+        with pytest.raises(ModelCacheError):
+            mc.download(repo.repo_id)
+    assert not [n for n in _leftovers(mc, repo) if n.endswith(".incomplete")]
+    for b in layout.blobs.iterdir():
+        if b.is_file():
+            assert git_blob_sha1(b.read_bytes()) == b.name  # whatever is installed is whole and verified

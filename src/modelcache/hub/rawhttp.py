@@ -221,8 +221,8 @@ class RawPool:
             status = int(status_text[:3])
         except ValueError:
             raise httpx.RemoteProtocolError(f"bad status line {status_line[:80]!r}") from None
-        headers = httpx.Headers([tuple(h.split(":", 1)) for h in header_lines if ":" in h])  # type: ignore[misc]
-        headers = httpx.Headers({k: v.strip() for k, v in headers.multi_items()})
+        pairs = [h.split(":", 1) for h in header_lines if ":" in h]
+        headers = httpx.Headers({k.strip().lower(): v.strip() for k, v in pairs})  # (a repeated one: the last)
         keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
         if "content-length" not in headers or headers.get("transfer-encoding"):
             conn.sock.close()

@@ -37,6 +37,29 @@ def mirror_for(cache: Path, url: str, *, offline: bool = False, retries: int = 5
     return Mirror(settings, HubClient(url, connections=32, retry=RetryPolicy(deadline=0.5)), **kw)  # type: ignore[arg-type]
 
 
+def kill_upstream_after(up, n: int) -> threading.Thread:  # type: ignore[no-untyped-def]
+    """A started thread that makes ``up`` drop every connection once it has sent ``n`` body bytes."""
+    def kill_soon() -> None:
+        while up.live_bytes < n:
+            time.sleep(0.005)
+        up.dead = True
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    return killer
+
+
+def assert_stream_cut(url: str, headers: dict[str, str] | None = None, status: int = 206) -> None:
+    """GET ``url`` as a stream: it must fail (connection cut short of Content-Length), never end
+    as a whole answer with ``status``."""
+    with pytest.raises(httpx.HTTPError):
+        with httpx.stream("GET", url, headers=headers or {}, timeout=60) as r:
+            if r.status_code != status:
+                raise httpx.HTTPError(f"status {r.status_code}")
+            b"".join(r.iter_bytes())
+            pytest.fail("the stream ended whole")  # unreachable: the stream must fail first
+
+
 def _resolve_gets(srv) -> int:  # type: ignore[no-untyped-def]
     return sum(1 for e in srv.log if "/resolve/" in e.path and e.method == "GET")
 
@@ -103,13 +126,7 @@ def test_upstream_dies_half_way(tmp_path: Path) -> None:
             running_server(cache, mirror=mirror_for(cache, up.url, retries=1)) as url:
         commit = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main").json()["sha"]
 
-        def kill_soon() -> None:
-            while up.live_bytes < MiB // 2:
-                time.sleep(0.005)
-            up.dead = True
-
-        killer = threading.Thread(target=kill_soon)
-        killer.start()
+        killer = kill_upstream_after(up, MiB // 2)
         with pytest.raises(httpx.HTTPError):  # an error, not a short file taken for a whole one
             with httpx.stream("GET", f"{url}/{repo.repo_id}/resolve/{commit}/{shard}", timeout=60) as r:
                 assert r.status_code == 200
@@ -199,13 +216,7 @@ def test_a_corrupt_fill_cuts_the_range_holding_the_last_byte(tmp_path: Path) -> 
         up.faults[shard] = Faults(corrupt=100)
         commit = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main", timeout=30).json()["sha"]
         size = len(repo.files[shard])
-        with pytest.raises(httpx.HTTPError):
-            with httpx.stream("GET", f"{url}/{repo.repo_id}/resolve/{commit}/{shard}",
-                              headers={"Range": f"bytes={size // 2}-"}, timeout=60) as r:
-                if r.status_code != 206:
-                    raise httpx.HTTPError(f"status {r.status_code}")
-                body = b"".join(r.iter_bytes())
-                assert len(body) < size - size // 2  # unreachable: the stream must fail first
+        assert_stream_cut(f"{url}/{repo.repo_id}/resolve/{commit}/{shard}", {"Range": f"bytes={size // 2}-"})
     assert not (ModelCache(Settings(cache_dir=cache, offline=True)).layout(repo.repo_id).blob(repo.etag(shard))).exists()
 
 

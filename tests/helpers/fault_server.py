@@ -89,6 +89,7 @@ class FaultServer:
         self.gated = False  # with valid_tokens: answer like a gated repo (GatedRepo codes)
         self.dead = False  # "the upstream died": file bodies stop mid-way, new file requests are cut
         self.api_statuses: list[int] = []  # answered (in order) to /api/ calls before serving them
+        self.connections = 0  # TCP connections accepted so far
 
     def bytes_served(self, path: str | None = None) -> int:
         with self._lock:
@@ -107,7 +108,9 @@ class FaultServer:
             def log_message(self, *a: object) -> None:
                 pass
 
-            def handle(self) -> None:
+            def handle(self) -> None:  # (one call per connection: keep-alive requests loop inside)
+                with srv._lock:
+                    srv.connections += 1
                 try:
                     super().handle()
                 except (ConnectionResetError, BrokenPipeError):

@@ -110,7 +110,7 @@ def test_an_error_in_a_small_file_finisher_is_raised_by_run(tmp_path: Path, wher
                         install_bytes=install_bytes) for e in _entries(repo)]
         with pytest.raises(CacheError, match="says no"):
             TransferEngine(client, connections=4).run(jobs)
-        left = [t for t in set(threading.enumerate()) - before if t.name.startswith(("mc-finish", "mc-conn"))]
+        left = [t for t in set(threading.enumerate()) - before if t.name.startswith(("mc-finish", "mc-conn", "mc-small"))]
     assert not left  # no finisher or connection thread of this run left behind
 
 

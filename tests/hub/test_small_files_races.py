@@ -125,3 +125,24 @@ def test_a_leftover_partial_that_cannot_be_removed_does_not_fail_a_small_downloa
     finally:
         subprocess.run(["chattr", "-i", str(partial)], capture_output=True)
     assert (mc.layout(repo.repo_id).snapshot(repo.commit) / "a.txt").read_bytes() == data
+
+
+def test_an_older_runs_partial_and_state_for_a_now_small_file_are_removed(tmp_path: Path) -> None:
+    """A run killed with ``small_file_bytes=0`` left ``<etag>.mc.incomplete`` and its resume state;
+    the next run takes the file on the small path (one listing of ``blobs/`` finds them): once the
+    blob is installed both are gone, and another blob's partial is left alone."""
+    data = os.urandom(50_000)
+    repo = Repo("org/oldpartial", {"a.txt": data}, lfs=set())
+    cache = tmp_path / "cache"
+    blobs = cache / "models--org--oldpartial" / "blobs"
+    blobs.mkdir(parents=True)
+    etag = git_blob_sha1(data)
+    (blobs / f"{etag}.mc.incomplete").write_bytes(data[:1000])
+    (blobs / f"{etag}.mc.state").write_text("{}")
+    other = blobs / f"{'0' * 40}.mc.incomplete"
+    other.write_bytes(b"another file's partial")
+    with fault_server(repo, nodelay=True) as srv:
+        mc = ModelCache(Settings(cache_dir=cache, endpoint=srv.url, token=TokenSource(), retries=0))
+        mc.download(repo.repo_id)
+    assert (mc.layout(repo.repo_id).snapshot(repo.commit) / "a.txt").read_bytes() == data
+    assert sorted(p.name for p in blobs.iterdir()) == sorted([etag, other.name])

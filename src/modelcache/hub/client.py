@@ -12,6 +12,7 @@ import json
 import os
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -104,14 +105,26 @@ class HubClient:
         self._raw: RawPool | None = None
         self._raw_lock = threading.Lock()
         self._timeout = timeout
+        self._tls: ssl.SSLContext | None = None
+        proxy = network.proxy_for(self._origin[1])
+        limits = httpx.Limits(max_connections=connections + 4, max_keepalive_connections=connections + 4)
+        transport: dict[str, object] = {}
+        if http is None and proxy is None:  # (a proxy's transports are built at once, by httpx)
+            transport = dict(
+                transport=_Lazy(lambda: httpx.HTTPTransport(verify=self.tls_context(), limits=limits)),
+                # plain http never uses a TLS context: none is loaded for it (a redirect to https
+                # goes through ``transport`` above, verified)
+                mounts={"http://": _Lazy(lambda: httpx.HTTPTransport(verify=_no_tls(), limits=limits))},
+            )
         self.http = http or httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=connections + 4, max_keepalive_connections=connections + 4),
+            limits=limits,
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
             trust_env=False,  # the environment was read once, into ``network``
-            proxy=network.proxy_for(self._origin[1]),
-            verify=_tls_context(network.ca_bundle),
+            proxy=proxy,
+            verify=self.tls_context() if proxy is not None else True,
+            **transport,  # type: ignore[arg-type]
         )
 
     @classmethod
@@ -134,14 +147,18 @@ class HubClient:
         if self._raw is None:
             with self._raw_lock:  # every connection thread asks at once: build one pool, once
                 if self._raw is None:
-                    bundle = self.network.ca_bundle
-
-                    def tls() -> ssl.SSLContext:  # built on the first https connection only (~25 ms)
-                        ctx = _tls_context(bundle)
-                        return ctx if isinstance(ctx, ssl.SSLContext) else ssl.create_default_context()
-
-                    self._raw = RawPool(self._timeout, tls_factory=tls)
+                    self._raw = RawPool(self._timeout, tls_factory=self.tls_context)
         return self._raw
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The one TLS context of this client's https connections, API calls and file bodies alike
+        (``Network.ca_bundle``, else certifi's CAs as httpx uses). Built on first use (~25 ms of
+        loading CAs), so a run against a plain-http endpoint (an in-cluster mirror) never pays it."""
+        if self._tls is None:
+            with self._raw_lock:
+                if self._tls is None:
+                    self._tls = _tls_context(self.network.ca_bundle)
+        return self._tls
 
     def close(self) -> None:
         """Close the HTTP clients (the httpx client and the raw connection pool)."""
@@ -341,12 +358,40 @@ class HubClient:
         return data if isinstance(data, dict) else {}
 
 
-def _tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
-    """The CA bundle (a file or a folder) as a context; the defaults without one. ``Settings``
-    has checked that a configured bundle exists: a missing one is an error there, not a
-    silent fallback to the system CAs here."""
+class _Lazy(httpx.BaseTransport):
+    """A transport built on its first request (see ``HubClient.tls_context``)."""
+
+    def __init__(self, build: Callable[[], httpx.BaseTransport]) -> None:
+        self._build = build
+        self._transport: httpx.BaseTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._transport
+        if transport is None:
+            with self._lock:
+                if self._transport is None:
+                    self._transport = self._build()
+                transport = self._transport
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _no_tls() -> ssl.SSLContext:
+    """What the plain-http transport is given for ``verify`` (httpx wants a context; it never uses
+    it for http:// URLs). Verification stays on: were it ever used, it trusts no CA at all."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """The CA bundle (a file or a folder) as a context; certifi's CAs without one (as httpx).
+    ``Settings`` has checked that a configured bundle exists: a missing one is an error there,
+    not a silent fallback to the system CAs here."""
     if not ca_bundle:
-        return True
+        return httpx.create_ssl_context(trust_env=False)
     if os.path.isdir(ca_bundle):
         return ssl.create_default_context(capath=ca_bundle)
     return ssl.create_default_context(cafile=ca_bundle)

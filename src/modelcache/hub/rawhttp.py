@@ -172,17 +172,7 @@ class RawPool:
         Retries once on a fresh connection when an idle one was closed by the server. Raises
         ``Unsupported`` for a non-HTTP(S) URL and httpx transport errors (connect, read, timeout).
         """
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise Unsupported(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        key = (parts.scheme, parts.hostname, port)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-        lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}", "User-Agent: modelcache/0.1",
-                 "Accept-Encoding: identity"]
-        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "accept-encoding")]
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        key, request = request_for(url, headers)
         for attempt in range(2):  # an idle keep-alive connection may have been closed by the server
             conn = self._take(key)
             fresh = conn is None
@@ -215,14 +205,11 @@ class RawPool:
         except OSError as exc:
             raise httpx.ReadError(str(exc)) from None
         head, _, rest = data.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
         try:
-            version, status_text = status_line.split(" ", 1)
-            status = int(status_text[:3])
-        except ValueError:
-            raise httpx.RemoteProtocolError(f"bad status line {status_line[:80]!r}") from None
-        pairs = [h.split(":", 1) for h in header_lines if ":" in h]
-        headers = httpx.Headers({k.strip().lower(): v.strip() for k, v in pairs})  # (a repeated one: the last)
+            version, status, fields = parse_head(head)
+        except ValueError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from None
+        headers = httpx.Headers(fields)
         keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
         if "content-length" not in headers or headers.get("transfer-encoding"):
             conn.sock.close()
@@ -245,6 +232,35 @@ class RawPool:
             self._idle.clear()
         for c in conns:
             c.sock.close()
+
+
+def request_for(url: str, headers: dict[str, str]) -> tuple[tuple[str, str, int], bytes]:
+    """The origin ``(scheme, host, port)`` of ``url`` and the bytes of a GET for it with ``headers``
+    (``Host``, ``User-Agent`` and ``Accept-Encoding: identity`` are set here). ``Unsupported``
+    for a URL that is not http(s)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Unsupported(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}", "User-Agent: modelcache/0.1",
+             "Accept-Encoding: identity"]
+    lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "accept-encoding")]
+    return (parts.scheme, parts.hostname, port), ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
+    """The HTTP version, status and headers (lower-case names; a repeated one: the last) of a
+    response head (without its blank line). ``ValueError`` for a bad status line."""
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    try:
+        version, status_text = status_line.split(" ", 1)
+        status = int(status_text[:3])
+    except ValueError:
+        raise ValueError(f"bad status line {status_line[:80]!r}") from None
+    pairs = [h.split(":", 1) for h in header_lines if ":" in h]
+    return version, status, {k.strip().lower(): v.strip() for k, v in pairs}
 
 
 def iter_body(resp: RawResponse, buf: memoryview) -> Iterator[memoryview]:

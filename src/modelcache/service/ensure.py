@@ -215,10 +215,13 @@ def _round(settings: Settings, client: HubClient, layout: RepoLayout, commit: st
     def install(entry: FileEntry, fd: int, private: Path) -> Path | None:
         return install_blob_fd(layout, entry.etag, fd, private, folders)
 
+    stale: set[str] = set()  # etags of small files with a partial or resume state an older run left
+
     def install_small(items: list[tuple[FileEntry, bytes]]) -> None:
         install_blobs_bytes(layout, [(e.etag, data) for e, data in items], folders)
         for e, _data in items:
-            _drop_installed_partial(layout, e.etag, e.size, blobs)  # one a killed older run left
+            if e.etag in stale:
+                _drop_installed_partial(layout, e.etag, e.size, blobs)
 
     def install_bytes(entry: FileEntry, data: bytes) -> None:  # (one file: what the batch does)
         install_small([(entry, data)])
@@ -242,6 +245,8 @@ def _round(settings: Settings, client: HubClient, layout: RepoLayout, commit: st
             return []
         if batch:
             _sweep_leftovers(layout, {fp.entry.etag for fp in batch}, blobs)
+        if small:  # (one listing, not three lookups per file: most runs find none)
+            stale.update(_partial_etags(blobs) & {fp.entry.etag for fp in small})
         url = lambda fp: client.file_url(layout.repo_type, layout.repo_id, commit, fp.entry.path)  # noqa: E731
         jobs = [FileJob(fp.entry, url(fp), layout.partial(fp.entry.etag), publish, install_bytes=install_bytes)
                 for fp in small]
@@ -322,6 +327,15 @@ def _bind(on_start: OnStart | None, entry: FileEntry) -> Callable[[Assembly], No
 
 
 _LEFTOVER_KINDS = (".w.incomplete", ".link.incomplete", ".claim.incomplete", ".install.incomplete")
+
+
+def _partial_etags(blobs: int) -> set[str]:
+    """The etags that have a shared partial or resume state in ``blobs/`` (the run's fd on it)."""
+    try:
+        with os.scandir(blobs) as it:
+            return {e.name.split(".", 1)[0] for e in it if e.name.endswith((".mc.incomplete", ".mc.state"))}
+    except OSError:
+        return set()
 
 
 def _sweep_leftovers(layout: RepoLayout, etags: set[str], blobs: int) -> None:

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from pathlib import Path
 
 import httpx
@@ -16,26 +17,26 @@ from ..cache.access import Access, write_access
 from ..cache.quota import check_room
 from ..cache.readiness import CheckResult, check_revision, download_warnings, resolve_commit
 from ..cache.activity import in_progress, repo_guard
-from ..cache.gc_extras import registered_revisions
-from ..cache.importer import import_folder
-from ..cache.inventory import RepoInfo, scan_cache, scan_repo
 from ..cache.layout import RepoLayout
 from ..cache.leases import Lease, LeaseInfo, acquire_lease, active_leases, find_lease, is_pinned
 from ..cache.publish import ensure_repo_dirs
 from ..cache.records import TreeRecord
 from ..cache.requests import record_request
-from ..cache.remove import RemovalPlan, execute_removal, plan_removal
 from ..cache.usage import record_use
 from ..errors import CacheError, EndpointUnreachable, InvalidInput, NotCached
 from .ensure import ensure_files, os_error
 from .remote import fetch_revision, record_revision
 from ..hub.client import HubClient
-from .lifecycle import CacheLifecycle
 from ..profiles import select, validate_profile
 from ..protocol import FileEntry
 from ..progress import NullProgress, Progress
 from ..validation import is_commit, validate_revision
 from ..settings import Settings
+
+if TYPE_CHECKING:  # (imported where used: `download` does without them, ~15 ms of start-up)
+    from ..cache.inventory import RepoInfo
+    from ..cache.remove import RemovalPlan
+    from .lifecycle import CacheLifecycle
 
 __all__ = ["DownloadResult", "ModelCache"]
 
@@ -78,6 +79,8 @@ class _Delegated:
 
     def __get__(self, obj: ModelCache | None, objtype: type | None = None) -> Any:
         if obj is None:
+            from .lifecycle import CacheLifecycle
+
             return getattr(CacheLifecycle, self.name)
         return getattr(obj.lifecycle, self.name)
 
@@ -95,8 +98,13 @@ class ModelCache:
         self.settings = settings if settings is not None else Settings.from_process_env(**overrides)  # type: ignore[arg-type]
         self._http = http
         self._client: HubClient | None = None
-        self.lifecycle = CacheLifecycle(self.settings, lambda: self.client)
+
+    @cached_property
+    def lifecycle(self) -> CacheLifecycle:
         """Leases, pins, GC, verify, quotas, bundles; each method is also a method of ``ModelCache``."""
+        from .lifecycle import CacheLifecycle
+
+        return CacheLifecycle(self.settings, lambda: self.client)
 
     # -- lifecycle (CacheLifecycle's methods, on the instance) --------------------------------
     lease = _Delegated()
@@ -123,7 +131,7 @@ class ModelCache:
 
     def layout(self, repo_id: str, repo_type: str = "model") -> RepoLayout:
         """The layout of one repo of this cache (the repo id and type validated)."""
-        return self.lifecycle.layout(repo_id, repo_type)
+        return RepoLayout(self.settings.cache_dir, repo_type, repo_id)
 
     @property
     def client(self) -> HubClient:
@@ -299,6 +307,8 @@ class ModelCache:
     # -- inventory and removal -----------------------------------------------------------------
     def ls(self, repo_id: str | None = None, repo_type: str = "model") -> list[RepoInfo]:
         """What the cache holds: every repo, or just ``repo_id`` (an empty list when it is not cached)."""
+        from ..cache.inventory import scan_cache, scan_repo
+
         if repo_id is None:
             return scan_cache(self.cache_dir)
         layout = self.layout(repo_id, repo_type)
@@ -309,6 +319,8 @@ class ModelCache:
 
         Blobs that another revision still uses are kept.
         """
+        from ..cache.remove import plan_removal
+
         layout = self.layout(repo_id, repo_type)
         if not layout.folder.is_dir():
             raise NotCached(f"{repo_id} is not in the cache at {self.cache_dir}", "see `modelcache ls`")
@@ -330,6 +342,9 @@ class ModelCache:
         check and the removal happen under the repo guard, so no lease or download can claim a
         revision in between.
         """
+        from ..cache.gc_extras import registered_revisions
+        from ..cache.remove import execute_removal
+
         plan = self.plan_rm(repo_id, revision, repo_type)
         if dry_run:
             return plan
@@ -358,6 +373,8 @@ class ModelCache:
         if is_commit(revision):
             raise InvalidInput("import takes a branch or tag name, not a commit id",
                                "the commit id is computed from the files; use e.g. --revision main")
+        from ..cache.importer import import_folder
+
         layout = self.layout(repo_id, repo_type)
         ensure_repo_dirs(layout)
         try:

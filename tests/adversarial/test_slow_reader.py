@@ -113,3 +113,35 @@ def test_pipelined_requests_never_read_are_not_answered_into_memory(tmp_path: Pa
         assert buffered < 1 << 20, f"{buffered} bytes of answers queued for a client that reads nothing"
         s.close()
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=5).status_code == 200
+
+
+def test_many_clients_that_never_read_hold_no_thread_from_a_reader(tmp_path: Path) -> None:
+    """60 connections (more than the 40 worker threads) ask for a big file and never read it; a
+    sending thread waits at most ``DRAIN_WAIT_MS`` for a full socket before handing it back to
+    the event loop, so a client that does read still gets the whole file, at once."""
+    data = os.urandom(1 << 20) * 8
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    (src / "model.safetensors").write_bytes(data)
+    cache = tmp_path / "cache"
+    record = import_folder(RepoLayout(cache, "model", "org/big"), src)
+    path = f"/org/big/resolve/{record.commit}/model.safetensors"
+    with _guarded(cache, "default", stall=30.0) as (port, _server):
+        idle = []
+        for _ in range(60):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", port))
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            idle.append(s)
+        try:
+            time.sleep(0.5)  # every one of them is answered, and stuck
+            t0 = time.monotonic()
+            resp = httpx.get(f"http://127.0.0.1:{port}{path}", trust_env=False, timeout=20)
+            took = time.monotonic() - t0
+            assert resp.status_code == 200 and resp.content == data
+            assert took < 10, f"a reading client waited {took:.1f} s behind 60 that never read"
+        finally:
+            for s in idle:
+                s.close()

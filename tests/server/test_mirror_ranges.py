@@ -126,3 +126,44 @@ def test_a_range_read_across_a_reset_is_cut(tmp_path: Path, monkeypatch: pytest.
         assert r.content == data[first:hold], "a complete 206 carried bytes read across the reset"
     if not hit:
         pytest.skip("the writer never left the window open (a loaded machine?): nothing was tested")
+
+
+def test_a_caller_of_a_cold_mirror_is_streamed_the_file_while_the_fill_runs(tmp_path: Path) -> None:
+    """The fill fetches in ranges of 1/(connections x 16) of the file (``fill_chunk``), so its
+    verified frontier — all a caller can be sent — trails the fetched bytes by little. With the
+    engine's 8 MiB ranges, 4 connections fetched this 32 MiB file as 4 ranges at once and the
+    frontier stood at 1/8 of it when half was fetched: every caller got the rest in one burst
+    after the fill."""
+    import threading
+
+    from modelcache.server.mirror import fill_chunk
+    from modelcache.settings import Settings
+
+    size = 32 * 1024 * 1024
+    assert fill_chunk(size, Settings(cache_dir=tmp_path, connections=4)) == 1024 * 1024
+    data = os.urandom(size)
+    repo = Repo("org/streamed", {"model.safetensors": data})
+    cache = tmp_path / "mirror-cache"
+    cache.mkdir()
+    received = [0]
+    body: list[bytes] = []
+    with fault_server(repo, chunk=64 * 1024, delay=0.004) as up, \
+            running_server(cache, mirror=mirror_for(cache, up.url)) as url:
+        commit = httpx.get(f"{url}/api/models/{repo.repo_id}/revision/main", timeout=30).json()["sha"]
+
+        def client() -> None:
+            with httpx.stream("GET", f"{url}/{repo.repo_id}/resolve/{commit}/model.safetensors", timeout=60) as r:
+                for piece in r.iter_bytes():
+                    body.append(piece)
+                    received[0] += len(piece)
+
+        t = threading.Thread(target=client)
+        t.start()
+        deadline = time.monotonic() + 60
+        while up.live_bytes < size // 2:
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.001)
+        at_half = received[0]
+        t.join(60)
+    assert b"".join(body) == data
+    assert at_half >= size * 0.3, f"only {at_half / size:.0%} sent when half the file was fetched"

@@ -45,6 +45,22 @@ from ..settings import Settings
 __all__ = ["Fill", "Mirror", "MirrorStats", "UpstreamUnavailable"]
 
 
+FILL_WINDOW = 16
+"""A fill's ranges are at most 1/(connections x FILL_WINDOW) of the file (``fill_chunk``)."""
+
+
+def fill_chunk(size: int, settings: Settings) -> int:
+    """The range size of a fill: small enough that the verified frontier — what callers are
+    streamed — trails the bytes fetched by about 1/FILL_WINDOW of the file, not by the whole
+    window of ``connections`` x ``chunk_size`` ranges in flight. With 16 connections and 8 MiB
+    ranges a 128 MiB file is fetched all at once and its frontier jumps from ~0 to the end: every
+    waiting caller then gets the whole file in one burst after the fill, instead of during it
+    (16 curl clients of a cold mirror, 2 x 128 MiB at 80 MB/s: last done 6.4 s -> 4.6 s; the
+    fill alone takes 3.4 s). At least 1 MiB (256 KiB ranges measured no better); at most
+    ``chunk_size``."""
+    return max(1 << 20, min(settings.chunk_size, size // (max(1, settings.connections) * FILL_WINDOW)))
+
+
 class UpstreamUnavailable(TransientError):
     """The upstream failed (for now) and the cache has nothing to fall back on."""
 
@@ -229,7 +245,8 @@ class Mirror:
             record = read_record(layout.tree_record(commit), commit)
             if record is None or fill.entry.path not in record.files:
                 raise NotCached(f"the record of {layout.repo_id}@{commit} is gone", "ask again")
-            outcome = ensure_files(self.settings, self.client, layout, record, [fill.entry], NullProgress(),
+            settings = self.settings.with_overrides(chunk_size=fill_chunk(fill.entry.size, self.settings))
+            outcome = ensure_files(settings, self.client, layout, record, [fill.entry], NullProgress(),
                                    on_start=on_start)
             self.stats.add(upstream_bytes=outcome.bytes_fetched)
             record_use(layout, commit)

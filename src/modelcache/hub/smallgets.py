@@ -289,16 +289,20 @@ class SmallGets:
                 self._fail(conn, "the server closed the connection before answering")
                 return False
             conn.head += data
-            end = conn.head.find(b"\r\n\r\n")
-            if end < 0:
-                if len(conn.head) > MAX_HEADER:
-                    self._fail(conn, "response headers too large")
+            while conn.phase == _HEAD:  # (more than one head: informational 1xx answers first)
+                end = conn.head.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(conn.head) > MAX_HEADER:
+                        self._fail(conn, "response headers too large")
+                        return False
+                    break
+                head, rest = bytes(conn.head[:end]), bytes(conn.head[end + 4:])
+                if not self._answer(conn, head):
                     return False
-            else:
-                rest = bytes(conn.head[end + 4:])
-                if not self._answer(conn, bytes(conn.head[:end])):
-                    return False
-                self._take(conn, rest)
+                if conn.phase == _HEAD:
+                    conn.head = bytearray(rest)
+                else:
+                    self._take(conn, rest)
         else:
             if conn.body is not None:
                 n = conn.sock.recv_into(memoryview(conn.body)[conn.got:])
@@ -317,7 +321,8 @@ class SmallGets:
         return conn.tls and conn.get is not None and conn.sock.pending() > 0  # type: ignore[attr-defined]
 
     def _answer(self, conn: _Conn, head: bytes) -> bool:
-        """Judge the status line and headers; False when the get left this connection."""
+        """Judge the status line and headers; False when the get left this connection. After an
+        informational 1xx the connection stays in ``_HEAD``: the final answer is still to come."""
         get = conn.get
         assert get is not None
         try:
@@ -325,6 +330,8 @@ class SmallGets:
         except ValueError as exc:
             self._fail(conn, str(exc))
             return False
+        if 100 <= status < 200 and status != 101:
+            return True  # informational (100 Continue, a CDN's 103 Early Hints): the answer follows
         length_text = headers.get("content-length")
         try:
             length = int(length_text) if length_text is not None and not headers.get("transfer-encoding") else -1

@@ -128,3 +128,40 @@ def test_an_informational_1xx_answer_is_skipped_and_the_final_answer_read(interi
     with raw_server(keep_serving(respond)) as base:
         done, failed = run([Get(f"{base}/f/{i}", 1000, i) for i in range(4)], width=2)
     assert failed == {} and done == {i: body_for(f"/f/{i}") for i in range(4)}
+
+
+@pytest.mark.parametrize("location", [b"http://[oops/x", b"http://127.0.0.1:99999/x", b"http://127.0.0.1:port/x"])
+def test_a_redirect_to_an_unparseable_url_is_handed_back_and_the_others_still_arrive(location: bytes) -> None:
+    def respond(path: str) -> bytes:
+        if path == "/bad":
+            return b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+        return ok(body_for(path))
+
+    with raw_server(keep_serving(respond)) as base:
+        gets = [Get(f"{base}/bad", 1000, "bad")] + [Get(f"{base}/f/{i}", 1000, i) for i in range(3)]
+        done, failed = run(gets, width=1)
+    assert set(failed) == {"bad"} and failed["bad"].status == 0
+    assert done == {i: body_for(f"/f/{i}") for i in range(3)}
+
+def test_an_unparseable_url_given_is_handed_back() -> None:
+    done, failed = run([Get("http://127.0.0.1:99999/x", 10, "a"), Get("http://[::1/x", 10, "b")])
+    assert done == {} and set(failed) == {"a", "b"}
+
+@pytest.mark.parametrize("cdn", ["http://127.0.0.1:99999", "http://[oops"])
+def test_a_download_redirected_to_an_unparseable_url_fails_as_a_protocol_error(tmp_path, cdn: str) -> None:  # noqa: ANN001
+    """End to end: the loop hands the get back, and the threaded path refuses the Location with a
+    ``ProtocolError`` (the user's error type), not a ``ValueError`` from ``urlsplit``."""
+    from helpers.fault_server import Repo, fault_server
+
+    from modelcache.errors import ProtocolError
+    from modelcache.service.model_cache import ModelCache
+    from modelcache.settings import Settings
+    from modelcache.tokens import TokenSource
+
+    repo = Repo("org/badloc", {"a.safetensors": os.urandom(2000), "b.txt": os.urandom(100)})
+    with fault_server(repo, nodelay=True) as srv:
+        srv.redirect_to = cdn
+        mc = ModelCache(Settings(cache_dir=tmp_path / "cache", endpoint=srv.url, token=TokenSource(),
+                                 retries=0, small_file_bytes=64 * 1024))
+        with pytest.raises(ProtocolError, match="redirect"):
+            mc.download(repo.repo_id)

@@ -61,6 +61,20 @@ class Failed:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an http(s) URL; None for any other, and for one that does not
+    parse (a port out of range or not a number, an unclosed ``[``): a hostile redirect's
+    ``Location`` must end its own get, not raise out of the loop and drop every other get."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
 class _Conn:
     __slots__ = ("key", "sock", "tls", "phase", "get", "out", "head", "body", "got", "want", "keep",
                  "answered", "deadline", "events", "redirect_to")
@@ -150,12 +164,11 @@ class SmallGets:
         pending = self._pending
         while pending:
             get = pending[0]
-            parts = urlsplit(get.url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            key = _origin(get.url)
+            if key is None:
                 pending.popleft()
-                self._fallback(get, Failed(f"not an http(s) URL ({parts.scheme}:)"))
+                self._fallback(get, Failed("not an http(s) URL, or one that does not parse"))
                 continue
-            key = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
             extra = self.headers(get.url)
             if extra is None:
                 pending.popleft()
@@ -339,8 +352,11 @@ class SmallGets:
             length = -1
         conn.keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
         if status in (301, 302, 303, 307, 308) and "location" in headers:
-            target = urljoin(get.url, headers["location"])
-            if get.redirects >= MAX_REDIRECTS or urlsplit(target).scheme not in ("http", "https"):
+            try:
+                target = urljoin(get.url, headers["location"])
+            except ValueError:  # (an unclosed "[": urlsplit raises)
+                target = ""
+            if get.redirects >= MAX_REDIRECTS or _origin(target) is None:
                 self._fail(conn, "too many redirects, or one to a non-HTTP URL")  # (the caller's path says which)
                 return False
             conn.redirect_to = target

@@ -147,6 +147,29 @@ def test_an_unparseable_url_given_is_handed_back() -> None:
     done, failed = run([Get("http://127.0.0.1:99999/x", 10, "a"), Get("http://[::1/x", 10, "b")])
     assert done == {} and set(failed) == {"a", "b"}
 
+def test_a_stale_retry_goes_to_a_fresh_connection_not_another_idle_one() -> None:
+    """Two keep-alive connections answer one request each, then the server closes both (it said
+    keep-alive). The third get meets a closed idle connection: its one retry must go to a new
+    connection — not to the other idle one, which the server closed just the same."""
+    answered = threading.Barrier(2)
+    closing = threading.Event()
+
+    def answer(conn: socket.socket, n: int) -> None:
+        req = read_request(conn)
+        if n >= 2:  # fresh connections: a normal keep-alive server
+            while req:
+                conn.sendall(ok(body_for(path_of(req))))
+                req = read_request(conn)
+            return
+        answered.wait(2)  # both first requests are in: answer both at once
+        conn.sendall(ok(body_for(path_of(req))))
+        closing.wait(0.3)  # then close (the third get is on one of these by then)
+
+    with raw_server(answer) as base:
+        gets = [Get(f"{base}/f/{i}", 1000, i) for i in range(3)]
+        done, failed = run(gets, width=2)
+    assert failed == {} and done == {i: body_for(f"/f/{i}") for i in range(3)}
+
 @pytest.mark.parametrize("cdn", ["http://127.0.0.1:99999", "http://[oops"])
 def test_a_download_redirected_to_an_unparseable_url_fails_as_a_protocol_error(tmp_path, cdn: str) -> None:  # noqa: ANN001
     """End to end: the loop hands the get back, and the threaded path refuses the Location with a

@@ -124,6 +124,7 @@ class SmallGets:
         idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._sel, self._busy, self._idle, self._pending = sel, busy, idle, pending
         self._done, self._fallback = done, fallback
+        self._fresh: set[Get] = set()  # gets to retry on a new connection (an idle one was closed)
         self._out: list[tuple[Get, bytearray | Failed]] = []  # answers for the callbacks, outside the I/O
         try:
             while pending or busy:
@@ -174,11 +175,13 @@ class SmallGets:
                 pending.popleft()
                 self._fallback(get, Failed("not for direct connections (a proxy?)"))
                 continue
+            fresh = get in self._fresh
             conns = self._idle.get(key)
-            conn = conns.pop() if conns else None
+            conn = conns.pop() if conns and not fresh else None
             if conn is None:
-                if self._count() >= self.width and not self._close_idle_elsewhere(key):
+                if self._count() >= self.width and not self._close_idle(key, own_too=fresh):
                     return  # every connection is busy: wait for one
+                self._fresh.discard(get)
                 pending.popleft()
                 try:
                     conn = self._open(key)
@@ -189,11 +192,17 @@ class SmallGets:
                 pending.popleft()
             self._start(conn, get, extra)
 
-    def _close_idle_elsewhere(self, key: tuple[str, str, int]) -> bool:
+    def _close_idle(self, key: tuple[str, str, int], own_too: bool) -> bool:
+        """Make room for a new connection to ``key``: close an idle one of another origin, or (for
+        a retry that must not reuse one) of ``key`` itself. False when none is idle."""
         for other, conns in self._idle.items():
             if other != key and conns:
                 conns.pop().sock.close()
                 return True
+        conns = self._idle.get(key)
+        if own_too and conns:
+            conns.pop().sock.close()
+            return True
         return False
 
     def _open(self, key: tuple[str, str, int]) -> _Conn:
@@ -260,7 +269,8 @@ class SmallGets:
         if get is None:
             return
         if stale and not get.fresh_retry:  # the server closed an idle connection: once more, fresh
-            get.fresh_retry = True
+            get.fresh_retry = True  # (on a new connection: the other idle ones were likely closed too)
+            self._fresh.add(get)
             self._pending.appendleft(get)
             return
         self._out.append((get, Failed(why, status, headers or {})))

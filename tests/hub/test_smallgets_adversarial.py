@@ -170,6 +170,23 @@ def test_a_stale_retry_goes_to_a_fresh_connection_not_another_idle_one() -> None
         done, failed = run(gets, width=2)
     assert failed == {} and done == {i: body_for(f"/f/{i}") for i in range(3)}
 
+def test_a_name_whose_first_address_refuses_is_reached_on_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``localhost`` may resolve to ::1 first while the server listens on 127.0.0.1 only: the
+    other addresses are tried, as ``socket.create_connection`` (the threaded path) does."""
+    with raw_server(keep_serving(lambda p: ok(body_for(p)))) as base:
+        port = int(base.rsplit(":", 1)[1])
+        real = socket.getaddrinfo
+
+        def two_addresses(host: str, *a: object, **kw: object) -> list:
+            if host == "twohomes.test":
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),  # nobody listens
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+            return real(host, *a, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+        done, failed = run([Get(f"http://twohomes.test:{port}/f/{i}", 1000, i) for i in range(5)], width=2)
+    assert failed == {} and done == {i: body_for(f"/f/{i}") for i in range(5)}
+
 @pytest.mark.parametrize("cdn", ["http://127.0.0.1:99999", "http://[oops"])
 def test_a_download_redirected_to_an_unparseable_url_fails_as_a_protocol_error(tmp_path, cdn: str) -> None:  # noqa: ANN001
     """End to end: the loop hands the get back, and the threaded path refuses the Location with a

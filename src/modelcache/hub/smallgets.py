@@ -76,13 +76,14 @@ def _origin(url: str) -> tuple[str, str, int] | None:
 
 
 class _Conn:
-    __slots__ = ("key", "sock", "tls", "phase", "get", "out", "head", "body", "got", "want", "keep",
+    __slots__ = ("key", "sock", "tls", "addr", "phase", "get", "out", "head", "body", "got", "want", "keep",
                  "answered", "deadline", "events", "redirect_to")
 
-    def __init__(self, key: tuple[str, str, int], sock: socket.socket, tls: bool) -> None:
+    def __init__(self, key: tuple[str, str, int], sock: socket.socket, tls: bool, addr: tuple) -> None:
         self.key = key
         self.sock = sock
         self.tls = tls
+        self.addr = addr  # (from getaddrinfo)
         self.phase = _CONNECT
         self.get: Get | None = None
         self.out = memoryview(b"")
@@ -111,7 +112,7 @@ class SmallGets:
         self.timeout = timeout
         self.headers = headers
         self.tls = tls
-        self._addr: dict[tuple[str, str, int], tuple] = {}
+        self._addrs: dict[tuple[str, str, int], list[tuple]] = {}  # per origin, the one that answered first
 
     def run(self, gets: Iterable[Get], done: Callable[[Get, bytearray], None],
             fallback: Callable[[Get, Failed], None], stop: Callable[[], bool]) -> None:
@@ -125,6 +126,7 @@ class SmallGets:
         self._sel, self._busy, self._idle, self._pending = sel, busy, idle, pending
         self._done, self._fallback = done, fallback
         self._fresh: set[Get] = set()  # gets to retry on a new connection (an idle one was closed)
+        self._connects: dict[Get, int] = {}  # addresses each get failed to connect to
         self._out: list[tuple[Get, bytearray | Failed]] = []  # answers for the callbacks, outside the I/O
         try:
             while pending or busy:
@@ -186,7 +188,9 @@ class SmallGets:
                 try:
                     conn = self._open(key)
                 except OSError as exc:
-                    self._fallback(get, Failed(f"cannot connect to {key[1]}:{key[2]}: {exc.strerror or exc}"))
+                    addrs = self._addrs.get(key)
+                    if not (addrs and self._next_address(key, addrs[0], get)):
+                        self._fallback(get, Failed(f"cannot connect to {key[1]}:{key[2]}: {exc.strerror or exc}"))
                     continue
             else:
                 pending.popleft()
@@ -207,12 +211,12 @@ class SmallGets:
 
     def _open(self, key: tuple[str, str, int]) -> _Conn:
         scheme, host, port = key
-        addr = self._addr.get(key)
-        if addr is None:  # (a name lookup blocks: once per origin)
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            if not infos:
+        addrs = self._addrs.get(key)
+        if addrs is None:  # (a name lookup blocks: once per origin)
+            addrs = self._addrs[key] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            if not addrs:
                 raise OSError(f"no address for {host}")
-            addr = self._addr[key] = infos[0]
+        addr = addrs[0]
         family, type_, proto, _canon, sockaddr = addr
         sock = socket.socket(family, type_, proto)
         try:
@@ -224,7 +228,7 @@ class SmallGets:
         except BaseException:
             sock.close()
             raise
-        conn = _Conn(key, sock, scheme == "https")
+        conn = _Conn(key, sock, scheme == "https", addr)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             sock.close()
             raise OSError(err, "connect failed")
@@ -262,11 +266,27 @@ class SmallGets:
         else:
             conn.sock.close()
 
+    def _next_address(self, key: tuple[str, str, int], addr: tuple, get: Get) -> bool:
+        """A connect to ``addr`` failed: it goes last for its origin (``localhost`` may be ::1 first
+        while the server listens on 127.0.0.1 only), and the get goes back to try the next one —
+        True — unless it has tried them all, as ``socket.create_connection`` would."""
+        addrs = self._addrs.get(key, [])
+        if addr in addrs:
+            addrs.remove(addr)
+            addrs.append(addr)
+        tried = self._connects[get] = self._connects.get(get, 0) + 1
+        if tried >= len(addrs):
+            return False
+        self._pending.appendleft(get)
+        return True
+
     def _fail(self, conn: _Conn, why: str, status: int = 0, headers: dict[str, str] | None = None) -> None:
         get = conn.get
         stale = conn.answered > 0 and conn.phase in (_SEND, _HEAD) and not conn.head
         self._release(conn, keep=False)
         if get is None:
+            return
+        if conn.phase == _CONNECT and self._next_address(conn.key, conn.addr, get):
             return
         if stale and not get.fresh_retry:  # the server closed an idle connection: once more, fresh
             get.fresh_retry = True  # (on a new connection: the other idle ones were likely closed too)

@@ -187,6 +187,15 @@ def test_a_name_whose_first_address_refuses_is_reached_on_the_next(monkeypatch: 
         done, failed = run([Get(f"http://twohomes.test:{port}/f/{i}", 1000, i) for i in range(5)], width=2)
     assert failed == {} and done == {i: body_for(f"/f/{i}") for i in range(5)}
 
+def test_differing_duplicate_content_lengths_are_refused() -> None:
+    def respond(path: str) -> bytes:
+        body = body_for(path, 20)
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 20\r\n\r\n" + body
+
+    with raw_server(keep_serving(respond)) as base:
+        done, failed = run([Get(f"{base}/f", 20, "f")])
+    assert done == {} and failed["f"].status == 0
+
 @pytest.mark.parametrize("cdn", ["http://127.0.0.1:99999", "http://[oops"])
 def test_a_download_redirected_to_an_unparseable_url_fails_as_a_protocol_error(tmp_path, cdn: str) -> None:  # noqa: ANN001
     """End to end: the loop hands the get back, and the threaded path refuses the Location with a
@@ -205,3 +214,17 @@ def test_a_download_redirected_to_an_unparseable_url_fails_as_a_protocol_error(t
                                  retries=0, small_file_bytes=64 * 1024))
         with pytest.raises(ProtocolError, match="redirect"):
             mc.download(repo.repo_id)
+
+def test_differing_duplicate_content_lengths_are_refused_by_the_threaded_path_too() -> None:
+    import httpx
+
+    from modelcache.hub.rawhttp import RawPool
+
+    def respond(path: str) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 20\r\n\r\n" + body_for(path, 20)
+
+    with raw_server(keep_serving(respond)) as base:
+        pool = RawPool(timeout=2.0)
+        with pytest.raises(httpx.RemoteProtocolError, match="Content-Length"):
+            pool.get(f"{base}/f", {})
+        pool.close()

@@ -228,3 +228,27 @@ def test_differing_duplicate_content_lengths_are_refused_by_the_threaded_path_to
         with pytest.raises(httpx.RemoteProtocolError, match="Content-Length"):
             pool.get(f"{base}/f", {})
         pool.close()
+
+def test_an_ipv6_literal_is_sent_in_brackets_in_the_host_header() -> None:
+    """``Host: ::1:8080`` is not a valid header (RFC 9110 7.2): a strict server answers 400."""
+    hosts: list[str] = []
+
+
+    def answer(conn: socket.socket, _n: int) -> None:
+        while req := read_request(conn):
+            host = next(line.split(b":", 1)[1].strip().decode() for line in req.split(b"\r\n")
+                        if line.lower().startswith(b"host:"))
+            hosts.append(host)
+            want = f"[::1]:{conn.getsockname()[1]}"
+            conn.sendall(ok(body_for(path_of(req))) if host == want else
+                         b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    with raw_server(answer, host="::1", family=socket.AF_INET6) as base:
+        done, failed = run([Get(f"{base}/f/{i}", 1000, i) for i in range(2)])
+    assert failed == {} and done == {i: body_for(f"/f/{i}") for i in range(2)}
+    assert hosts and all(h.startswith("[::1]:") for h in hosts)

@@ -243,7 +243,8 @@ def request_for(url: str, headers: dict[str, str]) -> tuple[tuple[str, str, int]
         raise Unsupported(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal: in brackets
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
     lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}", "User-Agent: modelcache/0.1",
              "Accept-Encoding: identity"]
     lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "accept-encoding")]

@@ -252,3 +252,57 @@ def test_an_ipv6_literal_is_sent_in_brackets_in_the_host_header() -> None:
         done, failed = run([Get(f"{base}/f/{i}", 1000, i) for i in range(2)])
     assert failed == {} and done == {i: body_for(f"/f/{i}") for i in range(2)}
     assert hosts and all(h.startswith("[::1]:") for h in hosts)
+
+def test_an_idle_connection_the_server_spoke_on_is_not_reused() -> None:
+    """An idle keep-alive connection that received bytes nobody asked for (a server's ``408
+    Request Timeout`` before it closes an idle connection, as Apache does) is closed, not read as
+    the answer to the next request: that 408 would be judged as the file's own error status."""
+    def a_answer(conn: socket.socket, n: int) -> None:
+        while req := read_request(conn):
+            path = path_of(req)
+            if path == "/start":
+                conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + b_base[0].encode() + b"/slow\r\nContent-Length: 0\r\n\r\n")
+                time.sleep(0.02)
+                conn.sendall(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                return
+            conn.sendall(ok(body_for(path)))
+
+    def b_answer(conn: socket.socket, _n: int) -> None:
+        while read_request(conn):
+            time.sleep(0.2)  # (by now the 408 is on the idle connection to A)
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + a_base.encode() + b"/final\r\nContent-Length: 0\r\n\r\n")
+
+    b_base: list[str] = []
+    with raw_server(a_answer) as a_base, raw_server(b_answer) as b:
+        b_base.append(b)
+        done, failed = run([Get(f"{a_base}/start", 1000, "f")], width=2)
+    assert failed == {} and done == {"f": body_for("/final")}
+
+
+# -- TLS ---------------------------------------------------------------------------------------------
+
+@contextmanager
+def tls_server(answer: Callable[[socket.socket, int], None]) -> Iterator[tuple[str, ssl.SSLContext, list[int]]]:
+    """``raw_server`` behind TLS (a trustme CA): the base URL, a client context trusting it, and
+    a list that counts the handshakes done."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    handshakes: list[int] = []
+
+    def wrapped(conn: socket.socket, n: int) -> None:
+        with server_ctx.wrap_socket(conn, server_side=True) as tconn:
+            handshakes.append(n)
+            answer(tconn, n)
+
+    with raw_server(wrapped) as base:
+        yield base.replace("http://", "https://"), client_ctx, handshakes
+
+def test_tls_keep_alive_connections_are_reused() -> None:
+    with tls_server(keep_serving(lambda p: ok(body_for(p, 5000)))) as (base, ctx, handshakes):
+        done, failed = run([Get(f"{base}/f/{i}", 5000, i) for i in range(20)], width=2, tls=lambda: ctx)
+    assert failed == {} and done == {i: body_for(f"/f/{i}", 5000) for i in range(20)}
+    assert 1 <= len(handshakes) <= 2

@@ -75,6 +75,20 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
+def _spoke(conn: _Conn) -> bool:
+    """Whether an idle connection has anything to read (bytes, an end, an error): a quiet one
+    has nothing. The raw socket is peeked under TLS too (``SSLSocket.recv`` cannot peek)."""
+    if conn.tls and conn.sock.pending():  # type: ignore[attr-defined]
+        return True
+    try:
+        socket.socket.recv(conn.sock, 1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class _Conn:
     __slots__ = ("key", "sock", "tls", "addr", "phase", "get", "out", "head", "body", "got", "want", "keep",
                  "answered", "deadline", "events", "redirect_to")
@@ -178,8 +192,7 @@ class SmallGets:
                 self._fallback(get, Failed("not for direct connections (a proxy?)"))
                 continue
             fresh = get in self._fresh
-            conns = self._idle.get(key)
-            conn = conns.pop() if conns and not fresh else None
+            conn = None if fresh else self._take_idle(key)
             if conn is None:
                 if self._count() >= self.width and not self._close_idle(key, own_too=fresh):
                     return  # every connection is busy: wait for one
@@ -195,6 +208,18 @@ class SmallGets:
             else:
                 pending.popleft()
             self._start(conn, get, extra)
+
+    def _take_idle(self, key: tuple[str, str, int]) -> _Conn | None:
+        """An idle connection to ``key`` that is still quiet. One the server spoke on meanwhile —
+        closed it, or sent bytes nobody asked for (a ``408 Request Timeout`` before closing, as
+        Apache does) — is closed: those bytes would be read as the next request's answer."""
+        conns = self._idle.get(key)
+        while conns:
+            conn = conns.pop()
+            if not _spoke(conn):
+                return conn
+            conn.sock.close()
+        return None
 
     def _close_idle(self, key: tuple[str, str, int], own_too: bool) -> bool:
         """Make room for a new connection to ``key``: close an idle one of another origin, or (for

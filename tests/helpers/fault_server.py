@@ -285,6 +285,12 @@ class FaultServer:
         return H
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256
+    """The listen backlog: the default 5 drops the SYNs of a client opening many connections at
+    once (the small-file loop opens up to 4 x connections), each then retried only after 1 s."""
+
+
 @contextmanager
 def fault_server(repo: Repo, *, nodelay: bool = False, **kw: object) -> Iterator[FaultServer]:
     """Serve ``repo`` on a free loopback port; ``nodelay``: Nagle off (no 40 ms delayed-ACK stall
@@ -293,7 +299,7 @@ def fault_server(repo: Repo, *, nodelay: bool = False, **kw: object) -> Iterator
     handler = fs.handler()
     if nodelay:
         handler = type("NoDelay", (handler,), {"disable_nagle_algorithm": True})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = _Server(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     fs.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

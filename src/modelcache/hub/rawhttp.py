@@ -243,7 +243,8 @@ def request_for(url: str, headers: dict[str, str]) -> tuple[tuple[str, str, int]
         raise Unsupported(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal: in brackets
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
     lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}", "User-Agent: modelcache/0.1",
              "Accept-Encoding: identity"]
     lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "accept-encoding")]
@@ -252,15 +253,20 @@ def request_for(url: str, headers: dict[str, str]) -> tuple[tuple[str, str, int]
 
 def parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
     """The HTTP version, status and headers (lower-case names; a repeated one: the last) of a
-    response head (without its blank line). ``ValueError`` for a bad status line."""
+    response head (without its blank line). ``ValueError`` for a bad status line, and for
+    ``Content-Length`` given twice with different values: where the body ends is then unknown
+    (RFC 9112 6.3), and a keep-alive connection would read the next answer from the wrong byte."""
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     try:
         version, status_text = status_line.split(" ", 1)
         status = int(status_text[:3])
     except ValueError:
         raise ValueError(f"bad status line {status_line[:80]!r}") from None
-    pairs = [h.split(":", 1) for h in header_lines if ":" in h]
-    return version, status, {k.strip().lower(): v.strip() for k, v in pairs}
+    pairs = [(k.strip().lower(), v.strip()) for k, v in (h.split(":", 1) for h in header_lines if ":" in h)]
+    headers = dict(pairs)
+    if len({v for k, v in pairs if k == "content-length"}) > 1:
+        raise ValueError("differing Content-Length headers")
+    return version, status, headers
 
 
 def iter_body(resp: RawResponse, buf: memoryview) -> Iterator[memoryview]:

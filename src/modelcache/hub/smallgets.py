@@ -61,14 +61,43 @@ class Failed:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an http(s) URL; None for any other, and for one that does not
+    parse (a port out of range or not a number, an unclosed ``[``): a hostile redirect's
+    ``Location`` must end its own get, not raise out of the loop and drop every other get."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _spoke(conn: _Conn) -> bool:
+    """Whether an idle connection has anything to read (bytes, an end, an error): a quiet one
+    has nothing. The raw socket is peeked under TLS too (``SSLSocket.recv`` cannot peek)."""
+    if conn.tls and conn.sock.pending():  # type: ignore[attr-defined]
+        return True
+    try:
+        socket.socket.recv(conn.sock, 1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class _Conn:
-    __slots__ = ("key", "sock", "tls", "phase", "get", "out", "head", "body", "got", "want", "keep",
+    __slots__ = ("key", "sock", "tls", "addr", "phase", "get", "out", "head", "body", "got", "want", "keep",
                  "answered", "deadline", "events", "redirect_to")
 
-    def __init__(self, key: tuple[str, str, int], sock: socket.socket, tls: bool) -> None:
+    def __init__(self, key: tuple[str, str, int], sock: socket.socket, tls: bool, addr: tuple) -> None:
         self.key = key
         self.sock = sock
         self.tls = tls
+        self.addr = addr  # (from getaddrinfo)
         self.phase = _CONNECT
         self.get: Get | None = None
         self.out = memoryview(b"")
@@ -97,7 +126,7 @@ class SmallGets:
         self.timeout = timeout
         self.headers = headers
         self.tls = tls
-        self._addr: dict[tuple[str, str, int], tuple] = {}
+        self._addrs: dict[tuple[str, str, int], list[tuple]] = {}  # per origin, the one that answered first
 
     def run(self, gets: Iterable[Get], done: Callable[[Get, bytearray], None],
             fallback: Callable[[Get, Failed], None], stop: Callable[[], bool]) -> None:
@@ -110,6 +139,8 @@ class SmallGets:
         idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._sel, self._busy, self._idle, self._pending = sel, busy, idle, pending
         self._done, self._fallback = done, fallback
+        self._fresh: set[Get] = set()  # gets to retry on a new connection (an idle one was closed)
+        self._connects: dict[Get, int] = {}  # addresses each get failed to connect to
         self._out: list[tuple[Get, bytearray | Failed]] = []  # answers for the callbacks, outside the I/O
         try:
             while pending or busy:
@@ -150,47 +181,67 @@ class SmallGets:
         pending = self._pending
         while pending:
             get = pending[0]
-            parts = urlsplit(get.url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            key = _origin(get.url)
+            if key is None:
                 pending.popleft()
-                self._fallback(get, Failed(f"not an http(s) URL ({parts.scheme}:)"))
+                self._fallback(get, Failed("not an http(s) URL, or one that does not parse"))
                 continue
-            key = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
             extra = self.headers(get.url)
             if extra is None:
                 pending.popleft()
                 self._fallback(get, Failed("not for direct connections (a proxy?)"))
                 continue
-            conns = self._idle.get(key)
-            conn = conns.pop() if conns else None
+            fresh = get in self._fresh
+            conn = None if fresh else self._take_idle(key)
             if conn is None:
-                if self._count() >= self.width and not self._close_idle_elsewhere(key):
+                if self._count() >= self.width and not self._close_idle(key, own_too=fresh):
                     return  # every connection is busy: wait for one
+                self._fresh.discard(get)
                 pending.popleft()
                 try:
                     conn = self._open(key)
                 except OSError as exc:
-                    self._fallback(get, Failed(f"cannot connect to {key[1]}:{key[2]}: {exc.strerror or exc}"))
+                    addrs = self._addrs.get(key)
+                    if not (addrs and self._next_address(key, addrs[0], get)):
+                        self._fallback(get, Failed(f"cannot connect to {key[1]}:{key[2]}: {exc.strerror or exc}"))
                     continue
             else:
                 pending.popleft()
             self._start(conn, get, extra)
 
-    def _close_idle_elsewhere(self, key: tuple[str, str, int]) -> bool:
+    def _take_idle(self, key: tuple[str, str, int]) -> _Conn | None:
+        """An idle connection to ``key`` that is still quiet. One the server spoke on meanwhile —
+        closed it, or sent bytes nobody asked for (a ``408 Request Timeout`` before closing, as
+        Apache does) — is closed: those bytes would be read as the next request's answer."""
+        conns = self._idle.get(key)
+        while conns:
+            conn = conns.pop()
+            if not _spoke(conn):
+                return conn
+            conn.sock.close()
+        return None
+
+    def _close_idle(self, key: tuple[str, str, int], own_too: bool) -> bool:
+        """Make room for a new connection to ``key``: close an idle one of another origin, or (for
+        a retry that must not reuse one) of ``key`` itself. False when none is idle."""
         for other, conns in self._idle.items():
             if other != key and conns:
                 conns.pop().sock.close()
                 return True
+        conns = self._idle.get(key)
+        if own_too and conns:
+            conns.pop().sock.close()
+            return True
         return False
 
     def _open(self, key: tuple[str, str, int]) -> _Conn:
         scheme, host, port = key
-        addr = self._addr.get(key)
-        if addr is None:  # (a name lookup blocks: once per origin)
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            if not infos:
+        addrs = self._addrs.get(key)
+        if addrs is None:  # (a name lookup blocks: once per origin)
+            addrs = self._addrs[key] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            if not addrs:
                 raise OSError(f"no address for {host}")
-            addr = self._addr[key] = infos[0]
+        addr = addrs[0]
         family, type_, proto, _canon, sockaddr = addr
         sock = socket.socket(family, type_, proto)
         try:
@@ -202,7 +253,7 @@ class SmallGets:
         except BaseException:
             sock.close()
             raise
-        conn = _Conn(key, sock, scheme == "https")
+        conn = _Conn(key, sock, scheme == "https", addr)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             sock.close()
             raise OSError(err, "connect failed")
@@ -240,14 +291,31 @@ class SmallGets:
         else:
             conn.sock.close()
 
+    def _next_address(self, key: tuple[str, str, int], addr: tuple, get: Get) -> bool:
+        """A connect to ``addr`` failed: it goes last for its origin (``localhost`` may be ::1 first
+        while the server listens on 127.0.0.1 only), and the get goes back to try the next one —
+        True — unless it has tried them all, as ``socket.create_connection`` would."""
+        addrs = self._addrs.get(key, [])
+        if addr in addrs:
+            addrs.remove(addr)
+            addrs.append(addr)
+        tried = self._connects[get] = self._connects.get(get, 0) + 1
+        if tried >= len(addrs):
+            return False
+        self._pending.appendleft(get)
+        return True
+
     def _fail(self, conn: _Conn, why: str, status: int = 0, headers: dict[str, str] | None = None) -> None:
         get = conn.get
         stale = conn.answered > 0 and conn.phase in (_SEND, _HEAD) and not conn.head
         self._release(conn, keep=False)
         if get is None:
             return
+        if conn.phase == _CONNECT and self._next_address(conn.key, conn.addr, get):
+            return
         if stale and not get.fresh_retry:  # the server closed an idle connection: once more, fresh
-            get.fresh_retry = True
+            get.fresh_retry = True  # (on a new connection: the other idle ones were likely closed too)
+            self._fresh.add(get)
             self._pending.appendleft(get)
             return
         self._out.append((get, Failed(why, status, headers or {})))
@@ -289,16 +357,20 @@ class SmallGets:
                 self._fail(conn, "the server closed the connection before answering")
                 return False
             conn.head += data
-            end = conn.head.find(b"\r\n\r\n")
-            if end < 0:
-                if len(conn.head) > MAX_HEADER:
-                    self._fail(conn, "response headers too large")
+            while conn.phase == _HEAD:  # (more than one head: informational 1xx answers first)
+                end = conn.head.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(conn.head) > MAX_HEADER:
+                        self._fail(conn, "response headers too large")
+                        return False
+                    break
+                head, rest = bytes(conn.head[:end]), bytes(conn.head[end + 4:])
+                if not self._answer(conn, head):
                     return False
-            else:
-                rest = bytes(conn.head[end + 4:])
-                if not self._answer(conn, bytes(conn.head[:end])):
-                    return False
-                self._take(conn, rest)
+                if conn.phase == _HEAD:
+                    conn.head = bytearray(rest)
+                else:
+                    self._take(conn, rest)
         else:
             if conn.body is not None:
                 n = conn.sock.recv_into(memoryview(conn.body)[conn.got:])
@@ -317,7 +389,8 @@ class SmallGets:
         return conn.tls and conn.get is not None and conn.sock.pending() > 0  # type: ignore[attr-defined]
 
     def _answer(self, conn: _Conn, head: bytes) -> bool:
-        """Judge the status line and headers; False when the get left this connection."""
+        """Judge the status line and headers; False when the get left this connection. After an
+        informational 1xx the connection stays in ``_HEAD``: the final answer is still to come."""
         get = conn.get
         assert get is not None
         try:
@@ -325,6 +398,8 @@ class SmallGets:
         except ValueError as exc:
             self._fail(conn, str(exc))
             return False
+        if 100 <= status < 200 and status != 101:
+            return True  # informational (100 Continue, a CDN's 103 Early Hints): the answer follows
         length_text = headers.get("content-length")
         try:
             length = int(length_text) if length_text is not None and not headers.get("transfer-encoding") else -1
@@ -332,8 +407,11 @@ class SmallGets:
             length = -1
         conn.keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
         if status in (301, 302, 303, 307, 308) and "location" in headers:
-            target = urljoin(get.url, headers["location"])
-            if get.redirects >= MAX_REDIRECTS or urlsplit(target).scheme not in ("http", "https"):
+            try:
+                target = urljoin(get.url, headers["location"])
+            except ValueError:  # (an unclosed "[": urlsplit raises)
+                target = ""
+            if get.redirects >= MAX_REDIRECTS or _origin(target) is None:
                 self._fail(conn, "too many redirects, or one to a non-HTTP URL")  # (the caller's path says which)
                 return False
             conn.redirect_to = target

@@ -635,8 +635,14 @@ class TransferEngine:
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 raise TransientError(f"{entry.path}: {type(exc).__name__} connecting", "retrying") from None
             if resp.is_redirect and "Location" in resp.headers:
-                url = urljoin(url, resp.headers["Location"])
+                location = resp.headers["Location"]
                 resp.close()
+                try:
+                    url = urljoin(url, location)
+                    urlsplit(url).port  # noqa: B018 - a port out of range or not a number raises here, not later
+                except ValueError:
+                    raise ProtocolError(f"{entry.path}: the endpoint redirected to a URL that does not parse "
+                                        f"({location[:100]!r})", "is the endpoint HF-compatible?") from None
                 if urlsplit(url).scheme not in ("http", "https"):
                     raise ProtocolError(f"{entry.path}: the endpoint redirected to a non-HTTP URL "
                                         f"({urlsplit(url).scheme}:)", "refusing it; is the endpoint trustworthy?")

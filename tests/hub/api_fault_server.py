@@ -22,7 +22,7 @@ class ApiFaultServer(FaultServer):
         self.api_calls = 0
         self.api_faulted = 0
         self.retry_after = "0"
-        self.api_mode = ""  # "trickle", "endless", "redirect-file"
+        self.api_mode = ""  # "trickle", "endless", "redirect-file", "redirect-bad-port"
         self.stop = threading.Event()
 
     def handler(self) -> type:
@@ -69,9 +69,10 @@ class ApiFaultServer(FaultServer):
                     except OSError:
                         pass
                     return
-                if srv.api_mode == "redirect-file":
+                if srv.api_mode in ("redirect-file", "redirect-bad-port"):
                     self.send_response(302)
-                    self.send_header("Location", "file:///etc/passwd")
+                    self.send_header("Location", "file:///etc/passwd" if srv.api_mode == "redirect-file"
+                                     else "http://127.0.0.1:99999/api/x")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return

@@ -168,6 +168,15 @@ def test_a_redirect_to_file_is_one_clear_error(tmp_path: Path) -> None:
     assert len([line for line in err.splitlines() if line.strip()]) <= 3, err
 
 
+def test_an_api_redirect_to_a_url_that_does_not_parse_is_one_clear_error(tmp_path: Path) -> None:
+    repo = small_repo()
+    with api_fault_server(repo) as srv:
+        srv.api_mode = "redirect-bad-port"
+        with pytest.raises(ProtocolError) as exc:
+            cache(tmp_path, srv.url, fast_policy()).download(repo.repo_id)
+    assert "does not parse" in exc.value.message
+
+
 def test_a_file_redirect_to_another_scheme_is_refused(tmp_path: Path) -> None:
     repo = small_repo()
     with api_fault_server(repo) as srv:

@@ -206,7 +206,13 @@ class HubClient:
                 raise ProtocolError(f"{what} of {repo_id}: {_reason(exc)}", "is the endpoint HF-compatible?") from None
             try:
                 if resp.is_redirect and "Location" in resp.headers:
-                    url = urljoin(url, resp.headers["Location"])
+                    try:
+                        url = urljoin(url, resp.headers["Location"])
+                        urlsplit(url).port  # noqa: B018 - a port out of range or not a number raises here
+                    except ValueError:
+                        raise ProtocolError(
+                            f"{what} of {repo_id}: the endpoint redirected to a URL that does not parse "
+                            f"({resp.headers['Location'][:100]!r})", "is the endpoint HF-compatible?") from None
                     if urlsplit(url).scheme not in ("http", "https"):
                         raise ProtocolError(
                             f"{what} of {repo_id}: the endpoint redirected to a non-HTTP URL ({urlsplit(url).scheme}:)",

@@ -31,6 +31,7 @@ from ..client import HubClient, error_for_response
 from ..rawhttp import RawResponse, Unsupported, iter_body
 from ..smallgets import Failed, Get, SmallGets
 from ..retry import Backoff, WaitCallback
+from .writeback import Writeback
 
 __all__ = ["Backoff", "EngineStats", "FileJob", "TransferEngine"]  # re-exports: Backoff (hub/retry.py), jobs.py
 
@@ -380,6 +381,7 @@ class TransferEngine:
             headers["Range"] = f"bytes={pos}-{c.end - 1}"
         end = c.end
         recorded = first = pos
+        wb: Writeback | None = None
         try:
             resp = self._open(c.job.url, headers, entry)
             try:
@@ -416,6 +418,7 @@ class TransferEngine:
                     end = entry.size
                 body_len = _int(resp.headers.get("content-length"))
                 got = 0
+                wb = Writeback(asm.fd, pos)
                 for data in self._body(resp):
                     if self._abort.is_set():
                         break
@@ -431,6 +434,7 @@ class TransferEngine:
                     if inline:
                         asm.hash_inline(data)
                     pos += n
+                    wb.wrote(pos)
                     self.stats.add(bytes_fetched=n)
                     self.on_bytes(entry.path, n)
                     asm.record((recorded, pos))  # in memory now; to disk when due (per file)
@@ -440,6 +444,8 @@ class TransferEngine:
                 # (a body read to its end lets httpx put the connection back in its pool)
             finally:
                 resp.close()
+                if wb is not None:
+                    wb.flush(pos)  # what this stream wrote, cut or not, starts going to disk
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             asm.record((recorded, pos), persist=True)
             raise TransientError(

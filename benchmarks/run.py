@@ -84,14 +84,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="no more noisy-run retries once the run has taken this many seconds")
     ap.add_argument("--wait-idle", type=float, default=0,
                     help="before starting, wait up to this many seconds for the 1-min load to drop below 0.5")
-    ap.add_argument("--serve-duration", type=float, default=None, help="seconds per wrk load (default 10)")
+    ap.add_argument("--serve-duration", type=float, default=None, help="seconds per wrk load (default 6; each server runs --repeat rounds)")
     ap.add_argument("--serve-connections", type=int, default=32, help="wrk connections")
     ap.add_argument("--mirror-clients", type=int, default=16, help="clients asking the cold mirror at once")
     ap.add_argument("--report-only", action="store_true",
                     help="rebuild RESULTS.md from results.json (after editing the report code; with --quick: the quick "
                          "run's files); no runs")
     args = ap.parse_args(argv)
-    full = {"scale": 1.0, "repeat": 1, "noisy_retries": 2, "serve_duration": 10.0}
+    full = {"scale": 1.0, "repeat": 1, "noisy_retries": 2, "serve_duration": 6.0}
     for key, val in (QUICK if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, val)
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"== scenario {SERVE}: serving, modelcache vs nginx", flush=True)
             try:
-                serve = run_serve(args.scale, args.serve_duration, args.serve_connections)
+                serve = run_serve(args.scale, args.serve_duration, args.serve_connections, rounds=args.repeat)
             except Exception as exc:
                 serve = {"error": f"{type(exc).__name__}: {exc}", "servers": []}
                 notes.append(f"scenario {SERVE} failed: {serve['error']}")

@@ -71,7 +71,7 @@ def test_every_module_imports_and_entry_points_load() -> None:
     assert args.quick and args.scale < 0.1 and args.repeat == 1 and args.noisy_retries == 0
     assert args.scenarios == "1,2,3,4,5,6"
     full = run.parse_args([])
-    assert full.scale == 1.0 and full.serve_duration == 10
+    assert full.scale == 1.0 and full.serve_duration == 6
     assert run.outputs(True)[0].parent.name == "_work"  # a quick run never overwrites RESULTS.md
 
 
@@ -176,3 +176,16 @@ def test_wrk_and_ab_parsing() -> None:
     assert serving.mix_rate(1000, 0) == 0.0
     lua = serving.wrk_script([("GET", "/a/resolve/main/x.json")])
     assert '{"GET", "/a/resolve/main/x.json"}' in lua
+
+
+def test_serve_rounds_combine_to_medians() -> None:
+    from mcbench.serving import combine_rounds
+
+    rounds = [{"big": {"requests_per_s": 7, "bytes_per_s": b * MB, "non_2xx": n}, "rss_mb": rss,
+               "small": {"requests_per_s": s, "get_requests_per_s": s, "head_requests_per_s": s, "non_2xx": 0},
+               "server_cpu_s": c} for b, s, n, rss, c in [(2000, 30, 0, 40.0, 1.0), (1800, 10, 1, 55.0, 3.0),
+                                                          (2200, 20, 0, 41.0, 2.0)]]
+    got = combine_rounds("x", rounds)
+    assert got["big"]["bytes_per_s"] == 2000 * MB and got["small"]["requests_per_s"] == 20
+    assert got["big"]["non_2xx"] == 1 and got["rss_mb"] == 55.0 and got["server_cpu_s"] == 2.0
+    assert [r["big_mb_s"] for r in got["rounds"]] == [2000, 1800, 2200]

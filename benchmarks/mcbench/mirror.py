@@ -7,7 +7,10 @@ model at once, each into its own folder; the figure is the time until the last o
 
 - ``modelcache`` round (the target): ``modelcache download`` clients, verifying what they get;
 - ``curl`` round (for information): one ``curl -Z`` per client over the ``resolve`` URLs — cheap
-  clients, so on a small box the figure shows the mirror's fan-out rather than the clients' CPU.
+  clients, so on a small box the figure shows the mirror's fan-out rather than the clients' CPU;
+- ``curl → /dev/null`` round (for information): the same clients throwing the bytes away (each
+  client's byte count checked): no client disk writes either, the closest this one box comes to
+  a cluster, where every client has its own node and only the mirror's fan-out is shared.
 
 Every client's files are verified, and the bytes the upstream sent are counted: a mirror that
 fetched the model once per client would show it there.
@@ -32,7 +35,8 @@ from .serving import _free_port, _wait_port
 
 __all__ = ["run_mirror"]
 
-CLIENT_KINDS = ("modelcache", "curl")
+CLIENT_KINDS = ("modelcache", "curl", "curl → /dev/null")
+DISCARD = "curl → /dev/null"
 
 
 def _snapshot(stdout: str) -> Path | None:
@@ -44,9 +48,18 @@ def _client(kind: str, mirror_url: str, folder: Path, sc: Scenario, expected: di
     if kind == "modelcache":
         return modelcache_cmd(mirror_url, folder, sc.repo_id)
     cmd = ["curl", "-s", "-f", "-Z", "--parallel-max", "8", "--create-dirs"]
+    if kind == DISCARD:
+        cmd += ["-w", "%{size_download}\\n"]
     for p in expected:
-        cmd += ["-o", str(folder / p), url_for(mirror_url, sc.repo_id, p)]
+        cmd += ["-o", "/dev/null" if kind == DISCARD else str(folder / p), url_for(mirror_url, sc.repo_id, p)]
     return cmd
+
+
+def _byte_count(stdout: str, expected: dict[str, int]) -> str:
+    """'' when a discarding client received every byte of the model, else why not."""
+    got = sum(int(float(x)) for x in stdout.split() if x.strip())
+    want = sum(expected.values())
+    return "" if got == want else f"received {got} bytes, expected {want}"
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:
@@ -61,11 +74,12 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 def cold_round(kind: str, upstream_url: str, sc: Scenario, expected: dict[str, int], clients: int,
                timeout: float) -> dict[str, Any]:
     """A fresh mirror on an empty cache; ``clients`` clients of ``kind`` at once; timed and verified."""
-    work = TARGETS / f"mirror-{kind}"
+    slug = {"modelcache": "modelcache", "curl": "curl", DISCARD: "curl-discard"}[kind]
+    work = TARGETS / f"mirror-{slug}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     port = _free_port()
-    with open(WORK / "logs" / f"mirror-serve-{kind}.log", "w") as fh:  # a file: a full pipe never blocks it
+    with open(WORK / "logs" / f"mirror-serve-{slug}.log", "w") as fh:  # a file: a full pipe never blocks it
         mirror = subprocess.Popen([MODELCACHE, "--cache-dir", str(work / "mirror-cache"), "serve", "--port", str(port),
                                    "--upstream", upstream_url], env=clean_env(), stdout=subprocess.DEVNULL, stderr=fh)
     out: dict[str, Any] = {"client": kind, "ok": False}
@@ -95,7 +109,12 @@ def cold_round(kind: str, upstream_url: str, sc: Scenario, expected: dict[str, i
         for i, (rc, stdout, stderr) in enumerate(results):
             last = (stderr.strip().splitlines() or [""])[-1]
             files = _snapshot(stdout) if kind == "modelcache" else folders[i]
-            why = f"exit {rc}: {last}"[:300] if rc else verify(files, sc.root, expected)
+            if rc:
+                why = f"exit {rc}: {last}"[:300]
+            elif kind == DISCARD:
+                why = _byte_count(stdout, expected)
+            else:
+                why = verify(files, sc.root, expected)
             if why:
                 problems.append(f"client {i}: {why}")
         out["failed_clients"] = len(problems)
@@ -139,7 +158,7 @@ def run_mirror(base_sc: Scenario, clients: int = 16, timeout: float = 300) -> di
             out["error"] = f"direct download failed: {direct.error}"
             return out
         for kind in CLIENT_KINDS:
-            if kind == "curl" and shutil.which("curl") is None:
+            if kind != "modelcache" and shutil.which("curl") is None:
                 continue
             r = cold_round(kind, base, sc, expected, clients, timeout)
             out["rounds"].append(r)

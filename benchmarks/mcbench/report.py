@@ -51,7 +51,9 @@ def render_serve(serve: dict[str, Any]) -> list[str]:
            f"same URLs to the snapshot folder. Load: `wrk -t2 -c{serve.get('connections')} "
            f"-d{serve.get('duration_s'):g}s` on this machine (its CPU competes with the server's, equally for "
            "both): big = GETs of the shards in rotation (bytes/s); small = GETs of config.json (wrk) and "
-           "HEADs (`ab -k -i`, wrk cannot time HEAD), the req/s of an even mix = 2 / (1/GET + 1/HEAD).\n",
+           "HEADs (`ab -k -i`, wrk cannot time HEAD), the req/s of an even mix = 2 / (1/GET + 1/HEAD). "
+           f"{serve.get('rounds', 1)} round(s), the servers taking turns, each started afresh; figures are "
+           "each server's medians.\n",
            "| server | big files MB/s | small files req/s (HEAD+GET) | GET req/s | HEAD req/s | server CPU s "
            "| peak RSS MB | non-2xx |",
            "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -60,6 +62,11 @@ def render_serve(serve: dict[str, Any]) -> list[str]:
                    f"| {r['small'].get('get_requests_per_s', 0):,.0f} "
                    f"| {r['small'].get('head_requests_per_s', 0):,.0f} "
                    f"| {r['server_cpu_s']} | {r['rss_mb']} | {r['big']['non_2xx'] + r['small']['non_2xx']} |")
+    if any(len(r.get("rounds", [])) > 1 for r in serve.get("servers", [])):
+        out.append("")
+        out.append("All rounds (big MB/s, small req/s): " + "; ".join(
+            f"{r['server']} {[x['big_mb_s'] for x in r['rounds']]}, {[x['small_req_s'] for x in r['rounds']]}"
+            for r in serve.get("servers", [])))
     return out
 
 
@@ -73,7 +80,8 @@ def _mirror_lines(m: dict[str, Any]) -> list[str]:
             "| clients' CPU s | CPU floor s | floor / direct wall |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in m.get("rounds", []):
         last = r.get("last_done_s")
-        who = "`modelcache download`" if r["client"] == "modelcache" else "`curl -Z` (information)"
+        who = {"modelcache": "`modelcache download`", "curl": "`curl -Z` into files (information)"}.get(
+            r["client"], "`curl -Z` → /dev/null, bytes counted (information: no client disk writes)")
         floor = mirror_cpu_floor(m, r)
         out.append(f"| {m['clients']} × {who} "
                    f"| {_f(last)} | {_f(last / direct if last else None)} | {r.get('failed_clients', '—')} "

@@ -210,8 +210,33 @@ def _measure(name: str, proc: subprocess.Popen[bytes], port: int, big: list[str]
             "rss_mb": round(max(rss_big, tree_rss_mb(proc.pid)), 1), "server_cpu_s": round(cpu, 2)}
 
 
-def run_serve(scale: float = 1.0, duration: float = 10, connections: int = 32) -> dict[str, Any]:
-    """nginx, ``modelcache serve`` and ``modelcache serve --workers <cores>`` on one cache, side by side."""
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def combine_rounds(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's figures over its rounds: the median of each rate (and of the server's CPU),
+    the largest RSS, every non-2xx answer; the rounds themselves under ``rounds``."""
+    big = {"requests_per_s": _median([r["big"]["requests_per_s"] for r in rounds]),
+           "bytes_per_s": _median([r["big"]["bytes_per_s"] for r in rounds]),
+           "non_2xx": sum(r["big"]["non_2xx"] for r in rounds)}
+    small = {k: _median([r["small"][k] for r in rounds])
+             for k in ("requests_per_s", "get_requests_per_s", "head_requests_per_s")}
+    small["non_2xx"] = sum(r["small"]["non_2xx"] for r in rounds)
+    return {"server": name, "big": big, "small": small, "rss_mb": max(r["rss_mb"] for r in rounds),
+            "server_cpu_s": round(_median([r["server_cpu_s"] for r in rounds]), 2),
+            "rounds": [{"big_mb_s": round(r["big"]["bytes_per_s"] / 1e6), "small_req_s": round(r["small"]["requests_per_s"]),
+                        "server_cpu_s": r["server_cpu_s"]} for r in rounds]}
+
+
+def run_serve(scale: float = 1.0, duration: float = 10, connections: int = 32, rounds: int = 1) -> dict[str, Any]:
+    """nginx, ``modelcache serve`` and ``modelcache serve --workers <cores>`` on one cache, side by side.
+
+    With ``rounds`` > 1 the servers take turns (nginx, modelcache, modelcache --workers, nginx, …),
+    each started afresh for its turn, and each figure is the median of a server's rounds: a drift
+    of the machine's speed during the scenario hits every server alike instead of whichever ran
+    then."""
     SERVE_WORK.mkdir(parents=True, exist_ok=True)
     src = make_source(scale)
     cache, snapshot = import_cache(src)
@@ -222,25 +247,31 @@ def run_serve(scale: float = 1.0, duration: float = 10, connections: int = 32) -
         ("nginx", lambda: start_nginx(snapshot)), ("modelcache", lambda: start_modelcache(cache))]
     if workers > 1:
         servers.append((f"modelcache --workers {workers}", lambda: start_modelcache(cache, workers)))
-    results = []
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in servers}
     try:
-        for name, starter in servers:
-            proc, port = starter()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{small}") as r:  # same bytes from both
-                    if r.read() != (src / "config.json").read_bytes():
-                        raise RuntimeError(f"{name} on port {port} served other bytes for config.json")
-                print(f"   serve: {name}: {duration:g} s big, {duration:g} s GET, {duration:g} s HEAD", flush=True)
-                results.append(_measure(name, proc, port, big, small, duration, connections))
-            finally:
-                proc.send_signal(signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+        for rnd in range(max(1, rounds)):
+            for name, starter in servers:
+                proc, port = starter()
                 try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{small}") as r:  # same bytes from both
+                        if r.read() != (src / "config.json").read_bytes():
+                            raise RuntimeError(f"{name} on port {port} served other bytes for config.json")
+                    print(f"   serve [{rnd + 1}/{max(1, rounds)}]: {name}: {duration:g} s big, {duration:g} s GET, "
+                          f"{duration:g} s HEAD", flush=True)
+                    m = _measure(name, proc, port, big, small, duration, connections)
+                    measured[name].append(m)
+                    print(f"      big {m['big']['bytes_per_s'] / 1e6:,.0f} MB/s, small {m['small']['requests_per_s']:,.0f} "
+                          f"req/s, server CPU {m['server_cpu_s']} s", flush=True)
+                finally:
+                    proc.send_signal(signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+    results = [combine_rounds(name, rs) for name, rs in measured.items() if rs]
     return {"servers": results, "shard_bytes": (src / big[0].rsplit("/", 1)[1]).stat().st_size,
             "config_bytes": (src / "config.json").stat().st_size, "duration_s": duration,
-            "connections": connections, "cores": os.cpu_count()}
+            "connections": connections, "cores": os.cpu_count(), "rounds": max(1, rounds)}

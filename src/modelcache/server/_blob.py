@@ -16,15 +16,30 @@ buffer); otherwise they are read in 1 MiB pieces in worker threads.
 loop per socket buffer: ~10% less server CPU per byte under wrk), else its writability is
 awaited on the event loop (a slow reader holds no thread); a client that reads nothing for
 ``stall_timeout`` seconds is dropped.
+
+On Linux the socket is set up for the bulk of the body (``_BulkSocket``), as nginx's
+``tcp_nopush`` does: ``TCP_CORK`` makes every segment full-size (the kernel and the reader handle
+fewer, bigger packets; uncorking at the end sends the last partial one at once), and, with the
+transport's reading paused so that nothing on the event loop touches the socket meanwhile (the
+response head was flushed first), each worker-thread hop is *one* blocking ``sendfile`` whose
+every wait for room is bounded by ``SO_SNDTIMEO`` = ``DRAIN_WAIT_MS``: the kernel refills the
+socket as the reader drains it, without a ``poll``, a wake-up and a GIL hand-over per refill. The
+socket is blocking only inside that call (its ``O_NONBLOCK`` is restored before the thread
+returns) and everything is put back before the next response. 4 × 256 MiB under ``wrk -c32``
+on 2 cores: ~2,000 → ~2,250 MB/s median (nginx ~1,900-2,050 in the same rounds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import re
 import select
+import socket
 import stat
+import struct
+import sys
 
 import anyio
 from starlette.responses import Response
@@ -133,6 +148,68 @@ class BlobResponse(Response):
             os.close(fd)
 
 
+_LINUX = sys.platform.startswith("linux")
+_DRAIN_TIMEVAL = struct.pack("@ll", 0, DRAIN_WAIT_MS * 1000)
+_NO_TIMEVAL = struct.pack("@ll", 0, 0)
+
+
+class _BulkSocket:
+    """The socket of one zero-copy body, set up for bulk sending (see the module docstring) and
+    put back by ``close``. ``sock_fd`` is our duplicate of the transport's socket; it is closed."""
+
+    def __init__(self, transport: asyncio.Transport, sock_fd: int) -> None:
+        self.transport = transport
+        self.sk = socket.socket(fileno=sock_fd)  # to set options; the duplicate is closed with it
+        self.corked = self.blocking = False
+        if not _LINUX:
+            return
+        try:
+            self.sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            self.corked = True
+        except (OSError, AttributeError):  # not a TCP socket
+            pass
+        if transport.is_reading():  # paused by someone else: they may resume it at any time, so no
+            try:
+                self.sk.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _DRAIN_TIMEVAL)
+            except OSError:
+                return
+            transport.pause_reading()
+            self.blocking = True
+
+    def fileno(self) -> int:
+        return self.sk.fileno()
+
+    def close(self) -> None:
+        try:
+            if self.corked:
+                self.sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # sends the last partial segment now
+            if self.blocking:
+                self.sk.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _NO_TIMEVAL)
+        except OSError:  # the client went away
+            pass
+        self.sk.close()
+        if self.blocking and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+
+def _sendfile_blocking(sock_fd: int, fd: int, offset: int, count: int) -> tuple[int, bool]:
+    """``_sendfile_some`` as one blocking ``sendfile``: the kernel waits for room (at most
+    ``DRAIN_WAIT_MS`` per wait, ``SO_SNDTIMEO``) and refills the socket as the reader drains it.
+    The socket is blocking only during the call."""
+    limit = min(count, SENDFILE_MAX)
+    flags = fcntl.fcntl(sock_fd, fcntl.F_GETFL)
+    fcntl.fcntl(sock_fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    try:
+        n = os.sendfile(sock_fd, fd, offset, limit)
+    except BlockingIOError:  # no room for DRAIN_WAIT_MS: a slow reader, the event loop waits for it
+        return 0, True
+    finally:
+        fcntl.fcntl(sock_fd, fcntl.F_SETFL, flags)
+    if n == 0:
+        raise EOFError(f"file ended {count} bytes early")
+    return n, n < limit
+
+
 def _sendfile_some(sock_fd: int, fd: int, offset: int, count: int) -> tuple[int, bool]:
     """(bytes ``sendfile`` moved, whether the socket is full now). Raises ``OSError`` for a gone
     client, ``EOFError`` when the file ends early."""
@@ -203,20 +280,21 @@ async def sendfile_body(transport: asyncio.Transport, fd: int, offset: int, coun
             transport.abort()
             return False
         await asyncio.sleep(0.001)
-    sock_fd = os.dup(sock.fileno())  # ours to poll and to keep open while a thread sends on it
+    bulk = _BulkSocket(transport, os.dup(sock.fileno()))  # ours to poll and to keep open while a thread sends
+    send = _sendfile_blocking if bulk.blocking else _sendfile_some
     try:
         while count > 0:
             if transport.is_closing():
                 return False
             try:
-                n, full = await anyio.to_thread.run_sync(_sendfile_some, sock_fd, fd, offset, count)
+                n, full = await anyio.to_thread.run_sync(send, bulk.fileno(), fd, offset, count)
             except OSError:  # the client went away (EPIPE, ECONNRESET)
                 transport.abort()
                 return False
             offset += n
             count -= n
-            if count and full and not await _until_writable(loop, transport, sock_fd, stall_timeout):
+            if count and full and not await _until_writable(loop, transport, bulk.fileno(), stall_timeout):
                 return False
         return True
     finally:
-        os.close(sock_fd)
+        bulk.close()

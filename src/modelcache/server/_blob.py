@@ -15,7 +15,8 @@ buffer); otherwise they are read in 1 MiB pieces in worker threads.
 ``DRAIN_WAIT_MS`` is waited for in that thread (a fast reader costs no trip through the event
 loop per socket buffer: ~10% less server CPU per byte under wrk), else its writability is
 awaited on the event loop (a slow reader holds no thread); a client that reads nothing for
-``stall_timeout`` seconds is dropped.
+``stall_timeout`` seconds is dropped. A send cancelled while its thread is in ``sendfile`` (a
+server stopping) waits for that call to return before the socket is put back and closed.
 
 On Linux the socket is set up for the bulk of the body (``_BulkSocket``), as nginx's
 ``tcp_nopush`` does: ``TCP_CORK`` makes every segment full-size (the kernel and the reader handle
@@ -40,6 +41,8 @@ import socket
 import stat
 import struct
 import sys
+import threading
+from collections.abc import Callable
 
 import anyio
 from starlette.responses import Response
@@ -234,6 +237,51 @@ def _sendfile_some(sock_fd: int, fd: int, offset: int, count: int) -> tuple[int,
     return sent, False
 
 
+async def _hop(send: Callable[[int, int, int, int], tuple[int, bool]], sock_fd: int, fd: int, offset: int,
+               count: int) -> tuple[int, bool]:
+    """``send(sock_fd, fd, offset, count)`` in a worker thread, as ``anyio.to_thread.run_sync``, but
+    never abandoned: when the task is cancelled meanwhile (uvicorn's shutdown past its grace
+    period, ``asyncio.run``'s last sweep: ``Task.cancel``, which anyio's shielding does not hold
+    off) the cancellation goes on only once the call has returned, so the socket and the file
+    stay open, and set up as the call needs them (each wait bounded by ``SO_SNDTIMEO``), until
+    then: at most ``DRAIN_WAIT_MS`` after the client stops reading, or ``SENDFILE_MAX`` bytes. A
+    call not started yet never starts."""
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()  # a plain future: nothing cancels it
+    lock = threading.Lock()
+    state = {"started": False, "ended": False, "gone": False}
+
+    def call() -> tuple[int, bool]:
+        with lock:
+            if state["gone"]:
+                return 0, True
+            state["started"] = True
+        try:
+            return send(sock_fd, fd, offset, count)
+        finally:
+            with lock:
+                state["ended"] = True
+                gone = state["gone"]
+            if gone:  # (only then: no extra wake-up of the event loop per hop)
+                try:
+                    loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
+                except RuntimeError:  # the loop is closed
+                    pass
+
+    try:
+        return await anyio.to_thread.run_sync(call)
+    except asyncio.CancelledError:
+        with lock:
+            state["gone"] = True
+            running = state["started"] and not state["ended"]
+        while running and not ended.done():
+            try:
+                await asyncio.wait((ended,))
+            except asyncio.CancelledError:  # (cancelled again: still the same call to wait for)
+                pass
+        raise
+
+
 async def _writable(loop: asyncio.AbstractEventLoop, sock_fd: int, timeout: float) -> bool:
     """True once ``sock_fd`` can take more bytes, False after ``timeout`` seconds without."""
     ready = loop.create_future()
@@ -287,7 +335,7 @@ async def sendfile_body(transport: asyncio.Transport, fd: int, offset: int, coun
             if transport.is_closing():
                 return False
             try:
-                n, full = await anyio.to_thread.run_sync(send, bulk.fileno(), fd, offset, count)
+                n, full = await _hop(send, bulk.fileno(), fd, offset, count)
             except OSError:  # the client went away (EPIPE, ECONNRESET)
                 transport.abort()
                 return False

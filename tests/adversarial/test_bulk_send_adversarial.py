@@ -218,3 +218,28 @@ def test_a_server_stopped_mid_body_leaves_no_thread_sending(tmp_path: Path) -> N
             assert _threads_sending() == [], "a sendfile goes on for a request the server dropped"
         finally:
             client.close()
+
+
+def test_a_pipelined_request_answered_after_a_long_body_is_not_cut(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requests for a big file in one write (HTTP/1.1 pipelining), read at a few MB/s: the
+    second is answered once the first is done, and its body must not be cut by the request-head
+    deadline re-armed when the first answer completed (its head had long arrived)."""
+    monkeypatch.setattr(HeadGuard, "header_timeout", 0.5)  # each body below takes about a second to read
+    cache, path, data = _big(tmp_path, 6 * MiB)
+    with _server(cache) as (port, _server_, _thread):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 2)
+            buf = b""
+            while buf.count(data) < 2:
+                chunk = sock.recv(64 * 1024)
+                if not chunk:
+                    break
+                buf += chunk
+                time.sleep(0.01)
+    first, _, rest = buf.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and rest[: len(data)] == data
+    second, _, body = rest[len(data):].partition(b"\r\n\r\n")
+    assert second.startswith(b"HTTP/1.1 200")
+    assert len(body) == len(data), f"the second answer was cut at {len(body)} of {len(data)} bytes"
+    assert body == data

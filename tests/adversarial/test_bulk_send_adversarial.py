@@ -243,3 +243,38 @@ def test_a_pipelined_request_answered_after_a_long_body_is_not_cut(tmp_path: Pat
     assert second.startswith(b"HTTP/1.1 200")
     assert len(body) == len(data), f"the second answer was cut at {len(body)} of {len(data)} bytes"
     assert body == data
+
+
+@pytest.mark.parametrize("how", ["connection-close", "http/1.0", "server-stopping"])
+def test_an_answer_that_closes_the_connection_is_whole_though_the_client_sent_more(tmp_path: Path, how: str) -> None:
+    """The client sends more (its next request) while a big body is sent, and the answer is the
+    connection's last (``Connection: close``, HTTP/1.0, or ``serve`` stopping, which ends kept-alive
+    connections after their answer). What was sent during the body must not be left unread when the
+    connection is closed: the kernel would reset it, dropping the end of the body on its way."""
+    cache, path, data = _big(tmp_path, 16 * MiB)
+    head = {"connection-close": f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "http/1.0": f"GET {path} HTTP/1.0\r\n\r\n",
+            "server-stopping": f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"}[how]
+    with _server(cache) as (port, server, _thread):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # the body takes a while
+            sock.sendall(head.encode())
+            buf, spoke = b"", False
+            while True:
+                try:
+                    chunk = sock.recv(64 * 1024)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+                if not spoke and len(buf) > MiB:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    spoke = True
+                    if how == "server-stopping":
+                        server.should_exit = True  # type: ignore[attr-defined]
+                time.sleep(0.002)
+    status, _, body = buf.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200")
+    assert len(body) == len(data), f"the body was cut at {len(body)} of {len(data)} bytes"
+    assert body == data

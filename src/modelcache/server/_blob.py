@@ -154,6 +154,8 @@ class BlobResponse(Response):
 _LINUX = sys.platform.startswith("linux")
 _DRAIN_TIMEVAL = struct.pack("@ll", 0, DRAIN_WAIT_MS * 1000)
 _NO_TIMEVAL = struct.pack("@ll", 0, 0)
+_READ_MAX = 256 * 1024
+"""What a transport reads at once (uvloop's buffer, asyncio's ``max_size``)."""
 
 
 class _BulkSocket:
@@ -183,16 +185,23 @@ class _BulkSocket:
         return self.sk.fileno()
 
     def close(self) -> None:
+        """Put the socket back; what the client sent while reading was paused goes to the protocol
+        now, as one read of the transport's would (the answer may close the connection next, and
+        a socket closed with unread bytes is reset, the end of the body dropped on its way)."""
+        pending = b""
         try:
             if self.corked:
                 self.sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # sends the last partial segment now
             if self.blocking:
                 self.sk.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _NO_TIMEVAL)
-        except OSError:  # the client went away
+                pending = self.sk.recv(_READ_MAX, socket.MSG_DONTWAIT)
+        except OSError:  # the client went away, or sent nothing (BlockingIOError)
             pass
         self.sk.close()
         if self.blocking and not self.transport.is_closing():
             self.transport.resume_reading()
+            if pending:  # (an end of stream is left for the transport to see)
+                self.transport.get_protocol().data_received(pending)  # type: ignore[attr-defined]
 
 
 def _sendfile_blocking(sock_fd: int, fd: int, offset: int, count: int) -> tuple[int, bool]:

@@ -47,18 +47,21 @@ def _threads_sending() -> list[str]:
 
 
 class _Reader:
-    """A client that reads steadily (about 100 MB/s at most) while ``reading`` is set, then stops
-    reading and keeps the connection open."""
+    """A client that reads steadily (about 100 MB/s at most, or ``rate`` bytes a second) while
+    ``reading`` is set, then stops reading and keeps the connection open."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, rate: float | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
+        self.rate = rate
         self.reading = threading.Event()
         self.reading.set()
         self.closed = threading.Event()
+        self.ended = threading.Event()  # the server closed the connection (or it broke)
         self.got = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        start = time.monotonic()
         while not self.closed.is_set():
             if not self.reading.is_set():
                 time.sleep(0.01)
@@ -66,14 +69,22 @@ class _Reader:
             try:
                 chunk = self.sock.recv(64 * 1024)
             except OSError:
-                return
+                break
             if not chunk:
-                return
+                break
             self.got += len(chunk)
-            time.sleep(0.0005)
+            if self.rate is None:
+                time.sleep(0.0005)
+            else:
+                time.sleep(max(0.0, self.got / self.rate - (time.monotonic() - start)))
+        self.ended.set()
 
     def close(self) -> None:
         self.closed.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # (wakes a recv in progress)
+        except OSError:
+            pass
         self.sock.close()
         self.thread.join(10)
 
@@ -278,3 +289,57 @@ def test_an_answer_that_closes_the_connection_is_whole_though_the_client_sent_mo
     assert status.startswith(b"HTTP/1.1 200")
     assert len(body) == len(data), f"the body was cut at {len(body)} of {len(data)} bytes"
     assert body == data
+
+
+def _set_worker_threads(server: object, port: int, n: int) -> None:
+    """Lower the server's worker-thread limit (anyio's default limiter, 40) to ``n``, on its loop."""
+    import anyio
+
+    idle = socket.create_connection(("127.0.0.1", port))  # a connection: the protocol knows the loop
+    try:
+        deadline = time.monotonic() + 10
+        while not server.server_state.connections:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        loop = next(iter(server.server_state.connections)).loop  # type: ignore[attr-defined]
+
+        async def lower() -> None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = n
+
+        asyncio.run_coroutine_threadsafe(lower(), loop).result(10)
+    finally:
+        idle.close()
+
+
+@linux_only
+def test_steady_slow_readers_do_not_hold_every_worker_thread(tmp_path: Path) -> None:
+    """As many clients as the server has worker threads (2 here, 40 by default) read a big file
+    steadily at a modest pace, as clients behind a shared link do. A blocking ``sendfile`` goes on
+    as long as each of its waits sees some room freed: every hop held its thread until the whole
+    body was queued in the socket, and a request that needs a worker thread (any blob not
+    answered from memory) waited for that. It must be answered while the two are still in the
+    first half of their bodies."""
+    cache, path, data = _big(tmp_path, 32 * MiB)
+    with _server(cache) as (port, server, _thread):
+        _set_worker_threads(server, port, 2)
+        readers = [_Reader(port, rate=16 * MiB) for _ in range(2)]
+        try:
+            for r in readers:
+                r.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                r.thread.start()
+            deadline = time.monotonic() + 10
+            while min(r.got for r in readers) < 2 * MiB:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            other = httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Range": "bytes=0-99"}, trust_env=False,
+                              timeout=30)  # (a Range is never a hot answer: it opens the blob in a worker thread)
+            progress = [r.got for r in readers]
+            assert other.status_code == 206 and other.content == data[:100]
+            assert max(progress) < len(data) // 2, (
+                f"a request waited for a worker thread until slow readers' bodies were queued ({progress} bytes read)")
+            for r in readers:
+                assert r.ended.wait(30)
+                assert r.got > len(data)  # (each got its whole body and head, then the close)
+        finally:
+            for r in readers:
+                r.close()

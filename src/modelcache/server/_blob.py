@@ -24,10 +24,14 @@ fewer, bigger packets; uncorking at the end sends the last partial one at once),
 transport's reading paused so that nothing on the event loop touches the socket meanwhile (the
 response head was flushed first), each worker-thread hop is *one* blocking ``sendfile`` whose
 every wait for room is bounded by ``SO_SNDTIMEO`` = ``DRAIN_WAIT_MS``: the kernel refills the
-socket as the reader drains it, without a ``poll``, a wake-up and a GIL hand-over per refill. The
-socket is blocking only inside that call (its ``O_NONBLOCK`` is restored before the thread
-returns) and everything is put back before the next response. 4 × 256 MiB under ``wrk -c32``
-on 2 cores: ~2,000 → ~2,250 MB/s median (nginx ~1,900-2,050 in the same rounds).
+socket as the reader drains it, without a ``poll``, a wake-up and a GIL hand-over per refill. Such
+a wait ends as soon as *some* room is freed, so a hop that has lasted ``DRAIN_WAIT_MS`` is made
+to stop at its next wait (the event loop sets ``O_NONBLOCK`` under it): a reader that does not
+keep the socket drained is handed back to the event loop, as above, instead of holding a worker
+thread for the whole hop at a few MB/s. The socket is blocking only inside that call (its
+``O_NONBLOCK`` is restored before the thread returns) and everything is put back before the next
+response. 4 × 256 MiB under ``wrk -c32`` on 2 cores: ~2,000 → ~2,250 MB/s median (nginx
+~1,900-2,050 in the same rounds).
 """
 
 from __future__ import annotations
@@ -180,14 +184,36 @@ class _BulkSocket:
                 return
             transport.pause_reading()
             self.blocking = True
+        self.timer: asyncio.TimerHandle | None = None
 
     def fileno(self) -> int:
         return self.sk.fileno()
+
+    def watch_hop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A blocking hop starts: from ``DRAIN_WAIT_MS`` on, its ``sendfile`` stops at its next wait
+        for room (the socket is made non-blocking under it; again every ``DRAIN_WAIT_MS``, should
+        the thread have cleared the flag after). A wait ends as soon as the reader frees *some*
+        room, so without this a reader at a few MB/s kept the thread for the whole hop."""
+        self.timer = loop.call_later(DRAIN_WAIT_MS / 1000, self._stop_waiting, loop)
+
+    def _stop_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            flags = fcntl.fcntl(self.sk.fileno(), fcntl.F_GETFL)
+            fcntl.fcntl(self.sk.fileno(), fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        except OSError:
+            return
+        self.timer = loop.call_later(DRAIN_WAIT_MS / 1000, self._stop_waiting, loop)
+
+    def hop_done(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def close(self) -> None:
         """Put the socket back; what the client sent while reading was paused goes to the protocol
         now, as one read of the transport's would (the answer may close the connection next, and
         a socket closed with unread bytes is reset, the end of the body dropped on its way)."""
+        self.hop_done()
         pending = b""
         try:
             if self.corked:
@@ -206,8 +232,9 @@ class _BulkSocket:
 
 def _sendfile_blocking(sock_fd: int, fd: int, offset: int, count: int) -> tuple[int, bool]:
     """``_sendfile_some`` as one blocking ``sendfile``: the kernel waits for room (at most
-    ``DRAIN_WAIT_MS`` per wait, ``SO_SNDTIMEO``) and refills the socket as the reader drains it.
-    The socket is blocking only during the call."""
+    ``DRAIN_WAIT_MS`` per wait, ``SO_SNDTIMEO``) and refills the socket as the reader drains it,
+    until the event loop makes the socket non-blocking again (``_BulkSocket.watch_hop``). The
+    socket is blocking only during the call."""
     limit = min(count, SENDFILE_MAX)
     flags = fcntl.fcntl(sock_fd, fcntl.F_GETFL)
     fcntl.fcntl(sock_fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
@@ -343,11 +370,15 @@ async def sendfile_body(transport: asyncio.Transport, fd: int, offset: int, coun
         while count > 0:
             if transport.is_closing():
                 return False
+            if bulk.blocking:
+                bulk.watch_hop(loop)
             try:
                 n, full = await _hop(send, bulk.fileno(), fd, offset, count)
             except OSError:  # the client went away (EPIPE, ECONNRESET)
                 transport.abort()
                 return False
+            finally:
+                bulk.hop_done()
             offset += n
             count -= n
             if count and full and not await _until_writable(loop, transport, bulk.fileno(), stall_timeout):

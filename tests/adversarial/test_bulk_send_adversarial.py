@@ -1,6 +1,8 @@
 """Zero-copy bodies sent in bulk (``_blob._BulkSocket``: corked, reading paused, one blocking
 ``sendfile`` per worker-thread hop), attacked: a send cancelled while its thread is in the middle
-of a hop (uvicorn's shutdown cancels the request's task), requests pipelined behind a long body."""
+of a hop (uvicorn's shutdown cancels the request's task), requests pipelined behind a long body,
+a client that sends more during a body whose answer closes the connection, and clients that read
+steadily but slowly, as many as there are worker threads."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ buffer); otherwise they are read in 1 MiB pieces in worker threads.
 ``DRAIN_WAIT_MS`` is waited for in that thread (a fast reader costs no trip through the event
 loop per socket buffer: ~10% less server CPU per byte under wrk), else its writability is
 awaited on the event loop (a slow reader holds no thread); a client that reads nothing for
-``stall_timeout`` seconds is dropped.
+``stall_timeout`` seconds is dropped. A send cancelled while its thread is in ``sendfile`` (a
+server stopping) waits for that call to return before the socket is put back and closed.
 
 On Linux the socket is set up for the bulk of the body (``_BulkSocket``), as nginx's
 ``tcp_nopush`` does: ``TCP_CORK`` makes every segment full-size (the kernel and the reader handle
@@ -23,10 +24,14 @@ fewer, bigger packets; uncorking at the end sends the last partial one at once),
 transport's reading paused so that nothing on the event loop touches the socket meanwhile (the
 response head was flushed first), each worker-thread hop is *one* blocking ``sendfile`` whose
 every wait for room is bounded by ``SO_SNDTIMEO`` = ``DRAIN_WAIT_MS``: the kernel refills the
-socket as the reader drains it, without a ``poll``, a wake-up and a GIL hand-over per refill. The
-socket is blocking only inside that call (its ``O_NONBLOCK`` is restored before the thread
-returns) and everything is put back before the next response. 4 × 256 MiB under ``wrk -c32``
-on 2 cores: ~2,000 → ~2,250 MB/s median (nginx ~1,900-2,050 in the same rounds).
+socket as the reader drains it, without a ``poll``, a wake-up and a GIL hand-over per refill. Such
+a wait ends as soon as *some* room is freed, so a hop that has lasted ``DRAIN_WAIT_MS`` is made
+to stop at its next wait (the event loop sets ``O_NONBLOCK`` under it): a reader that does not
+keep the socket drained is handed back to the event loop, as above, instead of holding a worker
+thread for the whole hop at a few MB/s. The socket is blocking only inside that call (its
+``O_NONBLOCK`` is restored before the thread returns) and everything is put back before the next
+response. 4 × 256 MiB under ``wrk -c32`` on 2 cores: ~2,000 → ~2,250 MB/s median (nginx
+~1,900-2,050 in the same rounds).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ import socket
 import stat
 import struct
 import sys
+import threading
+from collections.abc import Callable
 
 import anyio
 from starlette.responses import Response
@@ -151,6 +158,8 @@ class BlobResponse(Response):
 _LINUX = sys.platform.startswith("linux")
 _DRAIN_TIMEVAL = struct.pack("@ll", 0, DRAIN_WAIT_MS * 1000)
 _NO_TIMEVAL = struct.pack("@ll", 0, 0)
+_READ_MAX = 256 * 1024
+"""What a transport reads at once (uvloop's buffer, asyncio's ``max_size``)."""
 
 
 class _BulkSocket:
@@ -175,27 +184,57 @@ class _BulkSocket:
                 return
             transport.pause_reading()
             self.blocking = True
+        self.timer: asyncio.TimerHandle | None = None
 
     def fileno(self) -> int:
         return self.sk.fileno()
 
+    def watch_hop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A blocking hop starts: from ``DRAIN_WAIT_MS`` on, its ``sendfile`` stops at its next wait
+        for room (the socket is made non-blocking under it; again every ``DRAIN_WAIT_MS``, should
+        the thread have cleared the flag after). A wait ends as soon as the reader frees *some*
+        room, so without this a reader at a few MB/s kept the thread for the whole hop."""
+        self.timer = loop.call_later(DRAIN_WAIT_MS / 1000, self._stop_waiting, loop)
+
+    def _stop_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            flags = fcntl.fcntl(self.sk.fileno(), fcntl.F_GETFL)
+            fcntl.fcntl(self.sk.fileno(), fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        except OSError:
+            return
+        self.timer = loop.call_later(DRAIN_WAIT_MS / 1000, self._stop_waiting, loop)
+
+    def hop_done(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
     def close(self) -> None:
+        """Put the socket back; what the client sent while reading was paused goes to the protocol
+        now, as one read of the transport's would (the answer may close the connection next, and
+        a socket closed with unread bytes is reset, the end of the body dropped on its way)."""
+        self.hop_done()
+        pending = b""
         try:
             if self.corked:
                 self.sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # sends the last partial segment now
             if self.blocking:
                 self.sk.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _NO_TIMEVAL)
-        except OSError:  # the client went away
+                pending = self.sk.recv(_READ_MAX, socket.MSG_DONTWAIT)
+        except OSError:  # the client went away, or sent nothing (BlockingIOError)
             pass
         self.sk.close()
         if self.blocking and not self.transport.is_closing():
             self.transport.resume_reading()
+            if pending:  # (an end of stream is left for the transport to see)
+                self.transport.get_protocol().data_received(pending)  # type: ignore[attr-defined]
 
 
 def _sendfile_blocking(sock_fd: int, fd: int, offset: int, count: int) -> tuple[int, bool]:
     """``_sendfile_some`` as one blocking ``sendfile``: the kernel waits for room (at most
-    ``DRAIN_WAIT_MS`` per wait, ``SO_SNDTIMEO``) and refills the socket as the reader drains it.
-    The socket is blocking only during the call."""
+    ``DRAIN_WAIT_MS`` per wait, ``SO_SNDTIMEO``) and refills the socket as the reader drains it,
+    until the event loop makes the socket non-blocking again (``_BulkSocket.watch_hop``). The
+    socket is blocking only during the call."""
     limit = min(count, SENDFILE_MAX)
     flags = fcntl.fcntl(sock_fd, fcntl.F_GETFL)
     fcntl.fcntl(sock_fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
@@ -232,6 +271,51 @@ def _sendfile_some(sock_fd: int, fd: int, offset: int, count: int) -> tuple[int,
             raise EOFError(f"file ended {count - sent} bytes early")
         sent += n
     return sent, False
+
+
+async def _hop(send: Callable[[int, int, int, int], tuple[int, bool]], sock_fd: int, fd: int, offset: int,
+               count: int) -> tuple[int, bool]:
+    """``send(sock_fd, fd, offset, count)`` in a worker thread, as ``anyio.to_thread.run_sync``, but
+    never abandoned: when the task is cancelled meanwhile (uvicorn's shutdown past its grace
+    period, ``asyncio.run``'s last sweep: ``Task.cancel``, which anyio's shielding does not hold
+    off) the cancellation goes on only once the call has returned, so the socket and the file
+    stay open, and set up as the call needs them (each wait bounded by ``SO_SNDTIMEO``), until
+    then: at most ``DRAIN_WAIT_MS`` after the client stops reading, or ``SENDFILE_MAX`` bytes. A
+    call not started yet never starts."""
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()  # a plain future: nothing cancels it
+    lock = threading.Lock()
+    state = {"started": False, "ended": False, "gone": False}
+
+    def call() -> tuple[int, bool]:
+        with lock:
+            if state["gone"]:
+                return 0, True
+            state["started"] = True
+        try:
+            return send(sock_fd, fd, offset, count)
+        finally:
+            with lock:
+                state["ended"] = True
+                gone = state["gone"]
+            if gone:  # (only then: no extra wake-up of the event loop per hop)
+                try:
+                    loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
+                except RuntimeError:  # the loop is closed
+                    pass
+
+    try:
+        return await anyio.to_thread.run_sync(call)
+    except asyncio.CancelledError:
+        with lock:
+            state["gone"] = True
+            running = state["started"] and not state["ended"]
+        while running and not ended.done():
+            try:
+                await asyncio.wait((ended,))
+            except asyncio.CancelledError:  # (cancelled again: still the same call to wait for)
+                pass
+        raise
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, sock_fd: int, timeout: float) -> bool:
@@ -286,11 +370,15 @@ async def sendfile_body(transport: asyncio.Transport, fd: int, offset: int, coun
         while count > 0:
             if transport.is_closing():
                 return False
+            if bulk.blocking:
+                bulk.watch_hop(loop)
             try:
-                n, full = await anyio.to_thread.run_sync(send, bulk.fileno(), fd, offset, count)
+                n, full = await _hop(send, bulk.fileno(), fd, offset, count)
             except OSError:  # the client went away (EPIPE, ECONNRESET)
                 transport.abort()
                 return False
+            finally:
+                bulk.hop_done()
             offset += n
             count -= n
             if count and full and not await _until_writable(loop, transport, bulk.fileno(), stall_timeout):

@@ -153,6 +153,11 @@ if _HttpTools is not None:
         def on_headers_complete(self) -> None:
             self._cancel_head_timer()
             super().on_headers_complete()
+
+        def _waiting_for_head(self) -> bool:
+            # not while a request is answered or queued behind one (pipelined: its head is in;
+            # the timer re-armed when the answer before it completed is not its deadline)
+            return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
 else:  # pragma: no cover
     GuardedHttpToolsProtocol = None  # type: ignore[assignment, misc]
 

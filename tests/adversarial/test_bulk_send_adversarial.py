@@ -7,10 +7,8 @@ steadily but slowly, as many as there are worker threads."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import socket
-import struct
 import sys
 import threading
 import time
@@ -22,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvloop
+from helpers.bulk_socket import KeepTransport, socket_state
+from helpers.uvicorn_thread import uvicorn_in_thread
 
 from modelcache.cache.importer import import_folder
 from modelcache.cache.layout import RepoLayout
@@ -30,12 +30,6 @@ from modelcache.server._limits import HeadGuard
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_CORK and SO_SNDTIMEO are Linux's")
 MiB = 1 << 20
-
-
-def _state(sock: socket.socket) -> tuple[bool, int, bytes]:
-    nonblocking = bool(fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
-    return (nonblocking, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK),
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.calcsize("@ll")))
 
 
 def _threads_sending() -> list[str]:
@@ -91,16 +85,6 @@ class _Reader:
         self.thread.join(10)
 
 
-class _Keep(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.ready = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.ready.set_result(None)
-
-
 @linux_only
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 def test_a_send_cancelled_mid_hop_leaves_no_thread_sending(tmp_path: Path, loop_kind: str) -> None:
@@ -115,8 +99,8 @@ def test_a_send_cancelled_mid_hop_leaves_no_thread_sending(tmp_path: Path, loop_
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        protos: list[_Keep] = []
-        server = await loop.create_server(lambda: protos.append(_Keep()) or protos[-1], "127.0.0.1", 0)
+        protos: list[KeepTransport] = []
+        server = await loop.create_server(lambda: protos.append(KeepTransport()) or protos[-1], "127.0.0.1", 0)
         client = _Reader(server.sockets[0].getsockname()[1])
         client.thread.start()
         while not protos:
@@ -125,12 +109,12 @@ def test_a_send_cancelled_mid_hop_leaves_no_thread_sending(tmp_path: Path, loop_
         transport = protos[0].transport
         assert transport is not None
         sock = transport.get_extra_info("socket")
-        before = _state(sock)
+        before = socket_state(sock)
         fd = os.open(blob, os.O_RDONLY)
         try:
             task = loop.create_task(sendfile_body(transport, fd, 0, 96 * MiB, stall_timeout=10))
             deadline = time.monotonic() + 10
-            while _state(sock)[0]:  # until a thread is inside its blocking sendfile
+            while socket_state(sock)[0]:  # until a thread is inside its blocking sendfile
                 assert time.monotonic() < deadline, "the body never went out in a blocking hop"
                 await asyncio.sleep(0)
             task.cancel()
@@ -139,9 +123,9 @@ def test_a_send_cancelled_mid_hop_leaves_no_thread_sending(tmp_path: Path, loop_
             done, _ = await asyncio.wait({task}, timeout=10)
             outcome["task ended"] = bool(done) and task.cancelled()
             deadline = time.monotonic() + 3
-            while (_state(sock) != before or _threads_sending()) and time.monotonic() < deadline:
+            while (socket_state(sock) != before or _threads_sending()) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            outcome["socket"], outcome["before"] = _state(sock), before
+            outcome["socket"], outcome["before"] = socket_state(sock), before
             outcome["sending"] = _threads_sending()
         finally:
             client.close()  # (lets a thread stuck in sendfile out: EPIPE)
@@ -163,35 +147,11 @@ def test_a_send_cancelled_mid_hop_leaves_no_thread_sending(tmp_path: Path, loop_
 def _server(cache: Path, grace: float = 5.0) -> Iterator[tuple[int, object, threading.Thread]]:
     """``serve``'s uvicorn setup (``uvicorn_limits``) in a thread, with ``grace`` seconds of
     graceful shutdown."""
-    import uvicorn
-
-    from modelcache.server import create_app
     from modelcache.server._limits import uvicorn_limits
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    limits = uvicorn_limits()
-    limits.pop("backlog")
-    limits["timeout_graceful_shutdown"] = grace
-    server = uvicorn.Server(uvicorn.Config(create_app(cache), log_level="critical", lifespan="off", **limits))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-        yield port, server, thread
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with uvicorn_in_thread(cache, {**uvicorn_limits(), "timeout_graceful_shutdown": grace},
+                           log_level="critical") as running:
+        yield running
 
 
 def _big(tmp_path: Path, size: int, name: str = "org/big") -> tuple[Path, str, bytes]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.uvicorn_thread import uvicorn_in_thread
 
 from modelcache.cache.importer import import_folder
 from modelcache.cache.layout import RepoLayout
@@ -21,38 +21,17 @@ from modelcache.cache.layout import RepoLayout
 
 @contextmanager
 def _guarded(cache: Path, protocol: str, stall: float) -> Iterator[tuple[int, object]]:
-    import uvicorn
-
-    from modelcache.server import create_app
     from modelcache.server._limits import GuardedH11Protocol, HeadGuard, uvicorn_limits
 
     old = HeadGuard.write_stall_timeout
     HeadGuard.write_stall_timeout = stall
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
     limits = uvicorn_limits(keep_alive=1.0)
     if protocol == "h11":
         limits["http"] = GuardedH11Protocol
-    limits.pop("backlog")
-    server = uvicorn.Server(uvicorn.Config(create_app(cache), log_level="error", lifespan="off", **limits))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-        yield port, server
+        with uvicorn_in_thread(cache, limits) as (port, server, _thread):
+            yield port, server
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
         HeadGuard.write_stall_timeout = old
 
 

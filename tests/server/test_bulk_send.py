@@ -4,16 +4,15 @@ with the transport's reading paused — and the socket put back exactly as it wa
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import socket
-import struct
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 import uvloop
+from helpers.bulk_socket import KeepTransport, socket_state
 from helpers.live_server import DEMO_MODEL, DEMO_REPO, import_demo, live_server
 
 from modelcache.cache.importer import import_folder
@@ -22,29 +21,6 @@ from modelcache.server._blob import sendfile_body
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_CORK and SO_SNDTIMEO are Linux's")
 MiB = 1 << 20
-
-
-class _Keep(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.ready = asyncio.get_running_loop().create_future()
-        self.received = b""
-        self.states: list[tuple[bool, int, bytes]] = []  # the socket's, whenever something was received
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.ready.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        self.received += data
-        assert self.transport is not None
-        self.states.append(_state(self.transport.get_extra_info("socket")))
-
-
-def _state(sock: socket.socket) -> tuple[bool, int, bytes]:
-    nonblocking = bool(fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
-    return (nonblocking, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK),
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.calcsize("@ll")))
 
 
 @linux_only
@@ -57,8 +33,8 @@ def test_a_body_goes_whole_and_the_socket_is_put_back(tmp_path: Path, loop_kind:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        proto: list[_Keep] = []
-        server = await loop.create_server(lambda: proto.append(_Keep()) or proto[-1], "127.0.0.1", 0)
+        proto: list[KeepTransport] = []
+        server = await loop.create_server(lambda: proto.append(KeepTransport()) or proto[-1], "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = socket.create_connection(("127.0.0.1", port))
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # slow enough to fill the socket
@@ -82,14 +58,14 @@ def test_a_body_goes_whole_and_the_socket_is_put_back(tmp_path: Path, loop_kind:
         transport = proto[0].transport
         assert transport is not None
         sock = transport.get_extra_info("socket")
-        before = _state(sock)
+        before = socket_state(sock)
         fd = os.open(blob, os.O_RDONLY)
         try:
             assert await sendfile_body(transport, fd, 0, len(data), stall_timeout=10) is True
             assert all(state == before for state in proto[0].states)  # nothing was read while it was set up for the body
         finally:
             os.close(fd)
-        assert _state(sock) == before  # non-blocking, uncorked, no send timeout: as the transport had it
+        assert socket_state(sock) == before  # non-blocking, uncorked, no send timeout: as the transport had it
         assert before[0] is True and before[1] == 0
         assert transport.is_reading()
         await asyncio.to_thread(reader.join, 10)

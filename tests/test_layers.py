@@ -20,12 +20,12 @@ RANK = {
     "server": 4, "k8s": 4, "doctor": 4, "sync": 4,
     "models": 3, "service": 3,
     "hub": 2, "cache": 2,
-    "files": 1, "folders": 1, "_safe_read": 1, "progress": 1, "tokens": 1, "redact": 1, "profiles": 1, "hashing": 1, "protocol": 1,
+    "files": 1, "folders": 1, "diskwrite": 1, "_safe_read": 1, "progress": 1, "tokens": 1, "redact": 1, "profiles": 1, "hashing": 1, "protocol": 1,
     "validation": 0, "settings": 1, "errors": 0, "_format": 0, "_lazy": 0, "_httpx_cli": 0, "_demo_model": 0, "__main__": 6, "__init__": 6,
 }
 FORBIDDEN_PAIRS = {("hub", "cache"), ("cache", "hub")}
 # leaves may use each other in this order only (no cycles among them)
-LEAF_ORDER = ["errors", "_format", "validation", "hashing", "protocol", "redact", "tokens", "settings", "_safe_read", "folders", "files",
+LEAF_ORDER = ["errors", "diskwrite", "_format", "validation", "hashing", "protocol", "redact", "tokens", "settings", "_safe_read", "folders", "files",
               "profiles", "progress"]
 
 

@@ -41,6 +41,7 @@ from ._safe_read import (
     read_state_or_none,
     warn_corrupt,
 )
+from .diskwrite import write_all
 from .errors import CacheError
 from .folders import SHARED_DIR_MODE, HeldFolders, open_folder
 
@@ -220,9 +221,7 @@ def replace_bytes_at(dir_fd: int, name: str, data: bytes, mode: int = 0o664, fsy
     fd, tmp = create_exclusive_at(dir_fd, f".{name}.", ".tmp", shown=shown or name)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             if fsync:
                 os.fsync(fd)
             os.fchmod(fd, mode)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ..diskwrite import write_all
 from ..errors import IntegrityError, InvalidInput
 from ..hashing import BlobHasher
 from ..validation import is_commit, validate_repo_id, validate_repo_path, validate_repo_type, validate_revision
@@ -201,8 +202,7 @@ def _restore_blob(layout: RepoLayout, entry: FileEntry, fh: IO[bytes]) -> bool:
         with os.fdopen(fd, "wb") as out:
             while chunk := fh.read(1 << 20):
                 hasher.update(chunk)
-                out.write(chunk)
-            out.flush()
+                write_all(out.fileno(), chunk)
             os.fsync(out.fileno())
         if hasher.hexdigest() != entry.etag:
             raise IntegrityError(f"{entry.path}: content does not match its hash in the bundle's record",

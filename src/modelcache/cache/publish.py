@@ -11,6 +11,7 @@ import os
 import stat
 from pathlib import Path
 
+from ..diskwrite import write_all
 from ..errors import CacheError
 from .layout import RepoLayout
 from ..files import (
@@ -165,9 +166,7 @@ def install_blobs_bytes(layout: RepoLayout, items: list[tuple[str, bytes]], fold
                     continue
                 fd, tmp = create_exclusive_at(blobs, f"{etag}.", ".small.incomplete", shown=layout.blobs)
                 temps.append((fd, tmp, etag, len(data)))
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
                 os.fchmod(fd, FILE_MODE)
             for fd, _tmp, _etag, _n in temps:
                 os.fsync(fd)
@@ -252,9 +251,8 @@ def copy_into_blob(layout: RepoLayout, entry: FileEntry, source: Path | int) -> 
                     if not chunk:
                         break
                     hasher.update(chunk)
-                    out.write(chunk)
+                    write_all(out.fileno(), chunk)
                     offset += len(chunk)
-                out.flush()
                 os.fsync(out.fileno())
             if offset != entry.size or hasher.hexdigest() != entry.etag:
                 raise IntegrityError(f"{entry.path} changed while it was imported",

@@ -384,5 +384,5 @@ def os_error(exc: OSError, layout: RepoLayout) -> CacheError:
             f"cannot write to the cache at {layout.cache_dir}: {exc.strerror}",
             "give the user write access, or point --cache-dir / HF_HUB_CACHE at a writable directory",
         )
-    return CacheError(f"filesystem error in {layout.folder}: {exc.strerror}", "check the cache directory")
+    return CacheError(f"filesystem error in {layout.folder}: {exc.strerror or exc}", "check the cache directory")
 

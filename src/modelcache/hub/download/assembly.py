@@ -21,12 +21,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ...diskwrite import pwrite_all
 from ...protocol import FileEntry
 from ...hashing import BlobHasher
 from .partial import claim_partial, release_inode, same_inode, state_path_for, write_state
@@ -140,8 +142,9 @@ class Assembly:
 
     # -- writing and hashing ----------------------------------------------------------------------
     def write(self, offset: int, data: bytes | memoryview) -> None:
-        """Write ``data`` at ``offset`` (``pwrite``: safe from several threads); call ``record`` after."""
-        os.pwrite(self.fd, data, offset)
+        """Write ``data`` at ``offset`` (``pwrite``: safe from several threads), whole or an error;
+        call ``record`` after."""
+        pwrite_all(self.fd, data, offset)
 
     def take_inline(self, start: int) -> bool:
         """Claim the hash token to hash a stream starting at ``start`` as it arrives."""
@@ -190,7 +193,7 @@ class Assembly:
         while pos < end:
             n = os.preadv(self.fd, [view[: min(len(view), end - pos)]], pos)
             if not n:
-                raise OSError(f"{self.partial.name}: short read at {pos}")
+                raise OSError(errno.EIO, f"{self.partial.name}: short read at {pos} (was the partial cut by another process?)")
             self.hasher.update(view[:n])
             pos += n
             self.hashed = pos

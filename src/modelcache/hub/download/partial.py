@@ -37,6 +37,7 @@ import stat
 import uuid
 from pathlib import Path
 
+from ...diskwrite import pwrite_all
 from .regular import open_regular
 from .state import (
     OPEN_INODES,
@@ -86,7 +87,9 @@ def _copy_ranges(src: int, dst: int, ranges: list[Range]) -> None:
                 if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 data = os.pread(src, min(1 << 20, b - pos), pos)
-                n = os.pwrite(dst, data, pos) if data else 0
+                if data:
+                    pwrite_all(dst, data, pos)
+                n = len(data)
             if n <= 0:
                 raise OSError(errno.EIO, f"short copy of a partial download at byte {pos}")
             pos += n

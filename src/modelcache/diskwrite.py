@@ -6,13 +6,13 @@ two reasons:
 - **Whole or an error.** ``write``/``pwrite`` may write fewer bytes than asked (a disk that fills
   up part-way, a signal). A caller that ignores the count records bytes as written that are not
   on disk. Here a short write is continued, and a write that makes no progress raises.
-- **Pieces of 128 KiB.** On a Linux page cache with large folios (ext4, xfs; 6.x kernels), a
+- **Pieces of 256 KiB.** On a Linux page cache with large folios (ext4, xfs; 6.x kernels), a
   write of 1 MiB or more at once asks for 1–2 MiB folios. Measured on a 2-core VM (virtio,
   free-page reporting on): 2 GiB written in 1 MiB writes cost 0.5–6 CPU-s, 2 MiB writes 4.2–4.6,
-  256 KiB writes 0.5 every time. In a real download with 16 streams, splitting each 1 MiB
-  received into 128 KiB writes took scenario 1 of ``make bench`` from 6.8 to 4.5 CPU-s (wall
-  0.87x); 256 KiB gave 4.9, 64 KiB 4.7. See ``benchmarks/README.md``. The extra system calls cost
-  nothing measurable (16,384 per 2 GiB).
+  256 KiB writes 0.5 every time (128 KiB: 1.0). In a real download with 16 streams, splitting
+  each 1 MiB received into 256 KiB writes cut scenario 1 of ``make bench`` by ~10–30% of its
+  CPU; 128 KiB and 512 KiB pieces measured the same as 256 KiB there. See
+  ``benchmarks/README.md``. The extra system calls cost nothing measurable (8,192 per 2 GiB).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 
 __all__ = ["STEP", "pwrite_all", "write_all"]
 
-STEP = 128 * 1024
+STEP = 256 * 1024
 """Bytes per ``write`` system call."""
 
 

@@ -55,6 +55,21 @@ def test_a_refused_call_switches_it_off_and_nothing_breaks(tmp_path: Path, fresh
         os.close(fd)
 
 
+@linux
+def test_a_failure_of_one_file_does_not_switch_it_off(tmp_path: Path, fresh_switch: None) -> None:
+    """A closed descriptor (EBADF) is that call's problem: the next file is still written back."""
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 8192)
+    fd = os.open(path, os.O_RDWR)
+    os.close(fd)
+    assert writeback.start_writeback(fd, 0, 8192) is False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert writeback.start_writeback(fd, 0, 8192) is True
+    finally:
+        os.close(fd)
+
+
 def test_the_cursor_asks_for_every_byte_once_in_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[tuple[int, int]] = []
     monkeypatch.setattr(writeback, "start_writeback", lambda fd, off, n: asked.append((off, off + n)) or True)

@@ -11,12 +11,14 @@ for the engine that loads the model next), so disk and network overlap and the f
 finds little left to do. It is only a hint: durability still comes from the fsync.
 
 Where the call does not exist (not Linux, a libc without it, a seccomp profile that refuses it)
-or the file system rejects it, it is switched off for the process after the first failure;
-nothing else changes.
+or the file system rejects it, it is switched off for the process after the first such failure;
+nothing else changes. Any other failure (a closed descriptor, an I/O error) only skips that one
+call: in a long-running ``serve --upstream``, one bad file does not end it for every later one.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -27,6 +29,8 @@ STEP = 8 << 20
 """Bytes a stream writes before it asks the kernel to start writing them out."""
 
 _SYNC_FILE_RANGE_WRITE = 2
+_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP})
+"""Errors that say the call will never work here (seccomp refuses it, a file system without it)."""
 _lock = threading.Lock()
 _call: object = None  # None: not looked up yet; False: unavailable; else the libc function
 
@@ -59,8 +63,11 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
     if not fn or length <= 0:
         return False
     if fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE) != 0:  # type: ignore[operator]
-        _call = False  # ENOSYS, EPERM (seccomp), EINVAL/ESPIPE (a file system without it)
-        return False
+        import ctypes
+
+        if ctypes.get_errno() in _UNSUPPORTED:
+            _call = False  # not on this system or this file system: stop asking
+        return False  # EBADF, EIO...: this file's problem (the fsync will say), not the process's
     return True
 
 

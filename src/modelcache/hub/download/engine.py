@@ -16,19 +16,19 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from ...hashing import BlobHasher
 from ...protocol import FileEntry
-from ...errors import IntegrityError, ModelCacheError, ProtocolError, TransientError
+from ...errors import ModelCacheError, TransientError
 from .assembly import Assembly, LockLost
+from .fetch import corrupt_twice, drain_error, get_whole, open_stream
 from .jobs import EngineStats, FileJob
 from ...settings import DEFAULTS
 from .ranges import content_range as _content_range, header_int as _int
 from ..client import HubClient, error_for_response
-from ..rawhttp import RawResponse, Unsupported, iter_body
+from ..rawhttp import RawResponse, iter_body
 from ..smallgets import Failed, Get, SmallGets
 from ..retry import Backoff, WaitCallback
 from .writeback import Writeback
@@ -77,19 +77,6 @@ request at once instead of waiting for the disk (with small files the two would 
 
 FALLBACK_WORKERS = 4
 """Worker threads kept for what the small-file loop hands back (an error status, a dropped connection)."""
-
-ERROR_BODY_MAX = 64 * 1024
-"""The longest error body read (to keep its connection); a longer one is not read at all."""
-
-
-def _drain_error(resp: httpx.Response | RawResponse) -> None:
-    """Read a short error answer's body so its connection can be reused. The error is judged by
-    status and headers alone: a body that is long, or of unknown length (a hostile upstream's
-    endless page), is left unread and its connection dropped by ``close``."""
-    length = _int(resp.headers.get("content-length"))
-    if length is not None and 0 <= length <= ERROR_BODY_MAX:
-        resp.read()
-
 
 class TransferEngine:
     """Downloads files over ``connections`` keep-alive connections, in chunks of ``chunk_size`` bytes.
@@ -243,12 +230,7 @@ class TransferEngine:
             asm.integrity_failures += 1
             self.stats.add(restarts=1)
             if asm.integrity_failures >= 2:
-                e = asm.entry
-                raise IntegrityError(
-                    f"{e.path} from {self.repo_id}: content does not match its "
-                    f"{'sha256' if e.is_lfs else 'git sha1'} (twice in a row)",
-                    "the upstream serves corrupt data; nothing was kept — report it or try another endpoint",
-                )
+                raise corrupt_twice(asm.entry, self.repo_id)
             asm.reset()
             for a, b in asm.missing_chunks(self.chunk_size):
                 self._queue.put(_Chunk(asm, job, a, b))
@@ -383,7 +365,7 @@ class TransferEngine:
         recorded = first = pos
         wb: Writeback | None = None
         try:
-            resp = self._open(c.job.url, headers, entry)
+            resp = open_stream(self.client, c.job.url, headers, entry)
             try:
                 if resp.status_code == 200 and "Range" in headers:
                     with asm.lock:
@@ -407,7 +389,7 @@ class TransferEngine:
                             "retrying",
                         )
                 elif resp.status_code != 200:
-                    _drain_error(resp)
+                    drain_error(resp)
                     raise error_for_response(resp, entry.path, self.repo_id, repo_known=True)
                 if asm.no_ranges and pos > 0:
                     # no ranges: the whole body again from byte 0; its bytes are not where an
@@ -485,11 +467,7 @@ class TransferEngine:
             return True
         self.stats.add(restarts=1)
         if bad + 1 >= 2:
-            raise IntegrityError(
-                f"{entry.path} from {self.repo_id}: content does not match its "
-                f"{'sha256' if entry.is_lfs else 'git sha1'} (twice in a row)",
-                "the upstream serves corrupt data; nothing was kept — report it or try another endpoint",
-            )
+            raise corrupt_twice(entry, self.repo_id)
         return False
 
     def _hand_over(self, job: FileJob, data: bytes | bytearray) -> None:
@@ -547,35 +525,11 @@ class TransferEngine:
 
     def _get_small(self, job: FileJob) -> bytes | None:
         """One GET of the whole small file: its bytes (exactly ``entry.size``), None when aborted."""
-        entry = job.entry
-        buf = bytearray()
-        try:
-            resp = self._open(job.url, {"Accept-Encoding": "identity"}, entry)
-            try:
-                if resp.status_code != 200:
-                    _drain_error(resp)
-                    raise error_for_response(resp, entry.path, self.repo_id, repo_known=True)
-                length = _int(resp.headers.get("content-length"))
-                if length is not None and length != entry.size:
-                    raise TransientError(f"{entry.path}: the server announced {length} bytes, "
-                                         f"not its size {entry.size}", "retrying")
-                for data in self._body(resp):
-                    if self._abort.is_set():
-                        return None
-                    if len(buf) + len(data) > entry.size:
-                        raise TransientError(f"{entry.path}: the server sent more bytes than its size "
-                                             f"{entry.size}", "retrying")
-                    buf += data
-            finally:
-                resp.close()
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            raise TransientError(f"{entry.path}: connection lost at byte {len(buf)} "
-                                 f"({type(exc).__name__})", "retrying") from None
-        if len(buf) < entry.size:
-            raise TransientError(f"{entry.path}: body ended at byte {len(buf)} of {entry.size}", "retrying")
-        self.stats.add(bytes_fetched=len(buf))
-        self.on_bytes(entry.path, len(buf))  # (progress moves once the whole file is here: a retry starts over)
-        return bytes(buf)
+        data = get_whole(self.client, job.url, job.entry, self.repo_id, self._body, self._abort.is_set)
+        if data is not None:
+            self.stats.add(bytes_fetched=len(data))
+            self.on_bytes(job.entry.path, len(data))  # (progress moves once the whole file is here: a retry starts over)
+        return data
 
     def _publish_small(self, job: FileJob, data: bytes) -> None:
         """(A finisher thread) write the verified bytes as the blob and hand the file on."""
@@ -622,36 +576,3 @@ class TransferEngine:
                 buf = self._local.buf = memoryview(bytearray(1 << 20))
             return iter_body(resp, buf)
         return resp.iter_raw()  # no re-chunking: a buffer would be lost on a drop
-
-    def _open(self, url: str, headers: dict[str, str], entry: FileEntry) -> httpx.Response | RawResponse:
-        """A streaming GET, redirects followed by hand: the token goes only to the endpoint."""
-        client = self.client
-        for _ in range(6):
-            hdrs = {**headers, **client.auth_headers(url)}
-            try:
-                resp: httpx.Response | RawResponse | None = None
-                pool = client.raw_pool_for(url)
-                if pool is not None:
-                    try:
-                        resp = pool.get(url, hdrs)
-                    except Unsupported:
-                        resp = None  # e.g. a chunked body: httpx handles it
-                if resp is None:
-                    resp = client.http.send(client.http.build_request("GET", url, headers=hdrs), stream=True)
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                raise TransientError(f"{entry.path}: {type(exc).__name__} connecting", "retrying") from None
-            if resp.is_redirect and "Location" in resp.headers:
-                location = resp.headers["Location"]
-                resp.close()
-                try:
-                    url = urljoin(url, location)
-                    urlsplit(url).port  # noqa: B018 - a port out of range or not a number raises here, not later
-                except ValueError:
-                    raise ProtocolError(f"{entry.path}: the endpoint redirected to a URL that does not parse "
-                                        f"({location[:100]!r})", "is the endpoint HF-compatible?") from None
-                if urlsplit(url).scheme not in ("http", "https"):
-                    raise ProtocolError(f"{entry.path}: the endpoint redirected to a non-HTTP URL "
-                                        f"({urlsplit(url).scheme}:)", "refusing it; is the endpoint trustworthy?")
-                continue
-            return resp
-        raise ProtocolError(f"{entry.path}: too many redirects", "is the endpoint HF-compatible?")

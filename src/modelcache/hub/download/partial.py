@@ -87,8 +87,7 @@ def _copy_ranges(src: int, dst: int, ranges: list[Range]) -> None:
                 if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 data = os.pread(src, min(1 << 20, b - pos), pos)
-                if data:
-                    pwrite_all(dst, data, pos)
+                pwrite_all(dst, data, pos)
                 n = len(data)
             if n <= 0:
                 raise OSError(errno.EIO, f"short copy of a partial download at byte {pos}")

@@ -65,6 +65,8 @@ def _by_goal(ts: list[Target]) -> dict[str, Target]:
 def test_every_module_imports_and_entry_points_load() -> None:
     run = _load("run")
     _load("serve_bench")
+    sizes = _load("write_sizes")
+    assert callable(sizes.main)
     up = _load("upstream")
     assert up.Repo is sourcerepo.Repo and callable(run.main)
     args = run.parse_args(["--quick"])
@@ -73,6 +75,12 @@ def test_every_module_imports_and_entry_points_load() -> None:
     full = run.parse_args([])
     assert full.scale == 1.0 and full.serve_duration == 6
     assert run.outputs(True)[0].parent.name == "_work"  # a quick run never overwrites RESULTS.md
+
+
+def test_write_sizes_writes_and_removes_its_file(tmp_path: Path) -> None:
+    sizes = _load("write_sizes")
+    wall, sys_s = sizes.write_pass(tmp_path / "f", 3 * 1024 * 1024 + 5, 256 * 1024)
+    assert wall >= 0 and sys_s >= 0 and not (tmp_path / "f").exists()
 
 
 def test_a_quick_run_fails_on_a_broken_part_not_on_a_missed_target() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 __all__ = ["STEP", "pwrite_all", "write_all"]
 
@@ -29,21 +30,20 @@ STEP = 256 * 1024
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     """Write all of ``data`` at ``offset`` of ``fd`` (``pwrite``: the file offset is not moved;
     safe from several threads on one fd)."""
-    view = memoryview(data).cast("B")
-    done, total = 0, len(view)
-    while done < total:
-        n = os.pwrite(fd, view[done: done + STEP], offset + done)
-        if n <= 0:
-            raise OSError(errno.EIO, f"no progress writing at byte {offset + done}")
-        done += n
+    _in_pieces(lambda piece, done: os.pwrite(fd, piece, offset + done), data, f"at byte {offset}")
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write all of ``data`` at ``fd``'s current offset (``write``)."""
+    _in_pieces(lambda piece, _done: os.write(fd, piece), data, "")
+
+
+def _in_pieces(write: Callable[[memoryview, int], int], data: bytes | bytearray | memoryview, where: str) -> None:
+    """``write(piece, bytes_done_so_far)`` until every byte is taken, ``STEP`` bytes at most a call."""
     view = memoryview(data).cast("B")
     done, total = 0, len(view)
     while done < total:
-        n = os.write(fd, view[done: done + STEP])
+        n = write(view[done: done + STEP], done)
         if n <= 0:
-            raise OSError(errno.EIO, "no progress writing")
+            raise OSError(errno.EIO, f"no progress writing {where} + {done}" if where else "no progress writing")
         done += n

@@ -19,7 +19,6 @@ call: in a long-running ``serve --upstream``, one bad file does not end it for e
 from __future__ import annotations
 
 import errno
-import os
 import sys
 import threading
 
